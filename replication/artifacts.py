@@ -1,0 +1,131 @@
+"""Files of a run directory: atomic writes, sha256 hashes and the manifest.
+
+Every file is written to a temporary name in its final directory and renamed into place, so a
+killed run leaves either the previous complete file or none. ``manifest.json`` is written last,
+after every file of the stage, and holds the sha256 of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from replication.errors import ReplicationError
+
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+PACKAGES = ("torch", "transformers", "safetensors", "numpy", "scikit-learn", "gguf", "accelerate")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Deterministic JSON (two runs with equal data give equal bytes)."""
+    write_text(path, json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReplicationError(f"{path} is missing: run the stage that writes it first") from None
+    except (ValueError, OSError) as exc:
+        raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
+
+
+def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """safetensors with the metadata as ONE sorted-JSON entry: safetensors writes a header map of
+    several entries in a per-process random order, which would break byte-identical reruns."""
+    contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
+    header = {"replication": json.dumps(metadata, sort_keys=True)} if metadata else None
+    atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ReplicationError(f"{path} is missing: run the stage that writes it first")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and the versions of the packages that shape the numbers."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "packages": versions,
+    }
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    return read_json(path) if path.is_file() else {}
+
+
+def record_stage(
+    run_dir: Path,
+    stage: str,
+    *,
+    files: list[Path],
+    config: dict[str, Any],
+    config_hash: str,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """Add a finished stage (its files' sha256 and facts) to the manifest, written last."""
+    manifest = read_manifest(run_dir)
+    manifest.update(config=config, config_hash=config_hash, environment=environment())
+    hashes = {str(f.relative_to(run_dir)): sha256_file(f) for f in [run_dir / CONFIG, *files]}
+    manifest.setdefault("files", {}).update(hashes)
+    manifest.setdefault("stages", {})[stage] = {"config_hash": config_hash, **info}
+    write_json(run_dir / MANIFEST, manifest)
+    return manifest

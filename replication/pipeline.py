@@ -1,0 +1,188 @@
+"""The stages as file-to-file steps of one run directory: capture -> train -> analyze.
+
+Each stage reads only the files of the stages before it and records its own files, with their
+sha256, in the run's manifest. Layout of a run directory::
+
+    config.yaml                      the resolved config of the latest stage
+    manifest.json                    config + hash, environment, per-stage facts, sha256 of files
+    capture/activations.safetensors  sample_000 ... one (1, T, d) float32 tensor per prompt
+    capture/samples.json             per sample: prompt, text, token counts, prefill/decode, shape
+    capture/activations_data.json    the original's format: [{prompt, generated_text, activations}]
+    capture/info.json                model, weights, depth, width, decoding rule, device, dtype
+    capture/prompts.txt              the corpus as used
+    train/sae.safetensors            the best (reloaded) SAE
+    train/history.json               one row per epoch
+    train/last_codes.safetensors     codes of the last epoch's training pass (the PCA's input)
+    train/summary.json               rows, best and last epoch
+    analyze/codes.safetensors        one code row per sample (N, d_hidden)
+    analyze/top_prompts.json         top-k prompts per code dimension, and the row rule
+    analyze/pca.json                 2-D PCA of the last epoch's training codes
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from replication import analysis, artifacts
+from replication.capture import (
+    capture,
+    decoder_layer,
+    generation_settings,
+    num_layers,
+    read_prompts,
+)
+from replication.config import RunConfig
+from replication.errors import ReplicationError
+from replication.models import load_model, resolve_device
+from replication.sae import SparseAutoencoder
+from replication.train import positional_split, stack_samples, train_sae
+
+STAGES = ("capture", "train", "analyze")
+
+
+def sample_key(index: int) -> str:
+    return f"sample_{index:03d}"
+
+
+def load_samples(run_dir: Path) -> list[torch.Tensor]:
+    """The captured (1, T, d) samples in corpus order."""
+    tensors = artifacts.load_tensors(run_dir / "capture" / "activations.safetensors")
+    return [tensors[sample_key(i)] for i in range(len(tensors))]
+
+
+def run_capture(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    prompts = read_prompts(cfg.prompts_path())
+    device = resolve_device(cfg.capture.device)
+    loaded = load_model(cfg.model, device)
+    decoder_layer(loaded.model, cfg.capture.layer)
+    loaded_at = time.perf_counter()
+    samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
+    out = run_dir / "capture"
+    layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}
+    tensors = {sample_key(i): s.activation for i, s in enumerate(samples)}
+    artifacts.save_tensors(out / "activations.safetensors", tensors, layer_meta)
+    artifacts.write_json(out / "samples.json", [s.record(i) for i, s in enumerate(samples)])
+    artifacts.write_json(
+        out / "activations_data.json",
+        [
+            {"prompt": s.prompt, "generated_text": s.generated_text, "activations": s.activation.tolist()}
+            for s in samples
+        ],
+    )
+    info = {
+        "model": cfg.model.name,
+        "weights": loaded.weights,
+        "n_layers": num_layers(loaded.model),
+        "d_model": int(samples[0].activation.shape[-1]),
+        "layer": cfg.capture.layer,
+        "hook": f"model.layers.{cfg.capture.layer}",
+        "generation": generation_settings(loaded.model),
+        "max_length": cfg.capture.max_length,
+        "chat_template": cfg.capture.chat_template,
+        "sampling_seed": cfg.capture.sampling_seed,
+        "device": str(device),
+        "dtype": cfg.model.dtype,
+    }
+    artifacts.write_json(out / "info.json", info)
+    artifacts.write_text(out / "prompts.txt", "".join(p + "\n" for p in prompts))
+    files = [
+        out / n
+        for n in (
+            "activations.safetensors",
+            "samples.json",
+            "activations_data.json",
+            "info.json",
+            "prompts.txt",
+        )
+    ]
+    timing = {"load_s": loaded_at - started, "wall_s": time.perf_counter() - started}
+    return _finish(
+        cfg,
+        run_dir,
+        "capture",
+        files,
+        {**timing, "device": str(device), "dtype": cfg.model.dtype, "seed": cfg.capture.sampling_seed},
+    )
+
+
+def run_train(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    stacked = stack_samples(load_samples(run_dir))
+    train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
+    result = train_sae(train_x, val_x, cfg.train, progress)
+    out = run_dir / "train"
+    meta = {
+        "d_in": result.sae.d_in,
+        "d_hidden": result.sae.d_hidden,
+        "decoder_activation": cfg.train.decoder_activation,
+    }
+    artifacts.save_tensors(out / "sae.safetensors", result.sae.state_dict(), meta)
+    artifacts.save_tensors(out / "last_codes.safetensors", {"codes": result.last_codes}, {})
+    artifacts.write_json(out / "history.json", result.history)
+    summary = {
+        "samples": int(stacked.shape[0]),
+        "rows_per_sample": int(stacked.shape[1]),
+        "train_rows": int(train_x.shape[0]),
+        "val_rows": int(val_x.shape[0]),
+        "best_epoch": result.best_epoch,
+        "last_epoch": len(result.history),
+    }
+    artifacts.write_json(out / "summary.json", summary)
+    files = [out / n for n in ("sae.safetensors", "last_codes.safetensors", "history.json", "summary.json")]
+    info = {
+        "wall_s": time.perf_counter() - started,
+        "device": "cpu",
+        "dtype": "float32",
+        "seed": cfg.train.seed,
+    }
+    return _finish(cfg, run_dir, "train", files, info)
+
+
+def load_sae(run_dir: Path, cfg: RunConfig) -> SparseAutoencoder:
+    state = artifacts.load_tensors(run_dir / "train" / "sae.safetensors")
+    d_hidden, d_in = state["encoder.weight"].shape
+    sae = SparseAutoencoder(d_in, d_hidden, cfg.train.decoder_activation)
+    sae.load_state_dict(state)
+    return sae.eval()
+
+
+def run_analyze(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    samples = load_samples(run_dir)
+    records = artifacts.read_json(run_dir / "capture" / "samples.json")
+    if len(records) != len(samples):
+        raise ReplicationError(f"{run_dir}/capture: samples.json and activations disagree in length")
+    prompts = [r["prompt"] for r in records]
+    x, rows = analysis.sample_rows(samples)
+    codes = analysis.encode(load_sae(run_dir, cfg), x)
+    last = artifacts.load_tensors(run_dir / "train" / "last_codes.safetensors")["codes"].numpy()
+    out = run_dir / "analyze"
+    artifacts.save_tensors(out / "codes.safetensors", {"codes": torch.from_numpy(codes)}, {})
+    top = {
+        "row_rule": analysis.ROW_RULE,
+        "encoded_rows": rows,
+        "prefill_samples": [r["index"] for r in records if r["source"] == "prefill"],
+        "dimensions": analysis.top_activating(codes, prompts, cfg.analyze.top_k),
+    }
+    artifacts.write_json(out / "top_prompts.json", top)
+    artifacts.write_json(out / "pca.json", {"source": "last training epoch's codes", **analysis.pca_2d(last)})
+    files = [out / n for n in ("codes.safetensors", "top_prompts.json", "pca.json")]
+    return _finish(cfg, run_dir, "analyze", files, {"wall_s": time.perf_counter() - started})
+
+
+def _finish(
+    cfg: RunConfig, run_dir: Path, stage: str, files: list[Path], info: dict[str, Any]
+) -> dict[str, Any]:
+    config = cfg.to_dict()
+    artifacts.write_config(run_dir, config)
+    return artifacts.record_stage(
+        run_dir, stage, files=files, config=config, config_hash=cfg.hash(), info=info
+    )
+
+
+RUNNERS = {"capture": run_capture, "train": run_train, "analyze": run_analyze}

@@ -1,0 +1,115 @@
+"""Part 2 capture: the hook, its last-call semantics, and the capture's inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from replication.capture import (
+    capture,
+    capture_one,
+    decoder_layer,
+    encode_prompt,
+    hidden_state,
+    last_call_hook,
+    read_prompts,
+    sample_seed,
+)
+from replication.config import CaptureConfig, RunConfig
+from replication.errors import ReplicationError
+from replication.models import LoadedModel
+
+LAYER = 10
+LONG_PROMPT = "Write a Python function to reverse a linked list."
+
+
+def hidden_states(loaded: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        return loaded.model(ids, output_hidden_states=True).hidden_states  # type: ignore[no-any-return]
+
+
+def test_hook_equals_output_hidden_states(tiny_model: LoadedModel) -> None:
+    ids = encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=False)["input_ids"]
+    with last_call_hook(decoder_layer(tiny_model.model, LAYER)) as store, torch.no_grad():
+        states = tiny_model.model(ids, output_hidden_states=True).hidden_states
+    assert store.calls == 1
+    assert store.hidden is not None
+    assert store.hidden.shape == (1, ids.shape[1], 64)
+    torch.testing.assert_close(store.hidden, states[LAYER + 1], rtol=0, atol=0)
+    # The neighbouring layers differ: the hook sits on the right block.
+    assert not torch.allclose(store.hidden, states[LAYER])
+
+
+def test_hook_is_removed_on_exit(tiny_model: LoadedModel) -> None:
+    layer = decoder_layer(tiny_model.model, LAYER)
+    with pytest.raises(RuntimeError), last_call_hook(layer):
+        raise RuntimeError("boom")
+    assert not layer._forward_hooks
+
+
+def test_sample_is_last_decode_step(tiny_model: LoadedModel) -> None:
+    cfg = CaptureConfig(layer=LAYER, max_length=50)
+    sample = capture_one(tiny_model.model, tiny_model.tokenizer, LONG_PROMPT, cfg, seed=0)
+    assert sample.new_tokens > 2, "the prompt must decode several tokens for this test"
+    assert sample.source == "decode"
+    assert sample.activation.shape == (1, 1, 64)
+    # One prefill call, then one decode call per new token but the last (never fed back).
+    assert sample.hook_calls == sample.new_tokens
+    assert sample.prompt_tokens + sample.new_tokens == len(sample.token_ids) == cfg.max_length
+    # The last decode step processed the second-to-last token of the output sequence.
+    ids = torch.tensor([sample.token_ids[:-1]])
+    expected = hidden_states(tiny_model, ids)[LAYER + 1][:, -1:, :]
+    torch.testing.assert_close(sample.activation, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_is_prefill_when_eos_comes_first(tiny_model: LoadedModel) -> None:
+    ids = encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=False)["input_ids"]
+    with torch.no_grad():
+        first = int(tiny_model.model(ids).logits[0, -1].argmax())
+    # Make the greedy first token the model's EOS: generation stops after the prefill.
+    tiny_model.model.generation_config.eos_token_id = first
+    sample = capture_one(tiny_model.model, tiny_model.tokenizer, LONG_PROMPT, CaptureConfig(), seed=0)
+    assert sample.new_tokens == 1
+    assert sample.hook_calls == 1
+    assert sample.source == "prefill"
+    assert sample.activation.shape == (1, ids.shape[1], 64)
+    torch.testing.assert_close(sample.activation, hidden_states(tiny_model, ids)[LAYER + 1], rtol=0, atol=0)
+
+
+def test_hidden_state_takes_tensor_or_tuple() -> None:
+    x = torch.zeros(1, 3, 4)
+    assert hidden_state(x) is x
+    assert hidden_state((x, None)) is x
+    with pytest.raises(ReplicationError):
+        hidden_state(torch.zeros(3, 4))  # what output[0] of a bare tensor would give
+
+
+def test_layer_beyond_model(tiny_model: LoadedModel) -> None:
+    with pytest.raises(ReplicationError, match=r"capture.layer=12 is beyond the model: it has 12"):
+        decoder_layer(tiny_model.model, 12)
+
+
+def test_prompt_longer_than_budget_is_refused_before_generation(tiny_model: LoadedModel) -> None:
+    long = " ".join(["inheritance"] * 60)
+    with pytest.raises(ReplicationError, match=r"not fewer than capture\.max_length=50"):
+        capture(tiny_model.model, tiny_model.tokenizer, ["short", long], CaptureConfig(), progress=False)
+
+
+def test_read_prompts(tmp_path: Path, tiny_config: RunConfig) -> None:
+    prompts = read_prompts(tiny_config.prompts_path())
+    assert len(prompts) == 98
+    assert prompts[0] == "What is the best way to learn machine learning?"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ReplicationError, match="holds no prompt"):
+        read_prompts(empty)
+    with pytest.raises(ReplicationError, match="unreadable"):
+        read_prompts(tmp_path / "absent.txt")
+
+
+def test_sample_seed_depends_on_seed_and_index() -> None:
+    seeds = {sample_seed(s, i) for s in range(3) for i in range(50)}
+    assert len(seeds) == 150
+    assert sample_seed(0, 7) == sample_seed(0, 7)

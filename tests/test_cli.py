@@ -1,0 +1,145 @@
+"""The command line end to end on the tiny profile: artifacts, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from replication.artifacts import sha256_file
+from replication.config import REPO_ROOT, config_from_dict
+
+DETERMINISTIC = [
+    "capture/activations.safetensors",
+    "capture/samples.json",
+    "capture/activations_data.json",
+    "train/history.json",
+    "train/sae.safetensors",
+    "train/last_codes.safetensors",
+    "analyze/codes.safetensors",
+    "analyze/top_prompts.json",
+]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replication", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_run_writes_every_artifact_listed_in_the_manifest(tiny_run: Path) -> None:
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    on_disk = {str(p.relative_to(tiny_run)) for p in tiny_run.rglob("*") if p.is_file()}
+    assert on_disk - {"manifest.json"} == set(manifest["files"])
+    for name, digest in manifest["files"].items():
+        assert sha256_file(tiny_run / name) == digest, name
+    assert set(manifest["stages"]) == {"capture", "train", "analyze"}
+    saved = config_from_dict(yaml.safe_load((tiny_run / "config.yaml").read_text()))
+    assert saved.hash() == manifest["config_hash"] == manifest["stages"]["train"]["config_hash"]
+    assert manifest["stages"]["capture"]["device"] == "cpu"
+    assert manifest["stages"]["capture"]["dtype"] == "float32"
+    assert manifest["environment"]["packages"]["torch"]
+
+
+def test_capture_artifacts(tiny_run: Path) -> None:
+    records = json.loads((tiny_run / "capture/samples.json").read_text())
+    tensors = load_file(str(tiny_run / "capture/activations.safetensors"))
+    assert len(records) == len(tensors) == 98
+    for record in records:
+        activation = tensors[f"sample_{record['index']:03d}"]
+        assert list(activation.shape) == record["shape"]
+        expected_rows = record["prompt_tokens"] if record["source"] == "prefill" else 1
+        assert activation.shape == (1, expected_rows, 64)
+        assert record["total_tokens"] == len(record["token_ids"]) <= 50
+    original = json.loads((tiny_run / "capture/activations_data.json").read_text())
+    assert [set(item) for item in original] == [{"prompt", "generated_text", "activations"}] * 98
+    assert original[5]["prompt"] == records[5]["prompt"]
+    np.testing.assert_array_equal(
+        np.asarray(original[5]["activations"], dtype=np.float32), tensors["sample_005"]
+    )
+    info = json.loads((tiny_run / "capture/info.json").read_text())
+    assert (info["n_layers"], info["d_model"], info["layer"]) == (12, 64, 10)
+    assert info["generation"]["do_sample"] is False
+
+
+def test_train_and_analyze_artifacts(tiny_run: Path) -> None:
+    history = json.loads((tiny_run / "train/history.json").read_text())
+    summary = json.loads((tiny_run / "train/summary.json").read_text())
+    assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
+    assert summary["last_epoch"] == len(history) and summary["train_rows"] == 78 * summary["rows_per_sample"]
+    sae = load_file(str(tiny_run / "train/sae.safetensors"))
+    assert sae["encoder.weight"].shape == (128, 64) and sae["decoder.weight"].shape == (64, 128)
+    top = json.loads((tiny_run / "analyze/top_prompts.json").read_text())
+    assert len(top["dimensions"]) == 128 and len(top["encoded_rows"]) == 98
+    for dim in top["dimensions"]:
+        values = [t["value"] for t in dim["top"]]
+        assert len(values) == 5 and values == sorted(values, reverse=True)
+    pca = json.loads((tiny_run / "analyze/pca.json").read_text())
+    assert len(pca["coords"]) == summary["train_rows"]
+
+
+def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path) -> None:
+    second = tmp_path / "again"
+    result = cli("run", "--profile", "tiny", "--out", str(second))
+    assert result.returncode == 0, result.stderr
+    for name in DETERMINISTIC:
+        assert sha256_file(second / name) == sha256_file(tiny_run / name), name
+
+
+def test_stages_one_at_a_time_match_run(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "staged"
+    (out / "capture").mkdir(parents=True)
+    for name in ("activations.safetensors", "samples.json"):
+        (out / "capture" / name).write_bytes((tiny_run / "capture" / name).read_bytes())
+    for stage in ("train", "analyze"):
+        result = cli(stage, "--profile", "tiny", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+    for name in ("train/sae.safetensors", "train/history.json", "analyze/top_prompts.json"):
+        assert sha256_file(out / name) == sha256_file(tiny_run / name), name
+
+
+@pytest.fixture
+def empty_prompts(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.txt"
+    path.write_text("\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--profile", "llama"], "error: unknown profile 'llama' (known: seed, smollm2, tiny)"),
+        (["run", "--profile", "tiny", "--prompts", "EMPTY"], "holds no prompt"),
+        (["run", "--profile", "tiny", "--capture.layer=12"], "capture.layer=12 is beyond the model"),
+        (["run", "--profile", "seed", "--model.path=/nonexistent/llama"], "weights not found at model.path"),
+        (["run", "--profile", "seed"], "not found in the local Hugging Face cache; pass --model.path="),
+        (["run", "--profile", "tiny", "--train.lr=fast"], "train.lr='fast' must be float"),
+        (["run", "--profile", "tiny", "--bogus"], "unrecognised argument '--bogus'"),
+        (["train", "--profile", "tiny"], "activations.safetensors is missing: run the stage"),
+        (["dance"], "invalid choice: 'dance'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args: list[str], message: str, tmp_path: Path, empty_prompts: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [str(empty_prompts) if a == "EMPTY" else a for a in args]
+    result = cli(*args, "--out", str(out), env={"HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

@@ -1,0 +1,59 @@
+"""Part 3 SAE: equation, loss by hand, initial weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from replication.config import TrainConfig
+from replication.sae import SparseAutoencoder, l1_penalty, near_zero_fraction, sae_loss
+from replication.train import build_sae
+
+
+def hand_sae(decoder_activation: str = "relu") -> SparseAutoencoder:
+    """d_in 2 -> d_hidden 3 with hand-set weights."""
+    sae = SparseAutoencoder(2, 3, decoder_activation)  # type: ignore[arg-type]
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        sae.encoder.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+        sae.decoder.weight.copy_(torch.tensor([[1.0, 0.0, 0.5], [0.0, -1.0, 0.0]]))
+        sae.decoder.bias.copy_(torch.tensor([0.0, 0.5]))
+    return sae
+
+
+def test_loss_by_hand_relu_decoder_summed_l1() -> None:
+    sae = hand_sae()
+    x = torch.tensor([[2.0, 1.0], [-1.0, 3.0]])
+    x_hat, z = sae(x)
+    # z = relu(W_e x + b_e): row 1 -> (2, 1, 2); row 2 -> (0, 3, 1)
+    torch.testing.assert_close(z, torch.tensor([[2.0, 1.0, 2.0], [0.0, 3.0, 1.0]]))
+    # W_d z + b_d: row 1 -> (3, -0.5); row 2 -> (0.5, -2.5); the decoder ReLU clips the negatives.
+    torch.testing.assert_close(x_hat, torch.tensor([[3.0, 0.0], [0.5, 0.0]]))
+    total, mse, l1 = sae_loss(x, x_hat, z, l1_coefficient=0.001)
+    # mse = mean of (1, 1, 1.5^2, 3^2) = (1 + 1 + 2.25 + 9) / 4
+    assert mse.item() == pytest.approx(13.25 / 4)
+    assert l1.item() == pytest.approx(9.0)  # sum over the whole batch, not a mean
+    assert total.item() == pytest.approx(13.25 / 4 + 0.009)
+    mean_l1 = l1_penalty(z, "mean")
+    assert mean_l1.item() == pytest.approx(9.0 / 6)
+
+
+def test_linear_decoder_keeps_negative_reconstructions() -> None:
+    x_hat, _ = hand_sae("linear")(torch.tensor([[2.0, 1.0]]))
+    torch.testing.assert_close(x_hat, torch.tensor([[3.0, -0.5]]))
+
+
+def test_near_zero_fraction() -> None:
+    z = torch.tensor([[0.0, 0.009, 0.01, 0.5]])
+    assert near_zero_fraction(z, 0.01) == pytest.approx(0.5)
+
+
+def test_initial_weights_match_a_plain_reimplementation() -> None:
+    """torch.manual_seed(seed), then Linear(d, 2d) and Linear(2d, d): the original's init."""
+    sae = build_sae(8, TrainConfig(seed=3))
+    torch.manual_seed(3)
+    encoder, decoder = nn.Linear(8, 16), nn.Linear(16, 8)
+    torch.testing.assert_close(sae.encoder.weight, encoder.weight, rtol=0, atol=0)
+    torch.testing.assert_close(sae.decoder.bias, decoder.bias, rtol=0, atol=0)
+    assert not torch.equal(build_sae(8, TrainConfig(seed=4)).encoder.weight, encoder.weight)

@@ -1,0 +1,82 @@
+"""Part 3 training: data preparation, the full-batch loop, early stopping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from replication.config import TrainConfig
+from replication.errors import ReplicationError
+from replication.train import EarlyStopping, positional_split, stack_samples, train_sae
+
+
+def test_stack_samples_zero_pads_the_sequence_axis() -> None:
+    a, b = torch.ones(1, 1, 3), torch.full((1, 4, 3), 2.0)
+    stacked = stack_samples([a, b])
+    assert stacked.shape == (2, 4, 3)
+    torch.testing.assert_close(stacked[0, 0], torch.ones(3))
+    assert stacked[0, 1:].abs().sum() == 0
+    torch.testing.assert_close(stacked[1], b[0])
+
+
+def test_positional_split_is_first_80_percent() -> None:
+    stacked = torch.arange(98.0).reshape(98, 1, 1)
+    train, val = positional_split(stacked, 0.8)
+    assert train.shape == (78, 1) and val.shape == (20, 1)
+    assert train[:, 0].tolist() == list(range(78))
+    assert val[:, 0].tolist() == list(range(78, 98))
+    # Prefill-shaped data: every sample contributes T_max rows, padding included.
+    train, val = positional_split(torch.zeros(10, 3, 2), 0.8)
+    assert train.shape == (24, 2) and val.shape == (6, 2)
+    with pytest.raises(ReplicationError, match="no training or no validation"):
+        positional_split(torch.zeros(1, 1, 2), 0.8)
+
+
+def test_early_stopping_on_a_constructed_curve() -> None:
+    curve = [5.0, 4.0, 4.5, 4.2, 4.0, 4.3, 4.1, 3.0]  # 4.0 again at epoch 5 is no improvement
+    model = torch.nn.Linear(1, 1)
+    stopper = EarlyStopping(patience=5)
+    stopped = None
+    for epoch, value in enumerate(curve, start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        if stopper.update(epoch, value, model):
+            stopped = epoch
+            break
+    assert stopped == 7
+    assert stopper.best_epoch == 2 and stopper.best == 4.0
+    assert stopper.best_state["weight"].item() == 4.0
+
+
+def test_training_stops_early_and_reloads_the_best_state() -> None:
+    torch.manual_seed(0)
+    train_x, val_x = torch.randn(40, 8), torch.randn(10, 8)
+    # A large step makes validation worsen after the first epochs.
+    cfg = TrainConfig(lr=0.5, patience=2, max_epochs=50)
+    result = train_sae(train_x, val_x, cfg, progress=False)
+    val = [row["val_loss"] for row in result.history]
+    assert len(val) < 50, "the constructed run must stop early"
+    assert result.best_epoch == val.index(min(val)) + 1 < len(val)
+    assert len(val) == result.best_epoch + cfg.patience
+    with torch.no_grad():
+        reloaded = F.mse_loss(result.sae(val_x)[0], val_x).item()
+    assert reloaded == pytest.approx(min(val), rel=1e-6)
+    assert result.last_codes.shape == (40, 16)
+    assert set(result.history[0]) == {"epoch", "train_loss", "train_mse", "l1_loss", "val_loss", "sparsity"}
+
+
+def test_history_rows_add_up() -> None:
+    torch.manual_seed(1)
+    cfg = TrainConfig(max_epochs=3)
+    result = train_sae(torch.randn(20, 4), torch.randn(5, 4), cfg, progress=False)
+    for row in result.history:
+        assert row["train_loss"] == pytest.approx(row["train_mse"] + 0.001 * row["l1_loss"], rel=1e-5)
+        assert 0.0 <= row["sparsity"] <= 1.0
+
+
+def test_non_finite_loss_names_the_epoch() -> None:
+    train_x = torch.randn(10, 4)
+    train_x[3, 1] = float("nan")
+    with pytest.raises(ReplicationError, match="at epoch 1"):
+        train_sae(train_x, torch.randn(4, 4), TrainConfig(), progress=False)
