@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from transformers.utils import logging as hf_logging
+
 from replication.artifacts import CONFIG
 from replication.config import RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
@@ -58,6 +60,8 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
+    if args.quiet:
+        hf_logging.disable_progress_bar()
     try:
         cfg = resolve_config(args, rest)
         run_dir = args.out if args.out is not None else Path("runs") / cfg.profile

