@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,6 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
     """The model of ``cfg`` on ``device``; nothing is ever downloaded."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     dtype = DTYPES[cfg.dtype]
     if cfg.source == "gguf_package":
         directory, weights = _gguf_location(cfg)

@@ -101,10 +101,10 @@ def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path) -> None:
 def test_stages_one_at_a_time_match_run(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "staged"
     (out / "capture").mkdir(parents=True)
-    for name in ("activations.safetensors", "samples.json"):
-        (out / "capture" / name).write_bytes((tiny_run / "capture" / name).read_bytes())
-    for stage in ("train", "analyze"):
-        result = cli(stage, "--profile", "tiny", "--out", str(out))
+    for name in ("config.yaml", "capture/activations.safetensors", "capture/samples.json"):
+        (out / name).write_bytes((tiny_run / name).read_bytes())
+    for stage in ("train", "analyze"):  # no --profile: the run's saved config.yaml is used
+        result = cli(stage, "--out", str(out))
         assert result.returncode == 0, result.stderr
     for name in ("train/sae.safetensors", "train/history.json", "analyze/top_prompts.json"):
         assert sha256_file(out / name) == sha256_file(tiny_run / name), name

@@ -39,7 +39,7 @@ def test_hook_equals_output_hidden_states(smollm2: tuple[RunConfig, LoadedModel]
 
 def test_samples_are_decode_or_prefill_shaped(smollm2: tuple[RunConfig, LoadedModel]) -> None:
     cfg, loaded = smollm2
-    assert loaded.model.generation_config.do_sample is False  # the GGUF carries no sampling settings
+    assert not loaded.model.generation_config.do_sample  # the GGUF carries no sampling settings
     prompts = read_prompts(cfg.prompts_path())[:12]
     samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress=False)
     sources = {s.source for s in samples}
