@@ -29,9 +29,7 @@ MODULES = (
 
 def _missing(session: nox.Session, modules: tuple[str, ...]) -> list[str]:
     """The modules the session's interpreter cannot import."""
-    code = (
-        f"import importlib.util as u; print(' '.join(m for m in {list(modules)!r} if u.find_spec(m) is None))"
-    )
+    code = f"import importlib.util as u; print(' '.join(m for m in {list(modules)!r} if u.find_spec(m) is None))"
     output = session.run("python", "-c", code, silent=True, log=False)
     return str(output).split()
 
@@ -51,9 +49,20 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``args``."""
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(f"{name}="):
+            return arg.partition("=")[2]
+    return None
+
+
 @nox.session(venv_params=["--system-site-packages"])
 def replicate(session: nox.Session) -> None:
-    """The whole study: ``nox -s replicate`` (SmolLM2, CPU) or ``-- --profile seed`` on a GPU.
+    """The whole study, then its verdicts and report: ``nox -s replicate`` (SmolLM2 on a CPU; with no
+    arguments it refreshes the reference run runs/smollm2 and REPORT.md) or ``-- --profile seed``.
 
     Uses the system's site-packages: on a GPU machine with torch and transformers installed and
     no network, nothing is installed and the package runs from this checkout.
@@ -62,7 +71,13 @@ def replicate(session: nox.Session) -> None:
         _install(session, "test")
     else:
         session.env["PYTHONPATH"] = str(session.invoked_from)
-    session.run("python", "-m", "replication", "run", *session.posargs)
+    args = session.posargs
+    out = _option(args, "--out") or f"runs/{_option(args, '--profile') or 'smollm2'}"
+    session.run("python", "-m", "replication", "run", *args)
+    session.run("python", "-m", "replication", "verify", "--run", out)
+    session.run("python", "-m", "replication", "report", "--run", out)
+    if not args:
+        session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")
 
 
 @nox.session

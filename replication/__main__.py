@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from transformers.utils import logging as hf_logging
 
-from replication.artifacts import CONFIG
+from replication import artifacts
+from replication.claims import CLAIMS_DIR, evaluate_all, load_claims
 from replication.config import RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
+from replication.metrics import RunData
 from replication.pipeline import RUNNERS, STAGES
+from replication.report import write_report
 
 DEFAULT_PROFILE = "smollm2"
 EPILOG = """stages:
@@ -20,6 +24,8 @@ EPILOG = """stages:
   capture  generate an answer per prompt, keep the hooked layer's last call
   train    train the sparse autoencoder on the captured activations
   analyze  top-activating prompts per code dimension, PCA of the codes
+  verify   check the run's files against its manifest, then one verdict line per claim
+  report   verify, then write REPORT.md with verdicts, figures and provenance
 
 Any config field can be overridden: --capture.layer=12 --train.l1_coefficient=1e-4
 """
@@ -37,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("run", *STAGES))
+    parser.add_argument("stage", choices=("run", *STAGES, "verify", "report"))
     parser.add_argument(
         "--profile", help=f"seed, smollm2 or tiny (default: the run's saved config, else {DEFAULT_PROFILE})"
     )
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/PROFILE)")
+    parser.add_argument("--out", "--run", dest="out", type=Path, help="run directory (default: runs/PROFILE)")
     parser.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
+    parser.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory (verify, report)")
+    parser.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -52,17 +60,53 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
     parsed = parse_overrides(overrides)
     if args.prompts is not None:
         parsed["capture.prompts"] = str(args.prompts.resolve())
-    saved = args.out / CONFIG if args.out is not None else None
+    saved = args.out / artifacts.CONFIG if args.out is not None else None
     if args.profile is None and args.stage in ("train", "analyze") and saved is not None and saved.is_file():
         return load_profile(str(saved), parsed)
     return load_profile(args.profile or DEFAULT_PROFILE, parsed)
 
 
+def check(args: argparse.Namespace, argv: list[str]) -> int:
+    """verify / report: refuse a run whose files changed, then evaluate every claim."""
+    if args.out is None:
+        raise ReplicationError(f"{args.stage} needs --run DIR")
+    manifest = artifacts.verify_manifest(args.out)
+    claims = load_claims(args.claims)
+    run = RunData(args.out)
+    if run.config.hash() != manifest["config_hash"]:
+        raise ReplicationError(f"{args.out}/config.yaml does not match the manifest's config hash")
+    results = evaluate_all(claims, run)
+    if args.stage == "verify":
+        for result in results:
+            print(result.line())
+        return 0
+    output = args.output or args.out / "REPORT.md"
+    command = "python -m replication " + shlex.join(argv)
+    report, files = write_report(run, results, output, command)
+    if report.resolve().is_relative_to(args.out.resolve()):
+        files.append(report)
+    artifacts.record_stage(
+        args.out,
+        "report",
+        files=files,
+        config=manifest["config"],
+        config_hash=manifest["config_hash"],
+        info={},
+    )
+    print(f"report: {len(results)} claims -> {report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args, rest = build_parser().parse_known_args(argv)
     if args.quiet:
         hf_logging.disable_progress_bar()
     try:
+        if args.stage in ("verify", "report"):
+            if rest:
+                raise ReplicationError(f"unrecognised argument {rest[0]!r}")
+            return check(args, argv)
         cfg = resolve_config(args, rest)
         run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
         stages = STAGES if args.stage == "run" else (args.stage,)

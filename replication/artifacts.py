@@ -98,6 +98,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "packages": versions,
     }
@@ -112,6 +113,21 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
+def verify_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, after checking every listed file against its sha256; one-line errors."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise ReplicationError(f"{path} is missing: {run_dir} is not a finished run")
+    manifest: dict[str, Any] = read_json(path)
+    for name, digest in sorted(manifest.get("files", {}).items()):
+        file = run_dir / name
+        if not file.is_file():
+            raise ReplicationError(f"{file} is listed in the manifest but missing")
+        if sha256_file(file) != digest:
+            raise ReplicationError(f"{file} does not match its sha256 in the manifest (changed after the run)")
+    return manifest
+
+
 def record_stage(
     run_dir: Path,
     stage: str,
@@ -123,9 +139,13 @@ def record_stage(
 ) -> dict[str, Any]:
     """Add a finished stage (its files' sha256 and facts) to the manifest, written last."""
     manifest = read_manifest(run_dir)
-    manifest.update(config=config, config_hash=config_hash, environment=environment())
+    manifest.update(config=config, config_hash=config_hash)
     hashes = {str(f.relative_to(run_dir)): sha256_file(f) for f in [run_dir / CONFIG, *files]}
     manifest.setdefault("files", {}).update(hashes)
-    manifest.setdefault("stages", {})[stage] = {"config_hash": config_hash, **info}
+    manifest.setdefault("stages", {})[stage] = {
+        "config_hash": config_hash,
+        **info,
+        "environment": environment(),
+    }
     write_json(run_dir / MANIFEST, manifest)
     return manifest

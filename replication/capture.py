@@ -127,9 +127,7 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def encode_prompt(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool
-) -> dict[str, torch.Tensor]:
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool) -> dict[str, torch.Tensor]:
     """input_ids and attention_mask, (1, T): the raw prompt, as the original, or chat-wrapped."""
     if chat_template:
         if getattr(tokenizer, "chat_template", None) is None:
@@ -147,8 +145,7 @@ def check_budget(prompt: str, prompt_tokens: int, cfg: CaptureConfig) -> None:
     """max_length counts the prompt: a prompt of max_length tokens or more leaves no new token."""
     if prompt_tokens >= cfg.max_length:
         raise ReplicationError(
-            f"prompt {prompt[:40]!r} has {prompt_tokens} tokens, not fewer than "
-            f"capture.max_length={cfg.max_length}"
+            f"prompt {prompt[:40]!r} has {prompt_tokens} tokens, not fewer than capture.max_length={cfg.max_length}"
         )
 
 

