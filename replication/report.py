@@ -154,8 +154,11 @@ def make_figures(run: RunData, out: Path) -> dict[str, Path]:
     ax = fig.subplots()
     ax.scatter(coords[:, 0], coords[:, 1], s=8, alpha=0.6)
     ratio = pca["explained_variance_ratio"]
-    shares = f"{ratio[0]:.1%} / {ratio[1]:.1%} of variance" if ratio else "no variance"
-    ax.set(xlabel="PC 1", ylabel="PC 2", title=f"PCA of the last epoch's training codes ({shares})")
+    ax.set(
+        xlabel=f"PC 1 ({ratio[0]:.1%})" if ratio else "PC 1",
+        ylabel=f"PC 2 ({ratio[1]:.1%})" if ratio else "PC 2",
+        title="PCA of the last epoch's training codes",
+    )
     _save(fig, paths["pca_plot"])
     return paths
 
