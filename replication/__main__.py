@@ -15,7 +15,7 @@ from replication.claims import CLAIMS_DIR, evaluate_all, load_claims
 from replication.config import RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
 from replication.metrics import RunData
-from replication.pipeline import RUNNERS, STAGES
+from replication.pipeline import STAGES, run_stage
 from replication.report import write_report
 
 DEFAULT_PROFILE = "smollm2"
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory (verify, report)")
     parser.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--force", action="store_true", help="re-run stages that are up to date")
     return parser
 
 
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
         stages = STAGES if args.stage == "run" else (args.stage,)
         for stage in stages:
-            RUNNERS[stage](cfg, run_dir, not args.quiet)
+            if not run_stage(stage, cfg, run_dir, progress=not args.quiet, force=args.force):
+                print(f"{stage}: up to date (same config and inputs), skipped; --force re-runs it")
     except ReplicationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

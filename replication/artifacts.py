@@ -120,12 +120,32 @@ def verify_manifest(run_dir: Path) -> dict[str, Any]:
         raise ReplicationError(f"{path} is missing: {run_dir} is not a finished run")
     manifest: dict[str, Any] = read_json(path)
     for name, digest in sorted(manifest.get("files", {}).items()):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ReplicationError(f"{path} lists {name!r}, a path outside the run directory")
         file = run_dir / name
         if not file.is_file():
             raise ReplicationError(f"{file} is listed in the manifest but missing")
         if sha256_file(file) != digest:
             raise ReplicationError(f"{file} does not match its sha256 in the manifest (changed after the run)")
+    for stage, record in manifest.get("stages", {}).items():
+        for name, digest in record.get("inputs", {}).items():
+            if name in manifest["files"] and manifest["files"][name] != digest:
+                raise ReplicationError(f"{run_dir}: stage {stage} is stale: made from an older {name}; re-run it")
     return manifest
+
+
+def stage_is_current(run_dir: Path, stage: str, stage_hash: str, inputs: dict[str, str]) -> bool:
+    """True when the manifest records ``stage`` with this config and these inputs, and every output
+    it wrote is still there, unchanged."""
+    manifest = read_manifest(run_dir)
+    record = manifest.get("stages", {}).get(stage)
+    if not record or record.get("stage_hash") != stage_hash or record.get("inputs") != inputs:
+        return False
+    files = manifest.get("files", {})
+    return all(
+        name in files and (run_dir / name).is_file() and sha256_file(run_dir / name) == files[name]
+        for name in record.get("outputs", [])
+    )
 
 
 def record_stage(

@@ -157,6 +157,11 @@ class RunConfig:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def section_hash(self, sections: tuple[str, ...]) -> str:
+        """sha256 of the named config sections only: what one stage's output depends on."""
+        data = {name: self.to_dict()[name] for name in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def prompts_path(self) -> Path:
         return repo_path(self.capture.prompts)
 

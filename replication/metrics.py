@@ -21,6 +21,7 @@ import yaml
 from replication import artifacts
 from replication.config import REPO_ROOT, RunConfig, config_from_dict
 from replication.errors import ReplicationError
+from replication.pipeline import load_sae
 from replication.sae import SparseAutoencoder
 from replication.train import stack_samples
 
@@ -91,11 +92,7 @@ class RunData:
 
     @cached_property
     def sae(self) -> SparseAutoencoder:
-        state = artifacts.load_tensors(self.root / "train" / "sae.safetensors")
-        d_hidden, d_in = state["encoder.weight"].shape
-        sae = SparseAutoencoder(d_in, d_hidden, self.config.train.decoder_activation)
-        sae.load_state_dict(state)
-        return sae.eval()
+        return load_sae(self.root, self.config)
 
     @cached_property
     def top(self) -> dict[str, Any]:
@@ -286,6 +283,12 @@ def max_epochs(run: RunData) -> int:
 
 
 @metric("train/history.json")
+def history_tracks_metrics(run: RunData) -> bool:
+    """Every epoch's record holds the reconstruction loss, the L1 loss and the sparsity."""
+    return all({"train_mse", "l1_loss", "sparsity", "val_loss"} <= set(row) for row in run.history)
+
+
+@metric("train/history.json")
 def sparsity_epoch1(run: RunData) -> float:
     """Fraction of training codes with |z| < 0.01 in epoch 1."""
     return run.history[0]["sparsity"]
@@ -351,6 +354,12 @@ def padding_row_fraction(run: RunData) -> float:
 def sample_code_l0(run: RunData) -> float:
     """Mean number of non-zero code dimensions per encoded sample (best SAE)."""
     return float((run.codes > 0).sum(axis=1).mean())
+
+
+@metric("analyze/codes.safetensors")
+def sample_code_zero_fraction(run: RunData) -> float:
+    """Fraction of the encoded samples' code values that are exactly 0 (best SAE)."""
+    return float((run.codes == 0).mean())
 
 
 @metric("analyze/codes.safetensors")

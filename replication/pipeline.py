@@ -21,7 +21,10 @@ sha256, in the run's manifest. Layout of a run directory::
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,7 @@ def load_samples(run_dir: Path) -> list[torch.Tensor]:
     return [tensors[sample_key(i)] for i in range(len(tensors))]
 
 
-def run_capture(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
     started = time.perf_counter()
     prompts = read_prompts(cfg.prompts_path())
     device = resolve_device(cfg.capture.device)
@@ -100,19 +103,18 @@ def run_capture(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[st
             "prompts.txt",
         )
     ]
-    timing = {"load_s": loaded_at - started, "wall_s": time.perf_counter() - started}
-    return _finish(
-        cfg,
-        run_dir,
-        "capture",
-        files,
-        {**timing, "device": str(device), "dtype": cfg.model.dtype, "seed": cfg.capture.sampling_seed},
-    )
+    return files, {
+        "load_s": loaded_at - started,
+        "device": str(device),
+        "dtype": cfg.model.dtype,
+        "seed": cfg.capture.sampling_seed,
+    }
 
 
-def run_train(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
-    started = time.perf_counter()
-    stacked = stack_samples(load_samples(run_dir))
+def _train(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
+    samples = load_samples(run_dir)
+    check_finite(samples)
+    stacked = stack_samples(samples)
     train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
     result = train_sae(train_x, val_x, cfg.train, progress)
     out = run_dir / "train"
@@ -134,13 +136,7 @@ def run_train(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str,
     }
     artifacts.write_json(out / "summary.json", summary)
     files = [out / n for n in ("sae.safetensors", "last_codes.safetensors", "history.json", "summary.json")]
-    info = {
-        "wall_s": time.perf_counter() - started,
-        "device": "cpu",
-        "dtype": "float32",
-        "seed": cfg.train.seed,
-    }
-    return _finish(cfg, run_dir, "train", files, info)
+    return files, {"device": "cpu", "dtype": "float32", "seed": cfg.train.seed}
 
 
 def load_sae(run_dir: Path, cfg: RunConfig) -> SparseAutoencoder:
@@ -151,8 +147,7 @@ def load_sae(run_dir: Path, cfg: RunConfig) -> SparseAutoencoder:
     return sae.eval()
 
 
-def run_analyze(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
-    started = time.perf_counter()
+def _analyze(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
     samples = load_samples(run_dir)
     records = artifacts.read_json(run_dir / "capture" / "samples.json")
     if len(records) != len(samples):
@@ -172,13 +167,75 @@ def run_analyze(cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict[st
     artifacts.write_json(out / "top_prompts.json", top)
     artifacts.write_json(out / "pca.json", {"source": "last training epoch's codes", **analysis.pca_2d(last)})
     files = [out / n for n in ("codes.safetensors", "top_prompts.json", "pca.json")]
-    return _finish(cfg, run_dir, "analyze", files, {"wall_s": time.perf_counter() - started})
+    return files, {}
 
 
-def _finish(cfg: RunConfig, run_dir: Path, stage: str, files: list[Path], info: dict[str, Any]) -> dict[str, Any]:
+def check_finite(samples: list[torch.Tensor]) -> None:
+    """NaN or inf in a captured sample is named before any training."""
+    for index, sample in enumerate(samples):
+        if not torch.isfinite(sample).all():
+            raise ReplicationError(f"capture/activations.safetensors: {sample_key(index)} holds NaN or inf")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: the config sections its output depends on, the run files it reads, its body."""
+
+    name: str
+    sections: tuple[str, ...]
+    inputs: tuple[str, ...]
+    body: Callable[[RunConfig, Path, bool], tuple[list[Path], dict[str, Any]]]
+
+
+STAGE_SPECS = {
+    "capture": Stage("capture", ("model", "capture"), (), _capture),
+    "train": Stage("train", ("train",), ("capture/activations.safetensors",), _train),
+    "analyze": Stage(
+        "analyze",
+        ("train", "analyze"),
+        (
+            "capture/activations.safetensors",
+            "capture/samples.json",
+            "train/sae.safetensors",
+            "train/last_codes.safetensors",
+        ),
+        _analyze,
+    ),
+}
+
+
+def stage_inputs(stage: Stage, cfg: RunConfig, run_dir: Path) -> dict[str, str]:
+    """sha256 of everything the stage reads: its run files, and for capture the corpus."""
+    if stage.name == "capture":
+        corpus = "".join(p + "\n" for p in read_prompts(cfg.prompts_path()))
+        return {"prompts": hashlib.sha256(corpus.encode()).hexdigest()}
+    missing = [name for name in stage.inputs if not (run_dir / name).is_file()]
+    if missing:
+        raise ReplicationError(f"{run_dir / missing[0]} is missing: run the stage that writes it first")
+    return {name: artifacts.sha256_file(run_dir / name) for name in stage.inputs}
+
+
+def run_stage(name: str, cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False) -> bool:
+    """Run one stage, or skip it when its config, inputs and outputs are unchanged; True if it ran.
+
+    Files are written atomically and the manifest last: a run killed at any moment leaves the
+    previous complete state, and the same command finishes it.
+    """
+    stage = STAGE_SPECS[name]
+    key = cfg.section_hash(stage.sections)
+    inputs = stage_inputs(stage, cfg, run_dir)
+    if not force and artifacts.stage_is_current(run_dir, name, key, inputs):
+        return False
+    started = time.perf_counter()
+    files, info = stage.body(cfg, run_dir, progress)
     config = cfg.to_dict()
     artifacts.write_config(run_dir, config)
-    return artifacts.record_stage(run_dir, stage, files=files, config=config, config_hash=cfg.hash(), info=info)
-
-
-RUNNERS = {"capture": run_capture, "train": run_train, "analyze": run_analyze}
+    record = {
+        "stage_hash": key,
+        "inputs": inputs,
+        "outputs": [str(f.relative_to(run_dir)) for f in files],
+        "wall_s": time.perf_counter() - started,
+        **info,
+    }
+    artifacts.record_stage(run_dir, name, files=files, config=config, config_hash=cfg.hash(), info=record)
+    return True

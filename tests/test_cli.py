@@ -50,7 +50,7 @@ def test_run_writes_every_artifact_listed_in_the_manifest(tiny_run: Path) -> Non
     assert saved.hash() == manifest["config_hash"] == manifest["stages"]["train"]["config_hash"]
     assert manifest["stages"]["capture"]["device"] == "cpu"
     assert manifest["stages"]["capture"]["dtype"] == "float32"
-    assert manifest["environment"]["packages"]["torch"]
+    assert manifest["stages"]["capture"]["environment"]["packages"]["torch"]
 
 
 def test_capture_artifacts(tiny_run: Path) -> None:
