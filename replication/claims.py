@@ -144,7 +144,7 @@ def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim
     where = f"{name}: claim {cid if isinstance(cid, str) else f'#{index + 1}'}"
     if not isinstance(raw, dict):
         raise ReplicationError(f"{where}: must be a mapping")
-    unknown = sorted(set(raw) - FIELDS)
+    unknown = sorted(set(raw) - FIELDS, key=str)
     if unknown:
         raise ReplicationError(f"{where}: unknown field {unknown[0]!r}")
     fields = {"section": section, **raw}
@@ -157,8 +157,10 @@ def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim
         raise ReplicationError(f"{where}: unknown metric {fields['metric']!r}")
     if fields["op"] not in OPS:
         raise ReplicationError(f"{where}: op {fields['op']!r} is not one of {', '.join(OPS)}")
+    if not isinstance(fields.get("why", ""), str):
+        raise ReplicationError(f"{where}: field 'why' must be a string")
     profiles = fields.get("profiles")
-    if not isinstance(profiles, list) or not profiles or not set(profiles) <= set(PROFILES):
+    if not isinstance(profiles, list) or not profiles or not all(p in PROFILES for p in profiles):
         raise ReplicationError(f"{where}: profiles must be a non-empty list of {', '.join(PROFILES)}")
     _check_operands(fields, where)
     fields["profiles"] = tuple(profiles)
@@ -201,8 +203,9 @@ def _scaled(value: Any, scale: dict[str, float]) -> Any:
     try:
         tree = ast.parse(value.replace("{", "").replace("}", ""), mode="eval")
         result = _evaluate(tree.body, scale)
-    except (SyntaxError, KeyError, ZeroDivisionError):
-        raise ReplicationError(f"bad expression {value!r}") from None
+    except (SyntaxError, KeyError, ZeroDivisionError, RecursionError, MemoryError, OverflowError):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ReplicationError(f"bad expression {shown!r}") from None
     return int(result) if float(result).is_integer() else result
 
 

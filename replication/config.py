@@ -231,13 +231,15 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ReplicationError(f"unknown config key '{where}{unknown[0]}'")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ReplicationError(f"config {where or 'root'}: {exc}") from None
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ReplicationError(f"config {where}{missing[0]} is missing")
+    return cls(**{key: _coerce(hints[key], value, f"{where}{key}") for key, value in data.items()})
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

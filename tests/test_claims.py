@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -270,3 +271,18 @@ def test_breaking_an_artifact_changes_the_verdict(
     assert after.verdict != before.verdict
     assert {before.verdict, after.verdict} == {"replicated", "not replicated"}
     assert verify(capsys, reference_copy)[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"profiles": [{"a": 1}]}, "profiles must be a non-empty list"),
+        ({1: 2, "zz": 3}, "unknown field 1"),
+        ({"why": ["a"]}, "field 'why' must be a string"),
+        ({"value": "(" * 300 + "{d_model}" + ")" * 300, "op": "ge"}, "bad expression '((((("),
+    ],
+)
+def test_odd_claim_values_get_the_clean_error(tmp_path: Path, change: dict[Any, Any], message: str) -> None:
+    write_claims(tmp_path, [{**GOOD, **change}])
+    with pytest.raises(ReplicationError, match=re.escape(message)):
+        load_claims(tmp_path)

@@ -109,10 +109,21 @@ def test_stages_one_at_a_time_match_run(tiny_run: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def empty_prompts(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.txt"
-    path.write_text("\n")
-    return path
+def bad_inputs(tmp_path: Path) -> dict[str, str]:
+    """Files standing for the placeholders of the bad-input battery."""
+    files = {
+        "EMPTY": ("empty.txt", "\n"),
+        "LONG": ("long.txt", "short prompt\n" + "inheritance " * 80 + "\n"),
+        "BADYAML": ("bad.yaml", "model:\n  source: local\n  name: [unclosed\n"),
+        "UNSAFE": ("unsafe.yaml", f"model: !!python/object/apply:os.system ['touch {tmp_path}/ran']\n"),
+        "NOSOURCE": ("nosource.yaml", "model:\n  name: llama\n"),
+    }
+    paths = {}
+    for key, (name, text) in files.items():
+        (tmp_path / name).write_text(text)
+        paths[key] = str(tmp_path / name)
+    paths["DIR"] = str(tmp_path)
+    return paths
 
 
 @pytest.mark.parametrize(
@@ -120,6 +131,13 @@ def empty_prompts(tmp_path: Path) -> Path:
     [
         (["run", "--profile", "llama"], "error: unknown profile 'llama' (known: seed, smollm2, tiny)"),
         (["run", "--profile", "tiny", "--prompts", "EMPTY"], "holds no prompt"),
+        (["run", "--profile", "tiny", "--prompts", "DIR"], "is unreadable: IsADirectoryError"),
+        (["run", "--profile", "tiny", "--prompts", "LONG"], "tokens, not fewer than capture.max_length=50"),
+        (["run", "--profile", "BADYAML"], "bad.yaml:4: malformed YAML"),
+        (["run", "--profile", "UNSAFE"], "unsafe.yaml:1: malformed YAML"),
+        (["run", "--profile", "NOSOURCE"], "config model.source is missing"),
+        (["run", "--profile", "tiny", "--capture.max_length=fifty"], "capture.max_length='fifty' must be int"),
+        (["verify"], "verify needs --run DIR"),
         (["run", "--profile", "tiny", "--capture.layer=12"], "capture.layer=12 is beyond the model"),
         (["run", "--profile", "seed", "--model.path=/nonexistent/llama"], "weights not found at model.path"),
         (["run", "--profile", "seed"], "not found in the local Hugging Face cache; pass --model.path="),
@@ -130,14 +148,16 @@ def empty_prompts(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
-    args: list[str], message: str, tmp_path: Path, empty_prompts: Path
+    args: list[str], message: str, tmp_path: Path, bad_inputs: dict[str, str]
 ) -> None:
     out = tmp_path / "out"
-    args = [str(empty_prompts) if a == "EMPTY" else a for a in args]
-    result = cli(*args, "--out", str(out), env={"HF_HOME": str(tmp_path / "hf")})
+    args = [bad_inputs.get(a, a) for a in args]
+    out_args = [] if args == ["verify"] else ["--out", str(out)]
+    result = cli(*args, *out_args, env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists()
+    assert not (tmp_path / "ran").exists()  # a YAML tag is never executed

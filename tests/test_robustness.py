@@ -1,0 +1,220 @@
+"""Robustness: a crash at any write leaves a complete previous state and the same command finishes
+it; up-to-date stages are skipped; stale stages are refused; the claim loader never crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import load_file, save_file
+
+from replication import artifacts
+from replication.__main__ import main
+from replication.artifacts import sha256_file, verify_manifest
+from replication.claims import CLAIMS_DIR, load_claims
+from replication.config import REPO_ROOT
+from replication.errors import ReplicationError
+
+PROMPTS = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:10]
+DETERMINISTIC = (
+    "capture/activations.safetensors",
+    "capture/samples.json",
+    "capture/activations_data.json",
+    "train/history.json",
+    "train/sae.safetensors",
+    "train/last_codes.safetensors",
+    "analyze/codes.safetensors",
+    "analyze/top_prompts.json",
+    "analyze/pca.json",
+)
+
+
+@pytest.fixture(scope="module")
+def small_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "ten.txt"
+    path.write_text("\n".join(PROMPTS) + "\n")
+    return path
+
+
+def run_args(out: Path, prompts: Path) -> list[str]:
+    return ["run", "--profile", "tiny", "--prompts", str(prompts), "--out", str(out), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, small_prompts: Path) -> Path:
+    out = tmp_path_factory.mktemp("whole") / "run"
+    assert main(run_args(out, small_prompts)) == 0
+    return out
+
+
+def writes_in_a_run(uninterrupted: Path) -> int:
+    manifest = json.loads((uninterrupted / "manifest.json").read_text())
+    # every stage's files, plus config.yaml and manifest.json per stage
+    return sum(len(r["outputs"]) + 2 for r in manifest["stages"].values())
+
+
+def assert_complete(run: Path) -> None:
+    """Every file under a final name is whole; if there is a manifest, the run verifies."""
+    for path in run.rglob("*"):
+        if not path.is_file() or path.name.startswith("."):
+            continue  # a temporary name that a kill left behind
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".safetensors":
+            load_file(str(path))
+        elif path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+    if (run / "manifest.json").exists():
+        verify_manifest(run)
+
+
+class Crash(Exception):
+    """Stands in for the process dying."""
+
+
+@pytest.mark.parametrize("crash_at", range(18))
+def test_crash_at_any_write_then_resume(
+    crash_at: int, tmp_path: Path, small_prompts: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert writes_in_a_run(uninterrupted) == 18
+    out = tmp_path / "run"
+    replaced = 0
+    real_replace = os.replace
+
+    def dying_replace(src: Any, dst: Any) -> None:
+        nonlocal replaced
+        if replaced == crash_at:
+            raise Crash(f"died before write {crash_at}")
+        replaced += 1
+        real_replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", dying_replace)
+    with pytest.raises(Crash):
+        main(run_args(out, small_prompts))
+    monkeypatch.setattr(artifacts.os, "replace", real_replace)
+    assert_complete(out)
+    assert main(run_args(out, small_prompts)) == 0
+    for name in DETERMINISTIC:
+        assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
+    verify_manifest(out)
+
+
+def test_kill_9_then_same_command_finishes(tmp_path: Path, small_prompts: Path, uninterrupted: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "replication", *run_args(out, small_prompts)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "capture" / "activations.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # kill it right after its first artifact appears, mid-stage
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert_complete(out)
+    assert subprocess.run(command, cwd=REPO_ROOT, capture_output=True, check=False).returncode == 0
+    for name in DETERMINISTIC:
+        assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
+
+
+def test_up_to_date_stages_are_skipped(
+    tmp_path: Path, small_prompts: Path, uninterrupted: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(run_args(out, small_prompts)) == 0
+    skipped = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if "up to date" in line]
+    assert skipped == ["capture", "train", "analyze"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # A training setting re-runs train and analyze, never the capture.
+    assert main([*run_args(out, small_prompts), "--train.l1_coefficient=1e-4"]) == 0
+    skipped = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if "up to date" in line]
+    assert skipped == ["capture"]
+    assert sha256_file(out / "train/sae.safetensors") != sha256_file(uninterrupted / "train/sae.safetensors")
+    verify_manifest(out)
+
+
+def test_stale_stage_is_refused(tmp_path: Path, small_prompts: Path, uninterrupted: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    assert main(["train", "--out", str(out), "--quiet", "--train.lr=0.01"]) == 0  # analyze not re-run
+    with pytest.raises(ReplicationError, match=r"stage analyze is stale: made from an older train/sae\.safetensors"):
+        verify_manifest(out)
+
+
+def test_manifest_path_outside_the_run_is_refused(tmp_path: Path, uninterrupted: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["../../etc/passwd"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReplicationError, match="a path outside the run directory"):
+        verify_manifest(out)
+
+
+def test_nan_in_activations_is_named_before_training(
+    tmp_path: Path, uninterrupted: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    shutil.rmtree(out / "train")
+    path = out / "capture" / "activations.safetensors"
+    tensors = load_file(str(path))
+    tensors["sample_003"][0, 0, 5] = float("nan")
+    save_file(tensors, str(path))
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: capture/activations.safetensors: sample_003 holds NaN or inf\n"
+    assert not (out / "train").exists()
+
+
+# ---- the claim loader never crashes on a mutated claim file -------------------------------------
+
+VALID = yaml.safe_load((CLAIMS_DIR / "part3.yaml").read_text())
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+keys = st.text(max_size=5) | st.integers() | st.sampled_from(["id", "op", "value", "low"])
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = ["id", "section", "quote", "metric", "op", "value", "low", "high", "abs", "rel", "profiles", "why", "extra"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    index=st.integers(min_value=0, max_value=len(VALID["claims"]) - 1),
+    field=st.sampled_from(FIELDS) | st.integers(),
+    value=values,
+    delete=st.booleans(),
+    cut=st.integers(min_value=0, max_value=4000),
+    garbage=st.binary(max_size=8),
+)
+def test_mutated_claim_file_gives_the_clean_error_or_loads(
+    tmp_path: Path, index: int, field: str | int, value: Any, delete: bool, cut: int, garbage: bytes
+) -> None:
+    data = json.loads(json.dumps(VALID))
+    claim = data["claims"][index]
+    if delete:
+        claim.pop(field, None)
+    else:
+        claim[field] = value
+    text = yaml.safe_dump(data, allow_unicode=True).encode()
+    directory = tmp_path / f"claims-{index}-{cut}"
+    directory.mkdir(exist_ok=True)
+    (directory / "part3.yaml").write_bytes(text[:cut] + garbage + text[cut:] if garbage else text)
+    try:
+        load_claims(directory)
+    except ReplicationError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("part3.yaml")
