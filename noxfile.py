@@ -81,6 +81,14 @@ def replicate(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark): capture tokens/s at batch 1 and 32 on SmolLM2 and their ratio,
+    one SAE epoch at the seed's shape, peak memory. Not timed tests: numbers, not pass/fail."""
+    _install(session, "test")
+    session.run("pytest", "benchmarks", "--benchmark-columns=mean,min,max,rounds", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy, noxfile included."""
     _install(session, "lint")

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
     parser.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory (verify, report)")
     parser.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
+    parser.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
+    parser.add_argument(
+        "--random-init", action="store_true", help="the profile's architecture with RANDOM weights (no download)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--force", action="store_true", help="re-run stages that are up to date")
     return parser
@@ -61,10 +65,19 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
     parsed = parse_overrides(overrides)
     if args.prompts is not None:
         parsed["capture.prompts"] = str(args.prompts.resolve())
+    if args.batch_size is not None:
+        parsed["capture.batch_size"] = args.batch_size
     saved = args.out / artifacts.CONFIG if args.out is not None else None
     if args.profile is None and args.stage in ("train", "analyze") and saved is not None and saved.is_file():
         return load_profile(str(saved), parsed)
-    return load_profile(args.profile or DEFAULT_PROFILE, parsed)
+    cfg = load_profile(args.profile or DEFAULT_PROFILE, parsed)
+    if args.random_init:
+        if cfg.model.random_init_path is None:
+            raise ReplicationError(f"profile {cfg.profile} has no model.random_init_path for --random-init")
+        random = {"model.source": "random_init", "model.path": cfg.model.random_init_path}
+        random["model.name"] = f"{cfg.model.name} (RANDOM WEIGHTS)"
+        cfg = load_profile(args.profile or DEFAULT_PROFILE, {**random, **parsed})
+    return cfg
 
 
 def check(args: argparse.Namespace, argv: list[str]) -> int:

@@ -7,11 +7,13 @@ after every file of the stage, and holds the sha256 of each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import resource
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -83,6 +85,25 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
+
+
+def reset_peak_memory() -> None:
+    """Start a stage's peak-memory count: Linux resets VmHWM on writing 5 to clear_refs."""
+    with contextlib.suppress(OSError):  # not Linux: the peak then counts from the process start
+        Path("/proc/self/clear_refs").write_text("5")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float | None]:
+    """Peak resident memory (MiB) since ``reset_peak_memory``, and peak CUDA allocation."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        rss = float(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mib": rss, "peak_cuda_mib": cuda}
 
 
 def environment() -> dict[str, Any]:

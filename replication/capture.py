@@ -27,10 +27,13 @@ from replication.errors import ReplicationError
 
 @dataclass
 class LastCall:
-    """What a last-call hook holds: the latest hidden state (batch, seq, d) and the call count."""
+    """What a last-call hook holds: the latest hidden state (batch, seq, d) and the call count;
+    with ``keep_all``, every call's hidden state in order (batched capture needs them)."""
 
     hidden: torch.Tensor | None = None
     calls: int = 0
+    keep_all: bool = False
+    every: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -81,13 +84,16 @@ def hidden_state(output: Any) -> torch.Tensor:
 
 
 @contextmanager
-def last_call_hook(module: nn.Module) -> Iterator[LastCall]:
-    """A forward hook on ``module`` that keeps only its most recent output; removed on exit."""
-    store = LastCall()
+def last_call_hook(module: nn.Module, keep_all: bool = False) -> Iterator[LastCall]:
+    """A forward hook on ``module`` that keeps its most recent output (and, with ``keep_all``,
+    every output); removed on exit."""
+    store = LastCall(keep_all=keep_all)
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
         store.hidden = hidden_state(output).detach()
         store.calls += 1
+        if store.keep_all:
+            store.every.append(store.hidden)
 
     handle = module.register_forward_hook(hook)
     try:
@@ -178,6 +184,68 @@ def capture_one(
     )
 
 
+def eos_ids(model: PreTrainedModel) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos) if isinstance(eos, list) else {int(eos)} if eos is not None else set()
+
+
+def capture_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    cfg: CaptureConfig,
+    seed: int,
+    *,
+    steps: int | None = None,
+) -> list[Sample]:
+    """Several prompts in one ``generate``, each sample what ``capture_one`` would store (with
+    ``steps``, only the first ``steps`` new tokens are generated).
+
+    Left padding with an attention mask (pad = EOS, as the original). ``max_length`` counts each
+    prompt's own length, so the batch decodes up to 50 - (shortest prompt) steps and each row is
+    cut at its own budget or its first EOS. Row i's sample is the hidden state of the forward call
+    that produced its last token: decode call n_i - 1, or the prefill (without its padding) when
+    EOS came first -- even while other rows go on decoding. Greedy rows decode the same tokens as
+    one at a time; a sampling model draws from one random stream for the whole batch, so its
+    draws differ from the one-at-a-time run's.
+    """
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
+    lengths = [len(ids) for ids in encoded]
+    t_pad, pad = max(lengths), int(tokenizer.eos_token_id)  # type: ignore[arg-type]
+    input_ids = torch.full((len(prompts), t_pad), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), t_pad), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, t_pad - len(ids) :], mask[row, t_pad - len(ids) :] = ids, 1
+    torch.manual_seed(seed)
+    with last_call_hook(decoder_layer(model, cfg.layer), keep_all=True) as store, torch.no_grad():
+        output = model.generate(  # type: ignore[operator]
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=steps or cfg.max_length - min(lengths),
+            pad_token_id=pad,
+        )
+    stops, samples = eos_ids(model), []
+    for row, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True)):
+        new = output[row, t_pad:].tolist()[: cfg.max_length - len(ids)]
+        n = next((j + 1 for j, token in enumerate(new) if token in stops), len(new))
+        call = store.every[n - 1]
+        hidden = call[row : row + 1, t_pad - len(ids) :] if n == 1 else call[row : row + 1, -1:]
+        tokens = ids.tolist() + new[:n]
+        samples.append(
+            Sample(
+                prompt=prompt,
+                generated_text=str(tokenizer.decode(tokens, skip_special_tokens=True)),
+                prompt_tokens=len(ids),
+                new_tokens=n,
+                hook_calls=n,
+                token_ids=tokens,
+                activation=hidden.to("cpu", torch.float32).clone(),
+            )
+        )
+    return samples
+
+
 def capture(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -185,14 +253,43 @@ def capture(
     cfg: CaptureConfig,
     progress: bool = True,
 ) -> list[Sample]:
-    """One sample per prompt, in corpus order (the train/validation split is positional)."""
+    """One sample per prompt, in corpus order (the train/validation split is positional);
+    ``cfg.batch_size`` prompts per ``generate`` (1, the original's way, by default).
+
+    Batched and greedy, a first pass generates one token per prompt: a prompt whose first token is
+    EOS is complete after its prefill, and only the others are decoded in full (batches of rows
+    that stopped at once would otherwise be computed on for nothing). A sampling model skips that
+    pass, since a first draw that is then drawn again would bias how often a sample stops at once.
+    """
     decoder_layer(model, cfg.layer)  # fail before any generation
     for prompt in prompts:
         check_budget(prompt, encode_prompt(tokenizer, prompt, cfg.chat_template)["input_ids"].shape[1], cfg)
-    return [
-        capture_one(model, tokenizer, prompt, cfg, sample_seed(cfg.sampling_seed, index))
-        for index, prompt in enumerate(tqdm(prompts, desc="capture", unit="prompt", disable=not progress))
-    ]
+    done: dict[int, Sample] = {}
+    size = cfg.batch_size
+    with tqdm(total=len(prompts), desc="capture", unit="prompt", disable=not progress) as bar:
+        if size == 1:
+            for index, prompt in enumerate(prompts):
+                done[index] = capture_one(model, tokenizer, prompt, cfg, sample_seed(cfg.sampling_seed, index))
+                bar.update()
+            return [done[i] for i in range(len(prompts))]
+        pending = list(range(len(prompts)))
+        if not model.generation_config.do_sample:
+            stops = eos_ids(model)
+            for start in range(0, len(prompts), size):
+                batch = list(range(start, min(start + size, len(prompts))))
+                first = capture_batch(model, tokenizer, [prompts[i] for i in batch], cfg, 0, steps=1)
+                for index, sample in zip(batch, first, strict=True):
+                    if sample.token_ids[-1] in stops or len(sample.token_ids) >= cfg.max_length:
+                        done[index] = sample
+            bar.update(len(done))
+            pending = [i for i in pending if i not in done]
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            seed = sample_seed(cfg.sampling_seed, batch[0])
+            samples = capture_batch(model, tokenizer, [prompts[i] for i in batch], cfg, seed)
+            done.update(zip(batch, samples, strict=True))
+            bar.update(len(batch))
+    return [done[i] for i in range(len(prompts))]
 
 
 def generation_settings(model: PreTrainedModel) -> dict[str, Any]:

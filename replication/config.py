@@ -55,6 +55,11 @@ class ModelConfig:
     """Weights' dtype. The original loaded the transformers-4.x default, float32."""
     init_seed: int = 0
     """``random_init``: ``torch.manual_seed`` right before the model is built."""
+    tokenizer_path: str | None = None
+    """``random_init``: the tokenizer's directory when it is not ``path``."""
+    random_init_path: str | None = None
+    """The config directory ``--random-init`` builds this model from, with random weights: its
+    shape and speed without its weights. Structural claims only; semantic ones never."""
 
     def __post_init__(self) -> None:
         needs = {"gguf_package": ("package", "gguf_file"), "random_init": ("path",)}
@@ -81,12 +86,17 @@ class CaptureConfig:
     """One prompt a line; relative paths are taken from the repository root."""
     device: Device = "auto"
     """``auto`` picks CUDA when there is one."""
+    batch_size: int = 1
+    """Prompts per ``generate`` call. 1 is the original's way; larger batches left-pad and store
+    for every prompt what the one-at-a-time run stores (see capture.capture_batch)."""
 
     def __post_init__(self) -> None:
         if self.layer < 0:
             raise ReplicationError(f"capture.layer={self.layer} must be >= 0")
         if self.max_length < 2:
             raise ReplicationError(f"capture.max_length={self.max_length} must be >= 2")
+        if self.batch_size < 1:
+            raise ReplicationError(f"capture.batch_size={self.batch_size} must be >= 1")
 
 
 @dataclass(frozen=True)

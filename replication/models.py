@@ -65,12 +65,13 @@ def load_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
         if not (directory / "config.json").is_file():
             raise ReplicationError(f"model.path={cfg.path}: no config.json there")
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer_dir = repo_path(cfg.tokenizer_path) if cfg.tokenizer_path else directory
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         torch.manual_seed(cfg.init_seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         if (directory / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(directory)
-        weights = f"random init (seed {cfg.init_seed}) from {cfg.path}"
+        weights = f"RANDOM weights (seed {cfg.init_seed}) from the config in {cfg.path}"
     # The original set pad_token to the EOS token and passed pad_token_id=eos to generate.
     tokenizer.pad_token = tokenizer.eos_token
     model.eval()

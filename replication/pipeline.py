@@ -65,6 +65,7 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     decoder_layer(loaded.model, cfg.capture.layer)
     loaded_at = time.perf_counter()
     samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
+    generate_s = time.perf_counter() - loaded_at
     out = run_dir / "capture"
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}
     tensors = {sample_key(i): s.activation for i, s in enumerate(samples)}
@@ -105,6 +106,12 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     ]
     return files, {
         "load_s": loaded_at - started,
+        "generate_s": generate_s,
+        "batch_size": cfg.capture.batch_size,
+        "new_tokens": sum(s.new_tokens for s in samples),
+        "forward_calls": sum(s.hook_calls for s in samples),
+        "tokens_per_s": sum(s.new_tokens for s in samples) / generate_s,
+        "weight_bytes": sum(p.numel() * p.element_size() for p in loaded.model.parameters()),
         "device": str(device),
         "dtype": cfg.model.dtype,
         "seed": cfg.capture.sampling_seed,
@@ -227,6 +234,7 @@ def run_stage(name: str, cfg: RunConfig, run_dir: Path, progress: bool = True, f
     if not force and artifacts.stage_is_current(run_dir, name, key, inputs):
         return False
     started = time.perf_counter()
+    artifacts.reset_peak_memory()
     files, info = stage.body(cfg, run_dir, progress)
     config = cfg.to_dict()
     artifacts.write_config(run_dir, config)
@@ -235,6 +243,7 @@ def run_stage(name: str, cfg: RunConfig, run_dir: Path, progress: bool = True, f
         "inputs": inputs,
         "outputs": [str(f.relative_to(run_dir)) for f in files],
         "wall_s": time.perf_counter() - started,
+        **artifacts.peak_memory(),
         **info,
     }
     artifacts.record_stage(run_dir, name, files=files, config=config, config_hash=cfg.hash(), info=record)

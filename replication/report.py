@@ -8,6 +8,7 @@ import platform
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -243,8 +244,45 @@ def render(run: RunData, results: list[Result], figures: dict[str, Path], output
         "|---|---|---|",
     ]
     lines += [f"| {topic} | {said} | {ran} |" for topic, said, ran in DIFFERENCES]
+    lines += ["", *_performance(manifest)]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
     return "\n".join(lines)
+
+
+# Peak HBM bandwidth (bytes/s) by GPU name: the bound on a decode step that reads every weight once.
+HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
+
+
+def _performance(manifest: dict[str, Any]) -> list[str]:
+    stages = manifest["stages"]
+    lines = ["## Performance", "", "| stage | wall time (s) | peak RSS (MiB) | peak CUDA (MiB) |", "|---|---|---|---|"]
+    for name in ("capture", "train", "analyze"):
+        if name in stages:
+            rec = stages[name]
+            cuda = rec.get("peak_cuda_mib")
+            lines.append(
+                f"| {name} | {rec['wall_s']:.1f} | {format_value(rec.get('peak_rss_mib'))} | "
+                f"{'—' if cuda is None else f'{cuda:.0f}'} |"
+            )
+    capture = stages.get("capture", {})
+    if "tokens_per_s" in capture:
+        per_call = capture["generate_s"] / capture["forward_calls"] * 1000
+        lines += [
+            "",
+            f"Capture on {capture['device']} ({capture['dtype']}), batch size {capture['batch_size']}: model load "
+            f"{capture['load_s']:.1f} s, generation {capture['generate_s']:.1f} s for {capture['new_tokens']} new "
+            f"tokens = **{capture['tokens_per_s']:.1f} tokens/s**; {per_call:.1f} ms per forward call of one "
+            f"prompt ({capture['forward_calls']} calls).",
+        ]
+        gpu = capture["environment"].get("cuda") or ""
+        bandwidth = next((bw for name, bw in HBM_BANDWIDTH.items() if name in gpu), None)
+        if capture["device"].startswith("cuda") and bandwidth:
+            bound = capture["weight_bytes"] / bandwidth * 1000
+            lines.append(
+                f"Memory-bandwidth bound on {gpu}: {capture['weight_bytes'] / 1e9:.1f} GB of weights / "
+                f"{bandwidth / 1e12:.2f} TB/s = {bound:.1f} ms per decode step."
+            )
+    return lines
 
 
 def _run_facts(run: RunData) -> list[str]:

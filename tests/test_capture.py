@@ -113,3 +113,39 @@ def test_sample_seed_depends_on_seed_and_index() -> None:
     seeds = {sample_seed(s, i) for s in range(3) for i in range(50)}
     assert len(seeds) == 150
     assert sample_seed(0, 7) == sample_seed(0, 7)
+
+
+def test_batched_capture_stores_what_one_at_a_time_stores(tiny_model: LoadedModel, tiny_config: RunConfig) -> None:
+    prompts = read_prompts(tiny_config.prompts_path())[:12]
+    # Make one prompt's greedy first token the EOS: it stops after the prefill while the others
+    # decode on, some of them hitting that EOS later.
+    ids = encode_prompt(tiny_model.tokenizer, prompts[3], chat_template=False)["input_ids"]
+    with torch.no_grad():
+        tiny_model.model.generation_config.eos_token_id = int(tiny_model.model(ids).logits[0, -1].argmax())
+    single = capture(tiny_model.model, tiny_model.tokenizer, prompts, CaptureConfig(), progress=False)
+    batched = capture(tiny_model.model, tiny_model.tokenizer, prompts, CaptureConfig(batch_size=5), progress=False)
+    sources = [s.source for s in single]
+    assert "prefill" in sources and "decode" in sources, "the batch must mix early-EOS and long samples"
+    assert len({s.new_tokens for s in single}) > 2
+    for one, many in zip(single, batched, strict=True):
+        assert many.token_ids == one.token_ids
+        assert many.generated_text == one.generated_text
+        assert (many.new_tokens, many.hook_calls, many.source) == (one.new_tokens, one.hook_calls, one.source)
+        assert many.activation.shape == one.activation.shape
+        # Left padding changes the order of float32 sums only: equal to 1e-4 relative.
+        torch.testing.assert_close(many.activation, one.activation, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_sampling_keeps_the_last_call_semantics(tiny_model: LoadedModel, tiny_config: RunConfig) -> None:
+    """A sampling model is batched without the first-token pass; every sample is still its own
+    last call: (1, 1, d) after hook_calls = new_tokens calls, or the unpadded prefill."""
+    tiny_model.model.generation_config.do_sample = True
+    tiny_model.model.generation_config.temperature = 0.6
+    prompts = read_prompts(tiny_config.prompts_path())[:6]
+    samples = capture(tiny_model.model, tiny_model.tokenizer, prompts, CaptureConfig(batch_size=4), progress=False)
+    for prompt, sample in zip(prompts, samples, strict=True):
+        assert sample.prompt == prompt
+        assert sample.hook_calls == sample.new_tokens >= 1
+        rows = sample.prompt_tokens if sample.source == "prefill" else 1
+        assert sample.activation.shape == (1, rows, 64)
+        assert len(sample.token_ids) == sample.prompt_tokens + sample.new_tokens <= 50

