@@ -261,7 +261,7 @@ def _performance(manifest: dict[str, Any]) -> list[str]:
             rec = stages[name]
             cuda = rec.get("peak_cuda_mib")
             lines.append(
-                f"| {name} | {rec['wall_s']:.1f} | {format_value(rec.get('peak_rss_mib'))} | "
+                f"| {name} | {rec['wall_s']:.1f} | {rec['peak_rss_mib']:.0f} | "
                 f"{'—' if cuda is None else f'{cuda:.0f}'} |"
             )
     capture = stages.get("capture", {})
