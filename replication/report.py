@@ -174,8 +174,9 @@ def commit() -> str:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         )
+        # The code and claims only: writing a report changes the run's own tracked files.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "replication", "claims", "fixtures"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
