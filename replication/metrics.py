@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from replication import artifacts
+from replication import artifacts, health
 from replication.config import REPO_ROOT, RunConfig, config_from_dict
 from replication.errors import ReplicationError
 from replication.pipeline import load_sae
@@ -95,6 +95,17 @@ class RunData:
         return load_sae(self.root, self.config)
 
     @cached_property
+    def split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training and validation samples' real rows (no padding), positional split."""
+        n_train = int(self.config.train.train_fraction * len(self.samples))
+        rows = [torch.cat([s[0] for s in part]).numpy() for part in (self.samples[:n_train], self.samples[n_train:])]
+        return rows[0], rows[1]
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.asarray(self.sae(torch.from_numpy(x))[0].numpy())
+
+    @cached_property
     def top(self) -> dict[str, Any]:
         top: dict[str, Any] = artifacts.read_json(self.root / "analyze" / "top_prompts.json")
         return top
@@ -120,11 +131,6 @@ def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
     return [
         next((t for t, pats in compiled.items() if any(p.search(prompt) for p in pats)), "other") for prompt in prompts
     ]
-
-
-def fvu(x: np.ndarray, x_hat: np.ndarray) -> float:
-    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    return float(((x - x_hat) ** 2).sum() / ((x - x.mean(axis=0)) ** 2).sum())
 
 
 def topic_feature_test(
@@ -252,34 +258,24 @@ def sae_d_hidden(run: RunData) -> int:
     return run.sae.d_hidden
 
 
-@metric("config.yaml")
-def decoder_activation(run: RunData) -> str:
-    """The activation on the decoder output the run trained with (relu = the original)."""
-    return run.config.train.decoder_activation
+def _register_setting(name: str, field: str, definition: str) -> None:
+    """A training setting the run used, read from its saved config."""
+
+    def setting(run: RunData) -> Any:
+        return getattr(run.config.train, field)
+
+    setting.__name__, setting.__doc__ = name, definition
+    metric("config.yaml")(setting)
 
 
-@metric("config.yaml")
-def l1_coefficient(run: RunData) -> float:
-    """The L1 coefficient the run trained with."""
-    return run.config.train.l1_coefficient
-
-
-@metric("config.yaml")
-def learning_rate(run: RunData) -> float:
-    """The Adam learning rate the run trained with."""
-    return run.config.train.lr
-
-
-@metric("config.yaml")
-def patience(run: RunData) -> int:
-    """Early-stopping patience the run trained with."""
-    return run.config.train.patience
-
-
-@metric("config.yaml")
-def max_epochs(run: RunData) -> int:
-    """Upper bound on epochs the run trained with."""
-    return run.config.train.max_epochs
+for _name, _field, _definition in (
+    ("decoder_activation", "decoder_activation", "The activation on the decoder output (relu = the original)."),
+    ("l1_coefficient", "l1_coefficient", "The L1 coefficient the run trained with."),
+    ("learning_rate", "lr", "The Adam learning rate the run trained with."),
+    ("patience", "patience", "Early-stopping patience the run trained with."),
+    ("max_epochs", "max_epochs", "Upper bound on epochs the run trained with."),
+):
+    _register_setting(_name, _field, _definition)
 
 
 @metric("train/history.json")
@@ -335,11 +331,28 @@ def train_loss_drop(run: RunData) -> float:
 def val_fvu(run: RunData) -> float:
     """Fraction of variance unexplained by the best SAE on the validation samples' real rows
     (padding excluded): 0 is perfect, 1.0 is no better than predicting their mean."""
-    n_train = int(run.config.train.train_fraction * len(run.samples))
-    x = torch.cat([s[0] for s in run.samples[n_train:]])
-    with torch.no_grad():
-        x_hat = run.sae(x)[0]
-    return fvu(x.numpy(), x_hat.numpy())
+    val = run.split[1]
+    return health.fvu(val, run.reconstruct(val))
+
+
+@metric("capture/activations.safetensors")
+def val_mean_predictor_fvu(run: RunData) -> float:
+    """The baseline: FVU of predicting every validation row by the training rows' mean."""
+    train, val = run.split
+    return health.mean_predictor_fvu(val, train.mean(axis=0))
+
+
+@metric("train/sae.safetensors")
+def train_fvu(run: RunData) -> float:
+    """FVU of the best SAE on the training samples' real rows (padding excluded)."""
+    train = run.split[0]
+    return health.fvu(train, run.reconstruct(train))
+
+
+@metric("analyze/codes.safetensors")
+def never_active_fraction(run: RunData) -> float:
+    """Fraction of code dimensions that are zero on every encoded sample (dead on the dataset)."""
+    return health.dead_fraction(run.codes)
 
 
 @metric("train/summary.json")

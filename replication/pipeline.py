@@ -177,6 +177,12 @@ def _analyze(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     return files, {}
 
 
+def stage_outputs(run_dir: Path) -> list[str]:
+    """The files the capture, train and analyze stages wrote, as the manifest records them."""
+    stages = artifacts.read_manifest(run_dir).get("stages", {})
+    return [name for stage in STAGES for name in stages.get(stage, {}).get("outputs", [])]
+
+
 def check_finite(samples: list[torch.Tensor]) -> None:
     """NaN or inf in a captured sample is named before any training."""
     for index, sample in enumerate(samples):

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 
-from replication import artifacts
+from replication import artifacts, health
 from replication.analysis import sample_rows
 from replication.claims import Result, format_value
 from replication.config import REPO_ROOT
@@ -164,6 +164,52 @@ def make_figures(run: RunData, out: Path) -> dict[str, Path]:
     return paths
 
 
+def health_figures(run: RunData, out: Path) -> dict[str, Path]:
+    """L0 per encoded sample, and the feature-density histogram (beyond the write-up's figures)."""
+    paths = {name: out / f"{name}.png" for name in ("l0_hist", "feature_density")}
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.hist(health.l0(run.codes), bins=30)
+    ax.set(xlabel="non-zero code dimensions (L0)", ylabel="samples", title="L0 of the encoded samples")
+    _save(fig, paths["l0_hist"])
+    density = health.feature_density(run.codes)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.hist(np.log10(density[density > 0]), bins=30)
+    ax.set(
+        xlabel="log10 fraction of samples on which a feature fires",
+        ylabel="features",
+        title=f"Feature density ({int((density == 0).sum())} features never fire, not shown)",
+    )
+    _save(fig, paths["feature_density"])
+    return paths
+
+
+def _health(run: RunData, figures: dict[str, Path], output: Path) -> list[str]:
+    sample_l0 = health.l0(run.codes)
+    density = health.feature_density(run.codes)
+    value = {name: METRICS[name].compute(run) for name in ("train_fvu", "val_fvu", "val_mean_predictor_fvu")}
+    lines = [
+        "## SAE health (beyond the write-up)",
+        "",
+        "| metric | value | definition |",
+        "|---|---|---|",
+        f"| L0 per encoded sample | mean {sample_l0.mean():.1f}, median {np.median(sample_l0):.0f}, "
+        f"max {sample_l0.max()} of {run.codes.shape[1]} | non-zero code dimensions of one sample (best SAE) |",
+        f"| FVU, training rows | {value['train_fvu']:.3f} | {METRICS['train_fvu'].definition} |",
+        f"| FVU, validation rows | {value['val_fvu']:.3f} | {METRICS['val_fvu'].definition} |",
+        f"| mean-predictor FVU, validation | {value['val_mean_predictor_fvu']:.3f} | "
+        f"{METRICS['val_mean_predictor_fvu'].definition} |",
+        f"| dead fraction | {health.dead_fraction(run.codes):.3f} | {METRICS['never_active_fraction'].definition} |",
+        f"| feature density | median {np.median(density):.3f}, max {density.max():.3f} | "
+        "fraction of the samples on which a code dimension is non-zero |",
+        "",
+    ]
+    for name, path in figures.items():
+        lines += [f"![{name}]({os.path.relpath(path, output.parent)})", ""]
+    return lines
+
+
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     artifacts.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata=PNG_META))
@@ -187,7 +233,15 @@ def commit() -> str:
         return "unknown"
 
 
-def render(run: RunData, results: list[Result], figures: dict[str, Path], output: Path, command: str) -> str:
+def render(
+    run: RunData,
+    results: list[Result],
+    figures: dict[str, Path],
+    health_figs: dict[str, Path],
+    *,
+    output: Path,
+    command: str,
+) -> str:
     manifest = artifacts.read_json(run.root / artifacts.MANIFEST)
     info, cfg = run.info, run.config
     counts = Counter(r.verdict for r in results)
@@ -245,7 +299,8 @@ def render(run: RunData, results: list[Result], figures: dict[str, Path], output
         "|---|---|---|",
     ]
     lines += [f"| {topic} | {said} | {ran} |" for topic, said, ran in DIFFERENCES]
-    lines += ["", *_performance(manifest)]
+    lines += ["", *_health(run, health_figs, output)]
+    lines += [*_performance(manifest)]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
     return "\n".join(lines)
 
@@ -307,6 +362,7 @@ def _run_facts(run: RunData) -> list[str]:
 def write_report(run: RunData, results: list[Result], output: Path, command: str) -> tuple[Path, list[Path]]:
     """Figures into ``<run>/figures``, verdicts into ``<run>/verdicts.json``, the report to ``output``."""
     figures = make_figures(run, run.root / "figures")
+    health_figs = health_figures(run, run.root / "figures")
     verdicts = [
         {
             "id": r.claim.id,
@@ -318,5 +374,5 @@ def write_report(run: RunData, results: list[Result], output: Path, command: str
         for r in results
     ]
     artifacts.write_json(run.root / "verdicts.json", verdicts)
-    artifacts.write_text(output, render(run, results, figures, output, command))
-    return output, [run.root / "verdicts.json", *figures.values()]
+    artifacts.write_text(output, render(run, results, figures, health_figs, output=output, command=command))
+    return output, [run.root / "verdicts.json", *figures.values(), *health_figs.values()]

@@ -23,9 +23,9 @@ from replication.artifacts import sha256_file
 from replication.claims import evaluate_all, load_claims
 from replication.config import REPO_ROOT
 from replication.metrics import RunData
+from replication.pipeline import stage_outputs
 
 REFERENCE = REPO_ROOT / "runs" / "smollm2"
-STAGE_FILES = ("capture/", "train/", "analyze/")
 RTOL, ATOL = 1e-4, 1e-4  # float32 sums in another order: relative error ~1e-6 per op, amplified by training
 
 pytestmark = [
@@ -65,7 +65,8 @@ def test_reproduced(rerun: Path) -> None:
     stages = manifest["stages"]
     assert isinstance(stages, dict)
     same_kernels = stages["capture"]["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    files = [n for n in manifest["files"] if n.startswith(STAGE_FILES)]  # type: ignore[union-attr]
+    files = stage_outputs(REFERENCE)
+    assert files and stage_outputs(rerun) == files
     if same_kernels:
         differing = [n for n in files if sha256_file(rerun / n) != sha256_file(REFERENCE / n)]
         assert not differing, f"not byte-identical on the reference's CPU kernels: {differing}"

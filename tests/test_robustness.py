@@ -25,19 +25,9 @@ from replication.artifacts import sha256_file, verify_manifest
 from replication.claims import CLAIMS_DIR, load_claims
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
+from replication.pipeline import stage_outputs
 
 PROMPTS = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:10]
-DETERMINISTIC = (
-    "capture/activations.safetensors",
-    "capture/samples.json",
-    "capture/activations_data.json",
-    "train/history.json",
-    "train/sae.safetensors",
-    "train/last_codes.safetensors",
-    "analyze/codes.safetensors",
-    "analyze/top_prompts.json",
-    "analyze/pca.json",
-)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +95,7 @@ def test_crash_at_any_write_then_resume(
     monkeypatch.setattr(artifacts.os, "replace", real_replace)
     assert_complete(out)
     assert main(run_args(out, small_prompts)) == 0
-    for name in DETERMINISTIC:
+    for name in stage_outputs(uninterrupted):
         assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
     verify_manifest(out)
 
@@ -121,7 +111,7 @@ def test_kill_9_then_same_command_finishes(tmp_path: Path, small_prompts: Path, 
     process.wait()
     assert_complete(out)
     assert subprocess.run(command, cwd=REPO_ROOT, capture_output=True, check=False).returncode == 0
-    for name in DETERMINISTIC:
+    for name in stage_outputs(uninterrupted):
         assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
 
 
