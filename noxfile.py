@@ -61,7 +61,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 @nox.session(venv_params=["--system-site-packages"])
 def replicate(session: nox.Session) -> None:
-    """The whole study, then its verdicts and report: ``nox -s replicate`` (SmolLM2 on a CPU; with no
+    """The whole study, then its verdicts, 5 SAE seeds and the report: ``nox -s replicate`` (SmolLM2 on a CPU; with no
     arguments it refreshes the reference run runs/smollm2 and REPORT.md) or ``-- --profile seed``.
 
     Uses the system's site-packages: on a GPU machine with torch and transformers installed and
@@ -75,6 +75,7 @@ def replicate(session: nox.Session) -> None:
     out = _option(args, "--out") or f"runs/{_option(args, '--profile') or 'smollm2'}"
     session.run("python", "-m", "replication", "run", *args)
     session.run("python", "-m", "replication", "verify", "--run", out)
+    session.run("python", "-m", "replication", "seeds", "--run", out)
     session.run("python", "-m", "replication", "report", "--run", out)
     if not args:
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")

@@ -185,6 +185,62 @@ def health_figures(run: RunData, out: Path) -> dict[str, Path]:
     return paths
 
 
+def _seed_summary(run: RunData, manifest: dict[str, Any]) -> list[str]:
+    """One summary line: the verdicts once the SAE seeds are combined."""
+    if "seeds.json" not in manifest.get("files", {}):
+        return []
+    summary = artifacts.read_json(run.root / "seeds.json")
+    combined = Counter(
+        c["combined"] for c in summary["claims"].values() if c["verdicts"][0] != "not testable at this profile"
+    )
+    changed = [cid for cid, c in summary["claims"].items() if c["combined"] != c["verdicts"][0]]
+    return [
+        "",
+        f"Over {len(summary['seeds'])} SAE seeds (see Seed robustness): **{combined['replicated']} replicated, "
+        f"{combined['not replicated']} not replicated, {combined['inconclusive']} inconclusive**"
+        + (f"; the seeds disagree on {', '.join(f'`{c}`' for c in changed)}." if changed else "."),
+    ]
+
+
+def _seeds(run: RunData, manifest: dict[str, Any]) -> list[str]:
+    """The seed-robustness table, when the seeds stage ran."""
+    if "seeds.json" not in manifest.get("files", {}):
+        return []
+    summary = artifacts.read_json(run.root / "seeds.json")
+    features = summary["features"]
+    lines = [
+        f"## Seed robustness ({len(summary['seeds'])} SAE seeds)",
+        "",
+        "The same activations, the SAE retrained with seeds "
+        f"{', '.join(map(str, summary['seeds']))} (0 is the faithful run above). A claim whose verdict differs "
+        "across seeds is **inconclusive**. Claims not testable at this profile are left out.",
+        "",
+        "| id | seed 0 | verdicts over seeds | measured (min - max) | combined |",
+        "|---|---|---|---|---|",
+    ]
+    for cid, entry in summary["claims"].items():
+        if entry["verdicts"][0] == "not testable at this profile":
+            continue
+        counts = Counter(entry["verdicts"])
+        spread = ", ".join(f"{n} {v}" for v, n in counts.items())
+        interval = entry["interval"]
+        shown = (
+            f"{format_value(interval[0])} - {format_value(interval[1])}"
+            if interval
+            else ", ".join(format_value(m) for m in entry["measured"])
+        )
+        lines.append(f"| `{cid}` | {entry['verdicts'][0]} | {spread} | {shown} | **{entry['combined']}** |")
+    lines += [
+        "",
+        f"Features matched across seeds by the best cosine of their decoder directions: {features['stable']} of "
+        f"{features['live']} live features of seed 0 have a match of cosine >= {features['threshold']} in every "
+        f"other seed (median best cosine per seed: "
+        f"{', '.join(f'{c:.2f}' for c in features['median_best_cosine'])}).",
+        "",
+    ]
+    return lines
+
+
 def _health(run: RunData, figures: dict[str, Path], output: Path) -> list[str]:
     sample_l0 = health.l0(run.codes)
     density = health.feature_density(run.codes)
@@ -268,6 +324,7 @@ def render(
         f"**{counts['replicated']} replicated, {counts['not replicated']} not replicated, "
         f"{counts['inconclusive']} inconclusive**; {counts['not testable at this profile']} not testable "
         f"at this profile.",
+        *_seed_summary(run, manifest),
         "",
         *_run_facts(run),
         "",
@@ -299,7 +356,8 @@ def render(
         "|---|---|---|",
     ]
     lines += [f"| {topic} | {said} | {ran} |" for topic, said, ran in DIFFERENCES]
-    lines += ["", *_health(run, health_figs, output)]
+    lines += ["", *_seeds(run, manifest)]
+    lines += [*_health(run, health_figs, output)]
     lines += [*_performance(manifest)]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
     return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Seed robustness: the SAE retrained with other seeds on the same captured activations.
+
+Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/seeds/seed<k>/``
+(the capture files are hard links, never copies or re-captures). Every claim gets its measured
+value and verdict per seed, an interval, and one combined verdict: the common verdict, or
+``inconclusive`` when the seeds disagree. Features are matched across seeds by the best cosine
+similarity of their decoder directions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replication import artifacts
+from replication.claims import Claim, Verdict, evaluate
+from replication.config import RunConfig
+from replication.errors import ReplicationError
+from replication.metrics import RunData
+from replication.pipeline import run_stage, stage_outputs
+
+SEEDS_FILE = "seeds.json"
+STABLE_COSINE = 0.9
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """One verdict over seeds: the one they share, or inconclusive when they differ."""
+    return verdicts[0] if len(set(verdicts)) == 1 else "inconclusive"
+
+
+def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each column (feature direction) of ``reference`` (d, n), its best cosine with a column of
+    ``other`` (d, m)."""
+    ref = reference / np.maximum(np.linalg.norm(reference, axis=0, keepdims=True), 1e-12)
+    oth = other / np.maximum(np.linalg.norm(other, axis=0, keepdims=True), 1e-12)
+    return np.asarray((ref.T @ oth).max(axis=1))
+
+
+def seed_run(run_dir: Path, cfg: RunConfig, seed: int, progress: bool) -> Path:
+    """Train and analyze with ``train.seed=seed`` beside the run, sharing its capture files."""
+    directory = run_dir / "seeds" / f"seed{seed}"
+    for name in stage_outputs(run_dir):
+        if name.startswith("capture/"):
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                try:
+                    os.link(run_dir / name, target)
+                except OSError:  # another file system: a copy holds the same bytes
+                    shutil.copy2(run_dir / name, target)
+    seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+    for stage in ("train", "analyze"):
+        run_stage(stage, seeded, directory, progress=progress)
+    return directory
+
+
+def run_seeds(run_dir: Path, claims: list[Claim], n_seeds: int, progress: bool = True) -> dict[str, Any]:
+    """Retrain with seeds 1..n_seeds-1, evaluate every claim per seed, write ``seeds.json``."""
+    if n_seeds < 2:
+        raise ReplicationError(f"--seeds {n_seeds}: at least 2 seeds are needed")
+    reference = RunData(run_dir)
+    if reference.config.train.seed != 0:
+        raise ReplicationError(f"{run_dir} was trained with train.seed={reference.config.train.seed}, not 0")
+    runs = [reference] + [RunData(seed_run(run_dir, reference.config, k, progress)) for k in range(1, n_seeds)]
+    per_claim = {}
+    for claim in claims:
+        results = [evaluate(claim, run) for run in runs]
+        measured = [r.measured for r in results]
+        numbers = [m for m in measured if isinstance(m, int | float) and not isinstance(m, bool)]
+        per_claim[claim.id] = {
+            "verdicts": [r.verdict for r in results],
+            "measured": measured,
+            "interval": [min(numbers), max(numbers)] if len(numbers) == len(measured) else None,
+            "combined": combine([r.verdict for r in results]),
+        }
+    live = reference.codes.max(axis=0) > 0
+    directions = [run.sae.decoder.weight.detach().numpy() for run in runs]
+    best = np.stack([best_cosines(directions[0][:, live], d) for d in directions[1:]])
+    summary = {
+        "seeds": list(range(n_seeds)),
+        "claims": per_claim,
+        "features": {
+            "live": int(live.sum()),
+            "stable": int((best >= STABLE_COSINE).all(axis=0).sum()),
+            "threshold": STABLE_COSINE,
+            "median_best_cosine": [float(np.median(b)) for b in best],
+        },
+    }
+    artifacts.write_json(run_dir / SEEDS_FILE, summary)
+    manifest = artifacts.read_manifest(run_dir)
+    artifacts.record_stage(
+        run_dir,
+        "seeds",
+        files=[run_dir / SEEDS_FILE],
+        config=manifest["config"],
+        config_hash=manifest["config_hash"],
+        info={"n_seeds": n_seeds},
+    )
+    return summary
