@@ -61,8 +61,10 @@ def _option(args: list[str], name: str) -> str | None:
 
 @nox.session(venv_params=["--system-site-packages"])
 def replicate(session: nox.Session) -> None:
-    """The whole study, then its verdicts, 5 SAE seeds and the report: ``nox -s replicate`` (SmolLM2 on a CPU; with no
-    arguments it refreshes the reference run runs/smollm2 and REPORT.md) or ``-- --profile seed``.
+    """The whole study, then its verdicts, 5 SAE seeds, the ablations and the report.
+
+    ``nox -s replicate`` runs SmolLM2 on a CPU (with no arguments it refreshes the reference run
+    runs/smollm2 and REPORT.md); ``nox -s replicate -- --profile seed`` the original's model.
 
     Uses the system's site-packages: on a GPU machine with torch and transformers installed and
     no network, nothing is installed and the package runs from this checkout.
@@ -76,6 +78,7 @@ def replicate(session: nox.Session) -> None:
     session.run("python", "-m", "replication", "run", *args)
     session.run("python", "-m", "replication", "verify", "--run", out)
     session.run("python", "-m", "replication", "seeds", "--run", out)
+    session.run("python", "-m", "replication", "ablations", "--run", out)
     session.run("python", "-m", "replication", "report", "--run", out)
     if not args:
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")

@@ -17,7 +17,7 @@ from replication.errors import ReplicationError
 from replication.metrics import RunData
 from replication.pipeline import STAGES, run_stage
 from replication.report import write_report
-from replication.seeds import SEEDS_FILE, run_seeds
+from replication.variants import ABLATIONS, ABLATIONS_FILE, SEEDS_FILE, run_ablations, run_seeds
 
 DEFAULT_PROFILE = "smollm2"
 EPILOG = """stages:
@@ -27,6 +27,7 @@ EPILOG = """stages:
   analyze  top-activating prompts per code dimension, PCA of the codes
   verify   check the run's files against its manifest, then one verdict line per claim
   seeds    verify, then retrain the SAE with --seeds N seeds: every claim per seed, one combined verdict
+  ablations  verify, then run the named ablations beside the run (--only l1_1e-4,chat_template)
   report   verify, then write REPORT.md with verdicts, figures and provenance
 
 Any config field can be overridden: --capture.layer=12 --train.l1_coefficient=1e-4
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("run", *STAGES, "verify", "seeds", "report"))
+    parser.add_argument("stage", choices=("run", *STAGES, "verify", "seeds", "ablations", "report"))
     parser.add_argument(
         "--profile", help=f"seed, smollm2 or tiny (default: the run's saved config, else {DEFAULT_PROFILE})"
     )
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory (verify, report)")
     parser.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     parser.add_argument("--seeds", type=int, default=5, help="SAE seeds for the seeds stage (default 5)")
+    parser.add_argument("--only", help=f"ablations to run, comma-separated (default: {','.join(ABLATIONS)})")
     parser.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
     parser.add_argument(
         "--random-init", action="store_true", help="the profile's architecture with RANDOM weights (no download)"
@@ -97,6 +99,11 @@ def check(args: argparse.Namespace, argv: list[str]) -> int:
         changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
         print(f"seeds: {args.seeds} seeds, {changed} claims inconclusive across seeds -> {args.out / SEEDS_FILE}")
         return 0
+    if args.stage == "ablations":
+        names = args.only.split(",") if args.only else list(ABLATIONS)
+        rows = run_ablations(args.out, claims, names, progress=not args.quiet)
+        print(f"ablations: {', '.join(names)} -> {args.out / ABLATIONS_FILE} ({len(rows) - 1} rows)")
+        return 0
     results = evaluate_all(claims, run)
     if args.stage == "verify":
         for result in results:
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         hf_logging.disable_progress_bar()
     try:
-        if args.stage in ("verify", "seeds", "report"):
+        if args.stage in ("verify", "seeds", "ablations", "report"):
             if rest:
                 raise ReplicationError(f"unrecognised argument {rest[0]!r}")
             return check(args, argv)

@@ -241,6 +241,36 @@ def _seeds(run: RunData, manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ablations(run: RunData, manifest: dict[str, Any]) -> list[str]:
+    """The ablation table, when the ablations stage ran."""
+    if "ablations.json" not in manifest.get("files", {}):
+        return []
+    rows = artifacts.read_json(run.root / "ablations.json")
+    lines = [
+        "## Ablations",
+        "",
+        "Each a named config variant run beside the faithful one (`<run>/variants/<name>/`). Sparsity: the last "
+        "epoch's fraction of training codes below 0.01; L0: non-zero codes per encoded sample; FVU on the "
+        "validation rows; dead: code dimensions zero on every sample; decode-shaped: samples of shape (1, 1, d).",
+        "",
+        "| variant | what | stop epoch | sparsity | L0 | val FVU | dead | decode-shaped | verdicts that change |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if "not_applicable" in row:
+            lines.append(f"| `{name}` | {row['description']} | not applicable: {row['not_applicable']} |||||||")
+            continue
+        changed = ", ".join(
+            f"`{c}` ({rows['faithful']['verdicts'][c]} -> {row['verdicts'][c]})" for c in row.get("changed", [])
+        )
+        lines.append(
+            f"| `{name}` | {row['description']} | {row['stop_epoch']} | {row['last_sparsity']:.3f} | "
+            f"{row['sample_code_l0']:.1f} | {row['val_fvu']:.3f} | {row['never_active_fraction']:.3f} | "
+            f"{row['decode_shaped_fraction']:.2f} | {changed or ('—' if name == 'faithful' else 'none')} |"
+        )
+    return [*lines, ""]
+
+
 def _health(run: RunData, figures: dict[str, Path], output: Path) -> list[str]:
     sample_l0 = health.l0(run.codes)
     density = health.feature_density(run.codes)
@@ -357,6 +387,7 @@ def render(
     ]
     lines += [f"| {topic} | {said} | {ran} |" for topic, said, ran in DIFFERENCES]
     lines += ["", *_seeds(run, manifest)]
+    lines += [*_ablations(run, manifest)]
     lines += [*_health(run, health_figs, output)]
     lines += [*_performance(manifest)]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]

@@ -13,7 +13,7 @@ from replication.__main__ import main
 from replication.artifacts import sha256_file, verify_manifest
 from replication.claims import evaluate_all, load_claims
 from replication.metrics import RunData
-from replication.seeds import best_cosines, combine
+from replication.variants import best_cosines, combine
 
 
 def test_combined_verdict() -> None:
@@ -53,4 +53,24 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
     verify_manifest(run)  # seeds.json is recorded
     assert main(["report", "--run", str(run)]) == 0
     assert "## Seed robustness (3 SAE seeds)" in (run / "REPORT.md").read_text()
+    capsys.readouterr()
+
+
+def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["ablations", "--run", str(run), "--quiet"]) == 0
+    rows = json.loads((run / "ablations.json").read_text())
+    assert list(rows) == ["faithful", "l1_1e-4", "chat_template"]
+    # The tiny tokenizer has no chat template: said so, not faked.
+    assert "has no chat template" in rows["chat_template"]["not_applicable"]
+    l1 = rows["l1_1e-4"]
+    assert l1["overrides"] == {"train.l1_coefficient": 0.0001}
+    assert "part3.l1_penalty" in l1["changed"]  # the run trained with another L1, so that claim flips
+    assert l1["verdicts"]["part3.l1_penalty"] == "not replicated"
+    assert sha256_file(run / "variants/l1_1e-4/train/sae.safetensors") != sha256_file(run / "train/sae.safetensors")
+    verify_manifest(run)
+    assert main(["report", "--run", str(run)]) == 0
+    assert "## Ablations" in (run / "REPORT.md").read_text()
+    assert main(["ablations", "--run", str(run), "--only", "dropout"]) == 2
     capsys.readouterr()

@@ -1,0 +1,158 @@
+"""Variants of a run: the SAE retrained with other seeds, and the ablations the write-up suggests.
+
+Seed robustness. Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/seeds/seed<k>/``
+(the capture files are hard links, never copies or re-captures). Every claim gets its measured
+value and verdict per seed, an interval, and one combined verdict: the common verdict, or
+``inconclusive`` when the seeds disagree. Features are matched across seeds by the best cosine
+similarity of their decoder directions.
+
+Ablations. Each is a named set of config overrides, run in ``<run>/variants/<name>/`` and reported
+side by side with the faithful run: sparsity, L0, FVU, dead fraction, and the claims whose verdict
+changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replication import artifacts
+from replication.claims import Claim, Verdict, evaluate
+from replication.config import load_profile
+from replication.errors import ReplicationError
+from replication.metrics import METRICS, RunData
+from replication.pipeline import run_stage, stage_outputs
+
+SEEDS_FILE = "seeds.json"
+ABLATIONS_FILE = "ablations.json"
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "l1_1e-4": ("L1 = 1e-4, the write-up's own suggestion", {"train.l1_coefficient": 0.0001}),
+    "chat_template": (
+        "the instruct model answering in its chat template instead of continuing the raw prompt",
+        {"capture.chat_template": True},
+    ),
+}
+ROW_METRICS = ("stop_epoch", "sample_code_l0", "val_fvu", "never_active_fraction", "decode_shaped_fraction")
+STABLE_COSINE = 0.9
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """One verdict over seeds: the one they share, or inconclusive when they differ."""
+    return verdicts[0] if len(set(verdicts)) == 1 else "inconclusive"
+
+
+def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each column (feature direction) of ``reference`` (d, n), its best cosine with a column of
+    ``other`` (d, m)."""
+    ref = reference / np.maximum(np.linalg.norm(reference, axis=0, keepdims=True), 1e-12)
+    oth = other / np.maximum(np.linalg.norm(other, axis=0, keepdims=True), 1e-12)
+    return np.asarray((ref.T @ oth).max(axis=1))
+
+
+def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progress: bool) -> Path:
+    """The run's config with ``overrides``, run in ``directory``: a new capture only when the
+    overrides touch the model or the capture, else the run's capture files shared as hard links."""
+    cfg = load_profile(str(run_dir / artifacts.CONFIG), overrides)
+    recapture = any(key.startswith(("model.", "capture.")) for key in overrides)
+    if not recapture:
+        for name in stage_outputs(run_dir):
+            if name.startswith("capture/"):
+                target = directory / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    try:
+                        os.link(run_dir / name, target)
+                    except OSError:  # another file system: a copy holds the same bytes
+                        shutil.copy2(run_dir / name, target)
+    for stage in (("capture",) if recapture else ()) + ("train", "analyze"):
+        run_stage(stage, cfg, directory, progress=progress)
+    return directory
+
+
+def run_seeds(run_dir: Path, claims: list[Claim], n_seeds: int, progress: bool = True) -> dict[str, Any]:
+    """Retrain with seeds 1..n_seeds-1, evaluate every claim per seed, write ``seeds.json``."""
+    if n_seeds < 2:
+        raise ReplicationError(f"--seeds {n_seeds}: at least 2 seeds are needed")
+    reference = RunData(run_dir)
+    if reference.config.train.seed != 0:
+        raise ReplicationError(f"{run_dir} was trained with train.seed={reference.config.train.seed}, not 0")
+    runs = [reference] + [
+        RunData(variant_run(run_dir / "seeds" / f"seed{k}", run_dir, {"train.seed": k}, progress))
+        for k in range(1, n_seeds)
+    ]
+    per_claim = {}
+    for claim in claims:
+        results = [evaluate(claim, run) for run in runs]
+        measured = [r.measured for r in results]
+        numbers = [m for m in measured if isinstance(m, int | float) and not isinstance(m, bool)]
+        per_claim[claim.id] = {
+            "verdicts": [r.verdict for r in results],
+            "measured": measured,
+            "interval": [min(numbers), max(numbers)] if len(numbers) == len(measured) else None,
+            "combined": combine([r.verdict for r in results]),
+        }
+    live = reference.codes.max(axis=0) > 0
+    directions = [run.sae.decoder.weight.detach().numpy() for run in runs]
+    best = np.stack([best_cosines(directions[0][:, live], d) for d in directions[1:]])
+    summary = {
+        "seeds": list(range(n_seeds)),
+        "claims": per_claim,
+        "features": {
+            "live": int(live.sum()),
+            "stable": int((best >= STABLE_COSINE).all(axis=0).sum()),
+            "threshold": STABLE_COSINE,
+            "median_best_cosine": [float(np.median(b)) for b in best],
+        },
+    }
+    artifacts.write_json(run_dir / SEEDS_FILE, summary)
+    manifest = artifacts.read_manifest(run_dir)
+    artifacts.record_stage(
+        run_dir,
+        "seeds",
+        files=[run_dir / SEEDS_FILE],
+        config=manifest["config"],
+        config_hash=manifest["config_hash"],
+        info={"n_seeds": n_seeds},
+    )
+    return summary
+
+
+def _row(run: RunData, claims: list[Claim]) -> dict[str, Any]:
+    row = {name: METRICS[name].compute(run) for name in ROW_METRICS}
+    row["last_sparsity"] = run.history[-1]["sparsity"]
+    row["verdicts"] = {claim.id: evaluate(claim, run).verdict for claim in claims}
+    return row
+
+
+def run_ablations(run_dir: Path, claims: list[Claim], names: list[str], progress: bool = True) -> dict[str, Any]:
+    """Each named ablation beside the faithful run; ``ablations.json`` compares them."""
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise ReplicationError(f"unknown ablation {unknown[0]!r} (known: {', '.join(ABLATIONS)})")
+    faithful = _row(RunData(run_dir), claims)
+    rows: dict[str, Any] = {"faithful": {"description": "the original's method", **faithful}}
+    for name in names:
+        description, overrides = ABLATIONS[name]
+        try:
+            directory = variant_run(run_dir / "variants" / name, run_dir, overrides, progress)
+        except ReplicationError as exc:  # e.g. a tokenizer without a chat template
+            rows[name] = {"description": description, "overrides": overrides, "not_applicable": str(exc)}
+            continue
+        row = _row(RunData(directory), claims)
+        row["changed"] = sorted(cid for cid, v in row["verdicts"].items() if v != faithful["verdicts"][cid])
+        rows[name] = {"description": description, "overrides": overrides, **row}
+    artifacts.write_json(run_dir / ABLATIONS_FILE, rows)
+    manifest = artifacts.read_manifest(run_dir)
+    artifacts.record_stage(
+        run_dir,
+        "ablations",
+        files=[run_dir / ABLATIONS_FILE],
+        config=manifest["config"],
+        config_hash=manifest["config_hash"],
+        info={"ablations": names},
+    )
+    return rows
