@@ -114,14 +114,7 @@ def check(args: argparse.Namespace, argv: list[str]) -> int:
     report, files = write_report(run, results, output, command)
     if report.resolve().is_relative_to(args.out.resolve()):
         files.append(report)
-    artifacts.record_stage(
-        args.out,
-        "report",
-        files=files,
-        config=manifest["config"],
-        config_hash=manifest["config_hash"],
-        info={},
-    )
+    artifacts.record_addition(args.out, "report", files, {})
     print(f"report: {len(results)} claims -> {report}")
     return 0
 

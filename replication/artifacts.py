@@ -190,3 +190,9 @@ def record_stage(
     }
     write_json(run_dir / MANIFEST, manifest)
     return manifest
+
+
+def record_addition(run_dir: Path, stage: str, files: list[Path], info: dict[str, Any]) -> None:
+    """Record files that a later step (seeds, ablations, report) added to a finished run."""
+    manifest = read_manifest(run_dir)
+    record_stage(run_dir, stage, files=files, config=manifest["config"], config_hash=manifest["config_hash"], info=info)

@@ -17,6 +17,9 @@ sha256, in the run's manifest. Layout of a run directory::
     analyze/codes.safetensors        one code row per sample (N, d_hidden)
     analyze/top_prompts.json         top-k prompts per code dimension, and the row rule
     analyze/pca.json                 2-D PCA of the last epoch's training codes
+
+The later steps add seeds.json, ablations.json (replication.variants), verdicts.json, figures/ and
+REPORT.md (replication.report), each recorded in the manifest too.
 """
 
 from __future__ import annotations

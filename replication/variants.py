@@ -109,15 +109,7 @@ def run_seeds(run_dir: Path, claims: list[Claim], n_seeds: int, progress: bool =
         },
     }
     artifacts.write_json(run_dir / SEEDS_FILE, summary)
-    manifest = artifacts.read_manifest(run_dir)
-    artifacts.record_stage(
-        run_dir,
-        "seeds",
-        files=[run_dir / SEEDS_FILE],
-        config=manifest["config"],
-        config_hash=manifest["config_hash"],
-        info={"n_seeds": n_seeds},
-    )
+    artifacts.record_addition(run_dir, "seeds", [run_dir / SEEDS_FILE], {"n_seeds": n_seeds})
     return summary
 
 
@@ -146,13 +138,5 @@ def run_ablations(run_dir: Path, claims: list[Claim], names: list[str], progress
         row["changed"] = sorted(cid for cid, v in row["verdicts"].items() if v != faithful["verdicts"][cid])
         rows[name] = {"description": description, "overrides": overrides, **row}
     artifacts.write_json(run_dir / ABLATIONS_FILE, rows)
-    manifest = artifacts.read_manifest(run_dir)
-    artifacts.record_stage(
-        run_dir,
-        "ablations",
-        files=[run_dir / ABLATIONS_FILE],
-        config=manifest["config"],
-        config_hash=manifest["config_hash"],
-        info={"ablations": names},
-    )
+    artifacts.record_addition(run_dir, "ablations", [run_dir / ABLATIONS_FILE], {"ablations": names})
     return rows
