@@ -64,7 +64,7 @@ def test_claim(root: Path, claim_id: str, expected: dict[str, Any]) -> None:
     if result.verdict != expected["verdict"]:
         pytest.fail(f"verdict changed from {expected['verdict']} to {result.verdict} (measured {result.measured})")
     if result.verdict == "not testable at this profile":
-        pytest.skip(f"not testable at profile {root.name}: claimed {result.claimed}")
+        pytest.skip(reason=f"not testable at profile {root.name}: claimed {result.claimed}")
     assert result.verdict == "replicated", f"measured {result.measured}, claimed {result.claimed}"
 
 
