@@ -86,7 +86,7 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
 
 
 def check(args: argparse.Namespace, argv: list[str]) -> int:
-    """verify / report: refuse a run whose files changed, then evaluate every claim."""
+    """verify, seeds, ablations, report: refuse a run whose files changed or went stale, then work on its claims."""
     if args.out is None:
         raise ReplicationError(f"{args.stage} needs --run DIR")
     manifest = artifacts.verify_manifest(args.out)
