@@ -60,6 +60,7 @@ class RunData:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._topic_tests: dict[str, tuple[int, float] | None] = {}
 
     @cached_property
     def config(self) -> RunConfig:
@@ -122,6 +123,19 @@ class RunData:
     @cached_property
     def topics(self) -> list[str]:
         return topic_labels([r["prompt"] for r in self.records])
+
+    def topic_test(self, topic: str) -> tuple[int, float] | None:
+        """``topic_feature_test`` on the live dimensions, once per topic (its count and its p-value
+        are two metrics of one permutation test); None when no dimension is live."""
+        if topic not in self._topic_tests:
+            if not self.live:
+                self._topic_tests[topic] = None
+            else:
+                top = np.array([[t["index"] for t in d["top"]] for d in self.live])
+                positive = np.array([[t["value"] > 0 for t in d["top"]] for d in self.live])
+                is_topic = np.array([t == topic for t in self.topics])
+                self._topic_tests[topic] = topic_feature_test(top, positive, is_topic)
+        return self._topic_tests[topic]
 
 
 def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
@@ -416,22 +430,13 @@ def redundant_pairs(run: RunData) -> int:
     return exact + near
 
 
-def _topic_features(run: RunData, topic: str) -> tuple[int, float] | None:
-    if not run.live:
-        return None
-    top = np.array([[t["index"] for t in d["top"]] for d in run.live])
-    positive = np.array([[t["value"] > 0 for t in d["top"]] for d in run.live])
-    is_topic = np.array([t == topic for t in run.topics])
-    return topic_feature_test(top, positive, is_topic)
-
-
 def _register_topic(topic: str) -> None:
     def count(run: RunData) -> int | None:
-        result = _topic_features(run, topic)
+        result = run.topic_test(topic)
         return None if result is None else result[0]
 
     def pvalue(run: RunData) -> float | None:
-        result = _topic_features(run, topic)
+        result = run.topic_test(topic)
         return None if result is None else result[1]
 
     count.__name__, pvalue.__name__ = f"topic_features_{topic}", f"topic_pvalue_{topic}"
