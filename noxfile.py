@@ -1,4 +1,5 @@
-"""Sessions: ``tests`` (what CI runs), ``replicate`` (the study end to end), ``lint``.
+"""Sessions: ``tests`` (what CI runs; it ends with ``saelens``), ``replicate`` (the study end to end),
+``saelens`` (the exported SAEs loaded by SAELens in an environment of its own), ``bench``, ``lint``.
 
 Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate -- --profile seed``.
 """
@@ -13,6 +14,8 @@ nox.options.reuse_existing_virtualenvs = True
 # The CPU build: unpinned, pip fetches the newest torch with several GB of CUDA packages.
 TORCH_CPU = "torch==2.13.0"
 CONSTRAINTS = "constraints.txt"
+SAELENS = "sae-lens==6.54.12"
+REFERENCE_EXPORT = "runs/smollm2/export"
 # What the package imports; gguf (SmolLM2 only) is left out so that a GPU machine without it can
 # still run the seed profile.
 MODULES = (
@@ -47,6 +50,18 @@ def tests(session: nox.Session) -> None:
     """Unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        session.notify("saelens")
+
+
+@nox.session
+def saelens(session: nox.Session) -> None:
+    """SAELens, in its own environment without this package, loads every SAE exported under
+    runs/smollm2/export (or the export directory given) and must encode as our encoder did."""
+    session.install(TORCH_CPU)
+    session.install(SAELENS)
+    export = session.posargs or [REFERENCE_EXPORT]
+    session.run("python", "scripts/check_saelens_export.py", *export, "--self-test")
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -61,7 +76,8 @@ def _option(args: list[str], name: str) -> str | None:
 
 @nox.session(venv_params=["--system-site-packages"])
 def replicate(session: nox.Session) -> None:
-    """The whole study, then its verdicts, 5 SAE seeds, the ablations and the report.
+    """The whole study, then its verdicts, 5 SAE seeds (3 sampling seeds where the model samples),
+    the ablations, the SAELens export and the report.
 
     ``nox -s replicate`` runs SmolLM2 on a CPU (with no arguments it refreshes the reference run
     runs/smollm2 and REPORT.md); ``nox -s replicate -- --profile seed`` the original's model.
@@ -79,6 +95,7 @@ def replicate(session: nox.Session) -> None:
     session.run("python", "-m", "replication", "verify", "--run", out)
     session.run("python", "-m", "replication", "seeds", "--run", out)
     session.run("python", "-m", "replication", "ablations", "--run", out)
+    session.run("python", "-m", "replication", "export", "--run", out)
     session.run("python", "-m", "replication", "report", "--run", out)
     if not args:
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")

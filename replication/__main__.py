@@ -14,6 +14,7 @@ from replication import artifacts
 from replication.claims import CLAIMS_DIR, evaluate_all, load_claims
 from replication.config import RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
+from replication.export import EXPORT_DIR, export_run
 from replication.metrics import RunData
 from replication.pipeline import STAGES, run_stage
 from replication.report import write_report
@@ -21,13 +22,16 @@ from replication.variants import ABLATIONS, ABLATIONS_FILE, SEEDS_FILE, run_abla
 
 DEFAULT_PROFILE = "smollm2"
 EPILOG = """stages:
-  run      capture -> train -> analyze
+  run      capture -> train -> analyze -> splice
   capture  generate an answer per prompt, keep the hooked layer's last call
   train    train the sparse autoencoder on the captured activations
   analyze  top-activating prompts per code dimension, PCA of the codes
+  splice   cross-entropy clean / with the SAE spliced in / zero-ablated, CE loss recovered
   verify   check the run's files against its manifest, then one verdict line per claim
-  seeds    verify, then retrain the SAE with --seeds N seeds: every claim per seed, one combined verdict
-  ablations  verify, then run the named ablations beside the run (--only l1_1e-4,chat_template)
+  seeds    verify, then retrain the SAE with --seeds N seeds (and, where the model samples, capture
+           with --sampling-seeds M seeds): every claim per seed, one combined verdict
+  ablations  verify, then run the named ablations beside the run (--only l1_1e-4,standard_sae,...)
+  export   verify, then write the run's and its ablations' SAEs in SAELens's format (RUN/export/)
   report   verify, then write REPORT.md with verdicts, figures and provenance
 
 Any config field can be overridden: --capture.layer=12 --train.l1_coefficient=1e-4
@@ -46,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("run", *STAGES, "verify", "seeds", "ablations", "report"))
+    parser.add_argument("stage", choices=("run", *STAGES, "verify", "seeds", "ablations", "export", "report"))
     parser.add_argument(
         "--profile", help=f"seed, smollm2 or tiny (default: the run's saved config, else {DEFAULT_PROFILE})"
     )
@@ -55,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory (verify, report)")
     parser.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     parser.add_argument("--seeds", type=int, default=5, help="SAE seeds for the seeds stage (default 5)")
+    parser.add_argument(
+        "--sampling-seeds",
+        type=int,
+        default=3,
+        help="captures with sampling seeds 0..N-1 for the seeds stage, where the model samples (default 3)",
+    )
     parser.add_argument("--only", help=f"ablations to run, comma-separated (default: {','.join(ABLATIONS)})")
     parser.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
     parser.add_argument(
@@ -73,7 +83,7 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
     if args.batch_size is not None:
         parsed["capture.batch_size"] = args.batch_size
     saved = args.out / artifacts.CONFIG if args.out is not None else None
-    if args.profile is None and args.stage in ("train", "analyze") and saved is not None and saved.is_file():
+    if args.profile is None and args.stage in ("train", "analyze", "splice") and saved is not None and saved.is_file():
         return load_profile(str(saved), parsed)
     cfg = load_profile(args.profile or DEFAULT_PROFILE, parsed)
     if args.random_init:
@@ -86,7 +96,7 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
 
 
 def check(args: argparse.Namespace, argv: list[str]) -> int:
-    """verify, seeds, ablations, report: refuse a run whose files changed or went stale, then work on its claims."""
+    """verify, seeds, ablations, export, report: refuse a run whose files changed or went stale, then work on it."""
     if args.out is None:
         raise ReplicationError(f"{args.stage} needs --run DIR")
     manifest = artifacts.verify_manifest(args.out)
@@ -95,7 +105,7 @@ def check(args: argparse.Namespace, argv: list[str]) -> int:
     if run.config.hash() != manifest["config_hash"]:
         raise ReplicationError(f"{args.out}/config.yaml does not match the manifest's config hash")
     if args.stage == "seeds":
-        summary = run_seeds(args.out, claims, args.seeds, progress=not args.quiet)
+        summary = run_seeds(args.out, claims, args.seeds, args.sampling_seeds, progress=not args.quiet)
         changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
         print(f"seeds: {args.seeds} seeds, {changed} claims inconclusive across seeds -> {args.out / SEEDS_FILE}")
         return 0
@@ -103,6 +113,12 @@ def check(args: argparse.Namespace, argv: list[str]) -> int:
         names = args.only.split(",") if args.only else list(ABLATIONS)
         rows = run_ablations(args.out, claims, names, progress=not args.quiet)
         print(f"ablations: {', '.join(names)} -> {args.out / ABLATIONS_FILE} ({len(rows) - 1} rows)")
+        return 0
+    if args.stage == "export":
+        index = export_run(args.out)
+        for name, entry in index["saes"].items():
+            where = args.out / EXPORT_DIR / name if entry["exported"] else f"not exported: {entry['reason']}"
+            print(f"export: {name} -> {where}")
         return 0
     results = evaluate_all(claims, run)
     if args.stage == "verify":
@@ -125,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         hf_logging.disable_progress_bar()
     try:
-        if args.stage in ("verify", "seeds", "ablations", "report"):
+        if args.stage in ("verify", "seeds", "ablations", "export", "report"):
             if rest:
                 raise ReplicationError(f"unrecognised argument {rest[0]!r}")
             return check(args, argv)

@@ -292,6 +292,20 @@ def capture(
     return [done[i] for i in range(len(prompts))]
 
 
+def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int, progress: bool = True) -> None:
+    """Replace each sample's activation by the hooked layer's state at every position the model fed
+    itself while generating -- the prompt and every new token but the last -- (1, T - 1, d) for a
+    sequence of T tokens, recomputed in one forward pass over those tokens."""
+    device = next(model.parameters()).device
+    module = decoder_layer(model, layer)
+    for sample in tqdm(samples, desc="positions", unit="prompt", disable=not progress):
+        ids = torch.tensor([sample.token_ids[:-1]], device=device)
+        with last_call_hook(module) as store, torch.no_grad():
+            model(input_ids=ids)
+        assert store.hidden is not None
+        sample.activation = store.hidden.to("cpu", torch.float32).clone()
+
+
 def generation_settings(model: PreTrainedModel) -> dict[str, Any]:
     """The decoding rule the model's own generation config sets (what the original ran)."""
     gen = model.generation_config

@@ -29,7 +29,9 @@ Source = Literal["local", "gguf_package", "random_init"]
 DType = Literal["float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
 Activation = Literal["relu", "linear"]
-Reduction = Literal["sum", "mean"]
+Reduction = Literal["sum", "mean", "sample_mean"]
+Norm = Literal["free", "unit"]
+Positions = Literal["last_call", "all"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class CaptureConfig:
     batch_size: int = 1
     """Prompts per ``generate`` call. 1 is the original's way; larger batches left-pad and store
     for every prompt what the one-at-a-time run stores (see capture.capture_batch)."""
+    positions: Positions = "last_call"
+    """``last_call``: each sample is the hook's last call, as the original. ``all``: every token
+    position the model fed itself while generating (the prompt and every new token but the last),
+    one row each -- a per-token dataset."""
 
     def __post_init__(self) -> None:
         if self.layer < 0:
@@ -110,7 +116,15 @@ class TrainConfig:
     l1_coefficient: float = 0.001
     """Weight of the L1 term of the loss."""
     l1_reduction: Reduction = "sum"
-    """The original summed |z| over the whole batch; ``mean`` averages it."""
+    """The original summed |z| over the whole batch; ``mean`` averages it over all code values;
+    ``sample_mean`` sums it over the code dimensions of a row and averages over rows, as SAEs are
+    trained today (the penalty no longer grows with the batch)."""
+    decoder_norm: Norm = "free"
+    """``free``: decoder directions of any length, as the original; ``unit``: every feature's
+    decoder direction is rescaled to unit norm at initialisation and after every step."""
+    batch_size: int = 0
+    """Training rows per optimiser step; 0 is the original's one full-batch step per epoch. With
+    minibatches an epoch visits every training row once, in an order drawn from ``seed``."""
     lr: float = 0.001
     """Adam learning rate."""
     max_epochs: int = 50
@@ -133,6 +147,8 @@ class TrainConfig:
             raise ReplicationError("train.max_epochs and train.patience must be >= 1")
         if self.l1_coefficient < 0 or self.lr <= 0:
             raise ReplicationError("train.l1_coefficient must be >= 0 and train.lr > 0")
+        if self.batch_size < 0:
+            raise ReplicationError(f"train.batch_size={self.batch_size} must be >= 0 (0 = full batch)")
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 import yaml
 
@@ -107,6 +109,12 @@ class RunData:
             return np.asarray(self.sae(torch.from_numpy(x))[0].numpy())
 
     @cached_property
+    def splice(self) -> dict[str, Any] | None:
+        """The splice test's results; None for a run that has no splice stage."""
+        path = self.root / "splice" / "splice.json"
+        return artifacts.read_json(path) if path.is_file() else None  # type: ignore[no-any-return]
+
+    @cached_property
     def top(self) -> dict[str, Any]:
         top: dict[str, Any] = artifacts.read_json(self.root / "analyze" / "top_prompts.json")
         return top
@@ -123,6 +131,15 @@ class RunData:
     @cached_property
     def topics(self) -> list[str]:
         return topic_labels([r["prompt"] for r in self.records])
+
+    @cached_property
+    def purity(self) -> list[dict[str, Any]]:
+        """``feature_purity`` of every live dimension's top prompts."""
+        if not self.live:
+            return []
+        top = np.array([[t["index"] for t in d["top"]] for d in self.live])
+        positive = np.array([[t["value"] > 0 for t in d["top"]] for d in self.live])
+        return feature_purity(top, positive, self.topics, [d["dim"] for d in self.live])
 
     def topic_test(self, topic: str) -> tuple[int, float] | None:
         """``topic_feature_test`` on the live dimensions, once per topic (its count and its p-value
@@ -163,6 +180,52 @@ def topic_feature_test(
 
 
 # ---- Part 1 ---------------------------------------------------------------------------------
+
+
+def max_share_tail(counts: dict[str, int], k: int, topics: list[str]) -> np.ndarray:
+    """tail[h] = P(some topic of ``topics`` holds >= h of k prompts drawn at random without
+    replacement from a corpus with these per-label ``counts``): the exact permutation null of a
+    feature's purity, by enumerating the multivariate hypergeometric distribution."""
+    labels = list(counts)
+    sizes = [counts[label] for label in labels]
+    scored = [i for i, label in enumerate(labels) if label in topics]
+    prob_max = np.zeros(k + 1)
+
+    def compositions(i: int, left: int) -> Iterator[list[int]]:
+        if i == len(sizes) - 1:
+            if left <= sizes[i]:
+                yield [left]
+            return
+        for take in range(min(left, sizes[i]) + 1):
+            for rest in compositions(i + 1, left - take):
+                yield [take, *rest]
+
+    for draw in compositions(0, k):
+        prob = scipy.stats.multivariate_hypergeom.pmf(x=draw, m=sizes, n=k)
+        prob_max[max((draw[i] for i in scored), default=0)] += prob
+    return np.minimum(np.cumsum(prob_max[::-1])[::-1], 1.0)
+
+
+def feature_purity(
+    top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int]
+) -> list[dict[str, Any]]:
+    """Per feature (row of ``top_indices``, its top-k prompts): the topic holding most of its
+    positive top-k prompts ("other" never counts), its purity = hits / k, the exact p-value of that
+    many hits or more for some topic under shuffled labels, and the Benjamini-Hochberg q-value over
+    all the features given."""
+    k = top_indices.shape[1]
+    topics = sorted({label for label in labels if label != "other"})
+    tail = max_share_tail(dict(Counter(labels)), k, topics)
+    rows = []
+    for dim, indices, pos in zip(dims, top_indices, positive, strict=True):
+        hits = Counter(labels[i] for i, p in zip(indices, pos, strict=True) if p and labels[i] != "other")
+        topic, n = max(hits.items(), key=lambda item: (item[1], -topics.index(item[0])), default=(None, 0))
+        rows.append({"dim": int(dim), "topic": topic, "hits": n, "purity": n / k, "p": float(tail[n])})
+    if rows:
+        qs = scipy.stats.false_discovery_control([r["p"] for r in rows])
+        for row, q in zip(rows, qs, strict=True):
+            row["q"] = float(q)
+    return rows
 
 
 @metric("capture/info.json")
@@ -363,6 +426,26 @@ def train_fvu(run: RunData) -> float:
     return health.fvu(train, run.reconstruct(train))
 
 
+def _register_splice(key: str, definition: str) -> None:
+    def value(run: RunData) -> float | None:
+        return None if run.splice is None else run.splice[key]
+
+    value.__name__, value.__doc__ = key, definition
+    metric("splice/splice.json")(value)
+
+
+_register_splice("ce_clean", "Mean next-token cross-entropy (nats) of the model on the captured sequences.")
+_register_splice(
+    "ce_sae", "The same with the hooked layer's output replaced, at every position, by the SAE's reconstruction."
+)
+_register_splice("ce_zero", "The same with the hooked layer's output replaced by zeros.")
+_register_splice(
+    "ce_loss_recovered",
+    "(ce_zero - ce_sae) / (ce_zero - ce_clean): 1 = the spliced SAE loses nothing, 0 = no better than "
+    "zeroing the layer's output, < 0 = worse than that.",
+)
+
+
 @metric("analyze/codes.safetensors")
 def never_active_fraction(run: RunData) -> float:
     """Fraction of code dimensions that are zero on every encoded sample (dead on the dataset)."""
@@ -371,7 +454,10 @@ def never_active_fraction(run: RunData) -> float:
 
 @metric("train/summary.json")
 def padding_row_fraction(run: RunData) -> float:
-    """Fraction of the SAE's training rows that are zero padding (0 when every sample is (1,1,d))."""
+    """Fraction of the SAE's training rows that are zero padding (0 when every sample is (1,1,d),
+    and for a per-token dataset, which is never padded)."""
+    if run.config.capture.positions == "all":
+        return 0.0
     t_max = stack_samples(run.samples).shape[1]
     real = sum(s.shape[1] for s in run.samples)
     return 1.0 - real / (t_max * len(run.samples))
@@ -428,6 +514,13 @@ def redundant_pairs(run: RunData) -> int:
     distinct = list(counts)
     near = sum(counts[a] * counts[b] for i, a in enumerate(distinct) for b in distinct[i + 1 :] if len(a & b) >= 4)
     return exact + near
+
+
+@metric("analyze/top_prompts.json")
+def significant_topic_features(run: RunData) -> int:
+    """Live dimensions whose top-5 prompts are purer in one topic than shuffled labels give: exact
+    permutation p-value of their purity, Benjamini-Hochberg q < 0.05 over all live dimensions."""
+    return sum(row.get("q", 1.0) < 0.05 for row in run.purity)
 
 
 def _register_topic(topic: str) -> None:

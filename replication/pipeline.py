@@ -1,4 +1,4 @@
-"""The stages as file-to-file steps of one run directory: capture -> train -> analyze.
+"""The stages as file-to-file steps of one run directory: capture -> train -> analyze -> splice.
 
 Each stage reads only the files of the stages before it and records its own files, with their
 sha256, in the run's manifest. Layout of a run directory::
@@ -17,6 +17,7 @@ sha256, in the run's manifest. Layout of a run directory::
     analyze/codes.safetensors        one code row per sample (N, d_hidden)
     analyze/top_prompts.json         top-k prompts per code dimension, and the row rule
     analyze/pca.json                 2-D PCA of the last epoch's training codes
+    splice/splice.json               CE clean / with the SAE spliced in / zero-ablated (splice.py)
 
 The later steps add seeds.json, ablations.json (replication.variants), verdicts.json, figures/ and
 REPORT.md (replication.report), each recorded in the manifest too.
@@ -37,17 +38,30 @@ from replication import analysis, artifacts
 from replication.capture import (
     capture,
     decoder_layer,
+    feed_positions,
     generation_settings,
     num_layers,
     read_prompts,
 )
-from replication.config import RunConfig
+from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
-from replication.models import load_model, resolve_device
+from replication.models import LoadedModel, load_model, resolve_device
 from replication.sae import SparseAutoencoder
-from replication.train import positional_split, stack_samples, train_sae
+from replication.splice import splice_test
+from replication.train import positional_split, positional_split_rows, stack_samples, train_sae
 
-STAGES = ("capture", "train", "analyze")
+STAGES = ("capture", "train", "analyze", "splice")
+_LOADED: dict[tuple[ModelConfig, str], LoadedModel] = {}
+
+
+def cached_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
+    """The model, loaded once per process: capture and the splice test of one run (and of its
+    variants) share it. Only the latest model is kept."""
+    key = (cfg, str(device))
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_model(cfg, device)
+    return _LOADED[key]
 
 
 def sample_key(index: int) -> str:
@@ -64,11 +78,13 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     started = time.perf_counter()
     prompts = read_prompts(cfg.prompts_path())
     device = resolve_device(cfg.capture.device)
-    loaded = load_model(cfg.model, device)
+    loaded = cached_model(cfg.model, device)
     decoder_layer(loaded.model, cfg.capture.layer)
     loaded_at = time.perf_counter()
     samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
     generate_s = time.perf_counter() - loaded_at
+    if cfg.capture.positions == "all":
+        feed_positions(loaded.model, samples, cfg.capture.layer, progress)
     out = run_dir / "capture"
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}
     tensors = {sample_key(i): s.activation for i, s in enumerate(samples)}
@@ -91,22 +107,15 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
         "generation": generation_settings(loaded.model),
         "max_length": cfg.capture.max_length,
         "chat_template": cfg.capture.chat_template,
+        "positions": cfg.capture.positions,
         "sampling_seed": cfg.capture.sampling_seed,
         "device": str(device),
         "dtype": cfg.model.dtype,
     }
     artifacts.write_json(out / "info.json", info)
     artifacts.write_text(out / "prompts.txt", "".join(p + "\n" for p in prompts))
-    files = [
-        out / n
-        for n in (
-            "activations.safetensors",
-            "samples.json",
-            "activations_data.json",
-            "info.json",
-            "prompts.txt",
-        )
-    ]
+    names = ("activations.safetensors", "samples.json", "activations_data.json", "info.json", "prompts.txt")
+    files = [out / n for n in names]
     return files, {
         "load_s": loaded_at - started,
         "generate_s": generate_s,
@@ -124,8 +133,13 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
 def _train(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
     samples = load_samples(run_dir)
     check_finite(samples)
-    stacked = stack_samples(samples)
-    train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
+    if cfg.capture.positions == "all":  # every row is a real token: no padding
+        train_x, val_x = positional_split_rows(samples, cfg.train.train_fraction)
+        rows_per_sample = None
+    else:
+        stacked = stack_samples(samples)
+        train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
+        rows_per_sample = int(stacked.shape[1])
     result = train_sae(train_x, val_x, cfg.train, progress)
     out = run_dir / "train"
     meta = {
@@ -137,8 +151,8 @@ def _train(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], d
     artifacts.save_tensors(out / "last_codes.safetensors", {"codes": result.last_codes}, {})
     artifacts.write_json(out / "history.json", result.history)
     summary = {
-        "samples": int(stacked.shape[0]),
-        "rows_per_sample": int(stacked.shape[1]),
+        "samples": len(samples),
+        "rows_per_sample": rows_per_sample,
         "train_rows": int(train_x.shape[0]),
         "val_rows": int(val_x.shape[0]),
         "best_epoch": result.best_epoch,
@@ -180,8 +194,18 @@ def _analyze(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     return files, {}
 
 
+def _splice(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
+    records = artifacts.read_json(run_dir / "capture" / "samples.json")
+    device = resolve_device(cfg.capture.device)
+    loaded = cached_model(cfg.model, device)
+    result = splice_test(loaded.model, load_sae(run_dir, cfg), [r["token_ids"] for r in records], cfg.capture.layer)
+    out = run_dir / "splice" / "splice.json"
+    artifacts.write_json(out, {"layer": cfg.capture.layer, "hook": f"model.layers.{cfg.capture.layer}", **result})
+    return [out], {"device": str(device), "dtype": cfg.model.dtype}
+
+
 def stage_outputs(run_dir: Path) -> list[str]:
-    """The files the capture, train and analyze stages wrote, as the manifest records them."""
+    """The files the capture, train, analyze and splice stages wrote, as the manifest records them."""
     stages = artifacts.read_manifest(run_dir).get("stages", {})
     return [name for stage in STAGES for name in stages.get(stage, {}).get("outputs", [])]
 
@@ -216,6 +240,12 @@ STAGE_SPECS = {
             "train/last_codes.safetensors",
         ),
         _analyze,
+    ),
+    "splice": Stage(
+        "splice",
+        ("model", "capture", "train"),
+        ("capture/samples.json", "train/sae.safetensors"),
+        _splice,
     ),
 }
 

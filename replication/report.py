@@ -19,6 +19,7 @@ from replication.analysis import sample_rows
 from replication.claims import Result, format_value
 from replication.config import REPO_ROOT
 from replication.metrics import METRICS, RunData
+from replication.pipeline import STAGES
 
 FIGURE_PROMPTS = REPO_ROOT / "fixtures" / "figure_prompts.txt"
 FIGURES = ("part2", "part2_1", "part2_2", "training_loss", "sparsity_curve", "pca_plot")
@@ -93,6 +94,12 @@ LIMITATIONS = [
     "stated next to each claim; another reading could change a verdict.",
     "Topic labels come from a fixed keyword rule (fixtures/topics.yaml), not from human judgement; the "
     "feature claims are tested against a permutation null of those labels.",
+    "The splice test scores the captured sequences themselves (prompt + the model's own answer, at most 50 "
+    "tokens each), not a held-out text corpus, and replaces every position including the first; the faithful "
+    "SAE was trained on one state per prompt, so it is asked to reconstruct positions it never saw.",
+    "The `standard_sae` ablation changes the four things named (linear decoder, unit-norm decoder directions, "
+    "L1 per row averaged over rows, minibatches of 64) and keeps the rest of the original's recipe: MSE as a mean "
+    "over all values, L1 coefficient 0.001, Adam 1e-3, early stopping on validation MSE; it is not tuned.",
 ]
 
 
@@ -208,12 +215,16 @@ def _seeds(run: RunData, manifest: dict[str, Any]) -> list[str]:
         return []
     summary = artifacts.read_json(run.root / "seeds.json")
     features = summary["features"]
+    sampling = summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"})
+    resampled = f"{len(sampling['seeds']) - 1} further captures with sampling seeds" if sampling["applies"] else ""
     lines = [
         f"## Seed robustness ({len(summary['seeds'])} SAE seeds)",
         "",
         "The same activations, the SAE retrained with seeds "
-        f"{', '.join(map(str, summary['seeds']))} (0 is the faithful run above). A claim whose verdict differs "
-        "across seeds is **inconclusive**. Claims not testable at this profile are left out.",
+        f"{', '.join(map(str, summary['seeds']))} (0 is the faithful run above)"
+        + (f", and {resampled} {', '.join(map(str, sampling['seeds'][1:]))}" if resampled else "")
+        + ". A claim whose verdict differs across them is **inconclusive**. Claims not testable at this "
+        f"profile are left out. Sampling during generation: {sampling['note']}.",
         "",
         "| id | seed 0 | verdicts over seeds | measured (min - max) | combined |",
         "|---|---|---|---|---|",
@@ -221,7 +232,7 @@ def _seeds(run: RunData, manifest: dict[str, Any]) -> list[str]:
     for cid, entry in summary["claims"].items():
         if entry["verdicts"][0] == "not testable at this profile":
             continue
-        counts = Counter(entry["verdicts"])
+        counts = Counter(entry["verdicts"] + entry.get("sampling_verdicts", []))
         spread = ", ".join(f"{n} {v}" for v, n in counts.items())
         interval = entry["interval"]
         shown = (
@@ -251,14 +262,17 @@ def _ablations(run: RunData, manifest: dict[str, Any]) -> list[str]:
         "",
         "Each a named config variant run beside the faithful one (`<run>/variants/<name>/`). Sparsity: the last "
         "epoch's fraction of training codes below 0.01; L0: non-zero codes per encoded sample; FVU on the "
-        "validation rows; dead: code dimensions zero on every sample; decode-shaped: samples of shape (1, 1, d).",
+        "validation rows; dead: code dimensions zero on every sample; CE recovered: the splice test (SAE health "
+        "below); topic features: live dimensions with a topic-pure top 5 at q < 0.05 (Part 4 statistics below); "
+        "decode-shaped: samples of shape (1, 1, d).",
         "",
-        "| variant | what | stop epoch | sparsity | L0 | val FVU | dead | decode-shaped | verdicts that change |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | what | stop epoch | sparsity | L0 | val FVU | dead | CE recovered | topic features | "
+        "decode-shaped | verdicts that change |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         if "not_applicable" in row:
-            lines.append(f"| `{name}` | {row['description']} | not applicable: {row['not_applicable']} |||||||")
+            lines.append(f"| `{name}` | {row['description']} | not applicable: {row['not_applicable']} |||||||||")
             continue
         changed = ", ".join(
             f"`{c}` ({rows['faithful']['verdicts'][c]} -> {row['verdicts'][c]})" for c in row.get("changed", [])
@@ -266,6 +280,7 @@ def _ablations(run: RunData, manifest: dict[str, Any]) -> list[str]:
         lines.append(
             f"| `{name}` | {row['description']} | {row['stop_epoch']} | {row['last_sparsity']:.3f} | "
             f"{row['sample_code_l0']:.1f} | {row['val_fvu']:.3f} | {row['never_active_fraction']:.3f} | "
+            f"{format_value(row.get('ce_loss_recovered'))} | {format_value(row.get('significant_topic_features'))} | "
             f"{row['decode_shaped_fraction']:.2f} | {changed or ('—' if name == 'faithful' else 'none')} |"
         )
     return [*lines, ""]
@@ -289,11 +304,81 @@ def _health(run: RunData, figures: dict[str, Path], output: Path) -> list[str]:
         f"| dead fraction | {health.dead_fraction(run.codes):.3f} | {METRICS['never_active_fraction'].definition} |",
         f"| feature density | median {np.median(density):.3f}, max {density.max():.3f} | "
         "fraction of the samples on which a code dimension is non-zero |",
-        "",
     ]
+    if run.splice is not None:
+        lines += [
+            f"| {key.replace('_', ' ')} | {format_value(run.splice[key])} | {METRICS[key].definition} |"
+            for key in ("ce_clean", "ce_sae", "ce_zero", "ce_loss_recovered")
+        ]
+        lines += [
+            "",
+            f"Splice test: the model scores its {run.splice['sequences']} captured sequences ({run.splice['tokens']} "
+            f"predicted tokens: {run.splice['scored']}) with `{run.splice['hook']}`'s output left alone, replaced "
+            "by the SAE's reconstruction, or replaced by zeros.",
+        ]
+    lines.append("")
     for name, path in figures.items():
         lines += [f"![{name}]({os.path.relpath(path, output.parent)})", ""]
     return lines
+
+
+PURITY_ROWS = 12
+
+
+def _purity(run: RunData) -> list[str]:
+    """Part 4 as statistics: topic purity of every live feature's top prompts, with p- and q-values."""
+    rows = run.purity
+    if not rows:
+        return []
+    significant = [r for r in rows if r["q"] < 0.05]
+    by_topic = Counter(r["topic"] for r in significant)
+    best = sorted(rows, key=lambda r: (r["p"], r["dim"]))[:PURITY_ROWS]
+    prompts = {d["dim"]: d["top"] for d in run.live}
+    lines = [
+        "## Part 4 statistics: topic purity of every feature",
+        "",
+        "Each prompt has a topic by the fixed rule of `fixtures/topics.yaml` (counts: "
+        + ", ".join(f"{t} {n}" for t, n in sorted(Counter(run.topics).items()))
+        + "). For each of the "
+        f"{len(rows)} live dimensions: the topic holding most of its top-{run.config.analyze.top_k} prompts "
+        "(positive codes only), purity = that count / k, and the exact permutation p-value -- the chance that "
+        "shuffled labels give some topic at least as many of the same k prompts (multivariate hypergeometric, "
+        "enumerated). q: Benjamini-Hochberg over all live dimensions.",
+        "",
+        f"**{len(significant)} of {len(rows)} live dimensions are topic-pure at q < 0.05**"
+        + (f" ({', '.join(f'{t}: {n}' for t, n in by_topic.most_common())})." if significant else "."),
+        f"Purity histogram: {', '.join(f'{h}/k: {n}' for h, n in sorted(Counter(r['hits'] for r in rows).items()))}.",
+        "",
+        f"The {len(best)} purest dimensions:",
+        "",
+        "| dim | topic | purity | p | q | top prompts |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in best:
+        shown = "; ".join(t["prompt"][:48].replace("|", "\\|") for t in prompts[r["dim"]])
+        lines.append(f"| {r['dim']} | {r['topic']} | {r['purity']:.1f} | {r['p']:.4f} | {r['q']:.3f} | {shown} |")
+    return [*lines, ""]
+
+
+def _export(run: RunData, manifest: dict[str, Any]) -> list[str]:
+    """Which SAEs were exported in SAELens's format, and why the others were not."""
+    if "export/index.json" not in manifest.get("files", {}):
+        return []
+    index = artifacts.read_json(run.root / "export" / "index.json")
+    lines = [
+        "## SAELens export",
+        "",
+        f"Format: {index['format']}; `cfg.json` + `sae_weights.safetensors` per SAE, with the encoder's output on "
+        "the encoded samples in `reference_codes.safetensors`. `nox -s saelens` loads each exported SAE with "
+        "SAELens in an environment without this package and requires the same codes.",
+        "",
+        "| SAE | exported | where / why not |",
+        "|---|---|---|",
+    ]
+    for name, entry in index["saes"].items():
+        where = f"`export/{entry['directory']}/`" if entry["exported"] else entry["reason"]
+        lines.append(f"| `{name}` | {'yes' if entry['exported'] else 'no'} | {where} |")
+    return [*lines, ""]
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -389,6 +474,8 @@ def render(
     lines += ["", *_seeds(run, manifest)]
     lines += [*_ablations(run, manifest)]
     lines += [*_health(run, health_figs, output)]
+    lines += [*_purity(run)]
+    lines += [*_export(run, manifest)]
     lines += [*_performance(manifest)]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in LIMITATIONS] + [""]
     return "\n".join(lines)
@@ -401,7 +488,7 @@ HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
 def _performance(manifest: dict[str, Any]) -> list[str]:
     stages = manifest["stages"]
     lines = ["## Performance", "", "| stage | wall time (s) | peak RSS (MiB) | peak CUDA (MiB) |", "|---|---|---|---|"]
-    for name in ("capture", "train", "analyze"):
+    for name in STAGES:
         if name in stages:
             rec = stages[name]
             cuda = rec.get("peak_cuda_mib")

@@ -24,6 +24,11 @@ class SparseAutoencoder(nn.Module):
         self.decoder = nn.Linear(d_hidden, d_in)
         self.decoder_activation = decoder_activation
 
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every feature's decoder direction (a column of ``decoder.weight``) to unit norm."""
+        self.decoder.weight /= self.decoder.weight.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
     @property
     def d_in(self) -> int:
         return self.encoder.in_features
@@ -48,8 +53,11 @@ class SparseAutoencoder(nn.Module):
 
 
 def l1_penalty(z: torch.Tensor, reduction: Reduction = "sum") -> torch.Tensor:
-    """sum |z| over the whole batch (the original), or its mean over all elements."""
-    return z.abs().sum() if reduction == "sum" else z.abs().mean()
+    """sum |z| over the whole batch (the original), its mean over all elements, or (``sample_mean``)
+    its sum over a row's code dimensions averaged over the rows."""
+    if reduction == "sum":
+        return z.abs().sum()
+    return z.abs().mean() if reduction == "mean" else z.abs().sum(dim=-1).mean()
 
 
 def sae_loss(

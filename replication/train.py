@@ -26,16 +26,28 @@ def stack_samples(samples: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([F.pad(s, (0, 0, 0, t_max - s.shape[1])) for s in samples])
 
 
+def n_training_samples(n_samples: int, train_fraction: float) -> int:
+    """int(fraction * N), the original's cut; an error when it leaves either side empty."""
+    n_train = int(train_fraction * n_samples)
+    if n_train in (0, n_samples):
+        raise ReplicationError(
+            f"{n_samples} samples leave no training or no validation sample at train.train_fraction={train_fraction}"
+        )
+    return n_train
+
+
 def positional_split(stacked: torch.Tensor, train_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The first int(fraction * N) samples train, the rest validate; each flattened to (rows, d)."""
-    n_train = int(train_fraction * stacked.shape[0])
-    if n_train == 0 or n_train == stacked.shape[0]:
-        raise ReplicationError(
-            f"{stacked.shape[0]} samples leave no training or no validation sample at "
-            f"train.train_fraction={train_fraction}"
-        )
+    n_train = n_training_samples(stacked.shape[0], train_fraction)
     d = stacked.shape[-1]
     return stacked[:n_train].reshape(-1, d), stacked[n_train:].reshape(-1, d)
+
+
+def positional_split_rows(samples: Sequence[torch.Tensor], train_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-token dataset's split: the first int(fraction * N) samples' rows train, the other
+    samples' rows validate; every row is a real token, none is padding."""
+    n_train = n_training_samples(len(samples), train_fraction)
+    return torch.cat([s[0] for s in samples[:n_train]]), torch.cat([s[0] for s in samples[n_train:]])
 
 
 @dataclass
@@ -70,28 +82,51 @@ class TrainResult:
 
 
 def build_sae(d_in: int, cfg: TrainConfig) -> SparseAutoencoder:
-    """The SAE with the original's initial weights for seed ``cfg.seed``."""
+    """The SAE with the original's initial weights for seed ``cfg.seed`` (decoder directions then
+    rescaled to unit norm when ``cfg.decoder_norm`` is ``unit``)."""
     torch.manual_seed(cfg.seed)
-    return SparseAutoencoder(d_in, cfg.expansion * d_in, cfg.decoder_activation)
+    sae = SparseAutoencoder(d_in, cfg.expansion * d_in, cfg.decoder_activation)
+    if cfg.decoder_norm == "unit":
+        sae.normalize_decoder()
+    return sae
+
+
+def minibatches(n_rows: int, cfg: TrainConfig, generator: torch.Generator) -> list[torch.Tensor]:
+    """Row indices of each optimiser step of one epoch: all rows at once (``batch_size`` 0, the
+    original), or a fresh permutation cut into batches of ``batch_size``."""
+    if cfg.batch_size == 0:
+        return [torch.arange(n_rows)]
+    return list(torch.randperm(n_rows, generator=generator).split(cfg.batch_size))
 
 
 def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    """Full-batch Adam: one step per epoch on all training rows; early stop on validation MSE."""
+    """Adam with early stopping on validation MSE. By default one full-batch step per epoch, as the
+    original; with ``cfg.batch_size`` an epoch is a pass of minibatch steps, and its losses and
+    sparsity are over all of the epoch's training rows."""
     sae = build_sae(train_x.shape[1], cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
     stopper = EarlyStopping(cfg.patience)
     history: list[dict[str, float]] = []
     codes = torch.empty(0)
     epochs = tqdm(range(1, cfg.max_epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in epochs:
         sae.train()
-        optimizer.zero_grad()
-        x_hat, codes = sae(train_x)
-        total, mse, l1 = sae_loss(train_x, x_hat, codes, cfg.l1_coefficient, cfg.l1_reduction)
-        if not torch.isfinite(total):
-            raise ReplicationError(f"training diverged: loss is {total.item()} at epoch {epoch}")
-        total.backward()
-        optimizer.step()
+        codes = torch.empty(train_x.shape[0], sae.d_hidden)
+        sums = torch.zeros(3, dtype=torch.float64)
+        for rows in minibatches(train_x.shape[0], cfg, generator):
+            optimizer.zero_grad()
+            x_hat, z = sae(train_x[rows])
+            total, mse, l1 = sae_loss(train_x[rows], x_hat, z, cfg.l1_coefficient, cfg.l1_reduction)
+            if not torch.isfinite(total):
+                raise ReplicationError(f"training diverged: loss is {total.item()} at epoch {epoch}")
+            total.backward()
+            optimizer.step()
+            if cfg.decoder_norm == "unit":
+                sae.normalize_decoder()
+            codes[rows] = z.detach()
+            sums += torch.tensor([total.item(), mse.item(), l1.item()], dtype=torch.float64) * len(rows)
+        train_loss, train_mse, l1_loss = (sums / train_x.shape[0]).tolist()
         sae.eval()
         with torch.no_grad():
             val_mse = F.mse_loss(sae(val_x)[0], val_x).item()
@@ -99,11 +134,11 @@ def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, prog
             raise ReplicationError(f"training diverged: validation loss is {val_mse} at epoch {epoch}")
         row = {
             "epoch": epoch,
-            "train_loss": total.item(),
-            "train_mse": mse.item(),
-            "l1_loss": l1.item(),
+            "train_loss": train_loss,
+            "train_mse": train_mse,
+            "l1_loss": l1_loss,
             "val_loss": val_mse,
-            "sparsity": near_zero_fraction(codes.detach(), cfg.sparsity_threshold),
+            "sparsity": near_zero_fraction(codes, cfg.sparsity_threshold),
         }
         history.append(row)
         epochs.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_mse:.4f}")
@@ -111,4 +146,4 @@ def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, prog
             break
     sae.load_state_dict(stopper.best_state)
     sae.eval()
-    return TrainResult(sae=sae, history=history, last_codes=codes.detach(), best_epoch=stopper.best_epoch)
+    return TrainResult(sae=sae, history=history, last_codes=codes, best_epoch=stopper.best_epoch)

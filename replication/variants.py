@@ -1,7 +1,9 @@
 """Variants of a run: the SAE retrained with other seeds, and the ablations the write-up suggests.
 
 Seed robustness. Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/seeds/seed<k>/``
-(the capture files are hard links, never copies or re-captures). Every claim gets its measured
+(the capture files are hard links, never copies or re-captures). Where the model samples while
+generating (the original's sampling was unseeded), sampling seeds 1..M-1 capture anew in
+``<run>/seeds/sampling<k>/``. Every claim gets its measured
 value and verdict per seed, an interval, and one combined verdict: the common verdict, or
 ``inconclusive`` when the seeds disagree. Features are matched across seeds by the best cosine
 similarity of their decoder directions.
@@ -31,12 +33,35 @@ SEEDS_FILE = "seeds.json"
 ABLATIONS_FILE = "ablations.json"
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "l1_1e-4": ("L1 = 1e-4, the write-up's own suggestion", {"train.l1_coefficient": 0.0001}),
+    "standard_sae": (
+        "an SAE as the field trains it today: linear decoder, unit-norm decoder directions, L1 summed "
+        "over a row's codes and averaged over rows, minibatches of 64 rows",
+        {
+            "train.decoder_activation": "linear",
+            "train.decoder_norm": "unit",
+            "train.l1_reduction": "sample_mean",
+            "train.batch_size": 64,
+        },
+    ),
     "chat_template": (
         "the instruct model answering in its chat template instead of continuing the raw prompt",
         {"capture.chat_template": True},
     ),
+    "per_token": (
+        "a per-token dataset: every position the model fed itself while generating, one row each, "
+        "instead of the hook's last call",
+        {"capture.positions": "all"},
+    ),
 }
-ROW_METRICS = ("stop_epoch", "sample_code_l0", "val_fvu", "never_active_fraction", "decode_shaped_fraction")
+ROW_METRICS = (
+    "stop_epoch",
+    "sample_code_l0",
+    "val_fvu",
+    "never_active_fraction",
+    "ce_loss_recovered",
+    "significant_topic_features",
+    "decode_shaped_fraction",
+)
 STABLE_COSINE = 0.9
 
 
@@ -68,15 +93,21 @@ def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progr
                         os.link(run_dir / name, target)
                     except OSError:  # another file system: a copy holds the same bytes
                         shutil.copy2(run_dir / name, target)
-    for stage in (("capture",) if recapture else ()) + ("train", "analyze"):
+    for stage in (("capture",) if recapture else ()) + ("train", "analyze", "splice"):
         run_stage(stage, cfg, directory, progress=progress)
     return directory
 
 
-def run_seeds(run_dir: Path, claims: list[Claim], n_seeds: int, progress: bool = True) -> dict[str, Any]:
-    """Retrain with seeds 1..n_seeds-1, evaluate every claim per seed, write ``seeds.json``."""
+def run_seeds(
+    run_dir: Path, claims: list[Claim], n_seeds: int, sampling_seeds: int = 1, progress: bool = True
+) -> dict[str, Any]:
+    """Retrain with SAE seeds 1..n_seeds-1 and, where the model samples while generating, capture
+    again with sampling seeds 1..sampling_seeds-1 (SAE seed 0); evaluate every claim on every run,
+    write ``seeds.json``."""
     if n_seeds < 2:
         raise ReplicationError(f"--seeds {n_seeds}: at least 2 seeds are needed")
+    if sampling_seeds < 1:
+        raise ReplicationError(f"--sampling-seeds {sampling_seeds}: at least 1 is needed (1 = the run's own)")
     reference = RunData(run_dir)
     if reference.config.train.seed != 0:
         raise ReplicationError(f"{run_dir} was trained with train.seed={reference.config.train.seed}, not 0")
@@ -84,22 +115,42 @@ def run_seeds(run_dir: Path, claims: list[Claim], n_seeds: int, progress: bool =
         RunData(variant_run(run_dir / "seeds" / f"seed{k}", run_dir, {"train.seed": k}, progress))
         for k in range(1, n_seeds)
     ]
+    samples = bool(reference.info["generation"]["do_sample"])
+    first = reference.config.capture.sampling_seed
+    sampling_values = [first + k for k in range(sampling_seeds)] if samples else [first]
+    sampled = [
+        RunData(variant_run(run_dir / "seeds" / f"sampling{k}", run_dir, {"capture.sampling_seed": k}, progress))
+        for k in sampling_values[1:]
+    ]
     per_claim = {}
     for claim in claims:
         results = [evaluate(claim, run) for run in runs]
-        measured = [r.measured for r in results]
+        resampled = [evaluate(claim, run) for run in sampled]
+        measured = [r.measured for r in results + resampled]
         numbers = [m for m in measured if isinstance(m, int | float) and not isinstance(m, bool)]
         per_claim[claim.id] = {
             "verdicts": [r.verdict for r in results],
-            "measured": measured,
+            "measured": [r.measured for r in results],
+            "sampling_verdicts": [r.verdict for r in resampled],
+            "sampling_measured": [r.measured for r in resampled],
             "interval": [min(numbers), max(numbers)] if len(numbers) == len(measured) else None,
-            "combined": combine([r.verdict for r in results]),
+            "combined": combine([r.verdict for r in results + resampled]),
         }
     live = reference.codes.max(axis=0) > 0
     directions = [run.sae.decoder.weight.detach().numpy() for run in runs]
     best = np.stack([best_cosines(directions[0][:, live], d) for d in directions[1:]])
     summary = {
         "seeds": list(range(n_seeds)),
+        "sampling": {
+            "seeds": sampling_values,
+            "applies": samples,
+            "note": (
+                "each sampling seed is a new capture, trained with SAE seed 0"
+                if samples
+                else f"{reference.info['model']} decodes greedily (do_sample=false): every sampling seed "
+                "gives the same capture, so only the run's own is used"
+            ),
+        },
         "claims": per_claim,
         "features": {
             "live": int(live.sum()),
@@ -109,7 +160,9 @@ def run_seeds(run_dir: Path, claims: list[Claim], n_seeds: int, progress: bool =
         },
     }
     artifacts.write_json(run_dir / SEEDS_FILE, summary)
-    artifacts.record_addition(run_dir, "seeds", [run_dir / SEEDS_FILE], {"n_seeds": n_seeds})
+    artifacts.record_addition(
+        run_dir, "seeds", [run_dir / SEEDS_FILE], {"n_seeds": n_seeds, "sampling_seeds": sampling_values}
+    )
     return summary
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from replication.analysis import pca_2d, sample_rows, top_activating
+from replication.metrics import feature_purity, max_share_tail
 
 
 def test_sample_rows_take_the_last_row_of_prefill_samples() -> None:
@@ -40,3 +41,31 @@ def test_pca_2d() -> None:
     assert np.abs(np.asarray(result["coords"])[:, 0]).std() > np.abs(np.asarray(result["coords"])[:, 1]).std()
     dead = pca_2d(np.zeros((4, 3)))
     assert dead["explained_variance_ratio"] is None
+
+
+def test_max_share_tail_by_hand() -> None:
+    # 2 of 4 prompts (a, a, b, b): both share a topic with probability 2 / C(4, 2) = 1/3.
+    np.testing.assert_allclose(max_share_tail({"a": 2, "b": 2}, 2, ["a", "b"]), [1.0, 1.0, 1 / 3])
+    # 5 of 10 (five a, five b): all five one topic in 2 of C(10, 5) = 252 draws; >= 4: 2 * 5 * 5 more.
+    tail = max_share_tail({"a": 5, "b": 5}, 5, ["a", "b"])
+    assert tail[5] == pytest.approx(2 / 252)
+    assert tail[4] == pytest.approx((2 + 2 * 5 * 5) / 252)
+    assert tail[3] == pytest.approx(1.0)  # 5 into two topics always puts 3 in one
+    # A label that is not a topic never counts.
+    assert max_share_tail({"a": 5, "other": 5}, 5, ["a"])[5] == pytest.approx(1 / 252)
+
+
+def test_feature_purity_p_and_q_values() -> None:
+    labels = ["a"] * 5 + ["b"] * 5
+    top = np.array([[0, 1, 2, 3, 4], [0, 5, 1, 6, 2], [5, 6, 7, 8, 0]])
+    positive = np.ones_like(top, dtype=bool)
+    positive[2, 4] = False  # a zero code does not count as a hit
+    rows = feature_purity(top, positive, labels, [10, 11, 12])
+    assert [(r["dim"], r["topic"], r["hits"]) for r in rows] == [(10, "a", 5), (11, "a", 3), (12, "b", 4)]
+    assert rows[0]["purity"] == 1.0
+    assert rows[0]["p"] == pytest.approx(2 / 252)
+    assert rows[1]["p"] == pytest.approx(1.0)
+    ps = [r["p"] for r in rows]
+    # Benjamini-Hochberg by hand: q_(i) = min over j >= i of p_(j) * m / j.
+    assert rows[0]["q"] == pytest.approx(min(ps[0] * 3, ps[2] * 3 / 2, 1.0))
+    assert rows[2]["q"] == pytest.approx(min(ps[2] * 3 / 2, 1.0))

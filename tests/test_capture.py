@@ -12,6 +12,7 @@ from replication.capture import (
     capture_one,
     decoder_layer,
     encode_prompt,
+    feed_positions,
     hidden_state,
     last_call_hook,
     read_prompts,
@@ -149,3 +150,22 @@ def test_batched_sampling_keeps_the_last_call_semantics(tiny_model: LoadedModel,
         rows = sample.prompt_tokens if sample.source == "prefill" else 1
         assert sample.activation.shape == (1, rows, 64)
         assert len(sample.token_ids) == sample.prompt_tokens + sample.new_tokens <= 50
+
+
+def test_per_token_positions_hold_every_fed_state(tiny_model: LoadedModel, tiny_config: RunConfig) -> None:
+    """positions=all: one row per token the model fed itself; the last row is the last-call sample."""
+    prompts = read_prompts(tiny_config.prompts_path())[:4]
+    ids = encode_prompt(tiny_model.tokenizer, prompts[1], chat_template=False)["input_ids"]
+    with torch.no_grad():  # one prompt stops at once (prefill-shaped), the others decode
+        tiny_model.model.generation_config.eos_token_id = int(tiny_model.model(ids).logits[0, -1].argmax())
+    samples = capture(tiny_model.model, tiny_model.tokenizer, prompts, CaptureConfig(), progress=False)
+    last_calls = [s.activation for s in samples]
+    feed_positions(tiny_model.model, samples, LAYER, progress=False)
+    assert {s.source for s in samples} == {"prefill", "decode"}
+    for sample, last in zip(samples, last_calls, strict=True):
+        fed = len(sample.token_ids) - 1
+        assert sample.activation.shape == (1, fed, 64)
+        torch.testing.assert_close(sample.activation[:, -last.shape[1] :], last, rtol=1e-4, atol=1e-5)
+        with torch.no_grad():
+            states = hidden_states(tiny_model, torch.tensor([sample.token_ids[:-1]]))
+        torch.testing.assert_close(sample.activation, states[LAYER + 1], rtol=0, atol=0)

@@ -35,7 +35,12 @@ def test_run_writes_every_artifact_listed_in_the_manifest(tiny_run: Path) -> Non
     assert on_disk - {"manifest.json"} == set(manifest["files"])
     for name, digest in manifest["files"].items():
         assert sha256_file(tiny_run / name) == digest, name
-    assert set(manifest["stages"]) - {"report"} == {"capture", "train", "analyze"}  # report: if its test ran first
+    assert set(manifest["stages"]) - {"report"} == {
+        "capture",
+        "train",
+        "analyze",
+        "splice",
+    }  # report: if its test ran first
     saved = config_from_dict(yaml.safe_load((tiny_run / "config.yaml").read_text()))
     assert saved.hash() == manifest["config_hash"] == manifest["stages"]["train"]["config_hash"]
     assert manifest["stages"]["capture"]["device"] == "cpu"
@@ -83,7 +88,7 @@ def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path) -> None:
     result = cli("run", "--profile", "tiny", "--out", str(second))
     assert result.returncode == 0, result.stderr
     outputs = stage_outputs(tiny_run)
-    assert len(outputs) == 12 and stage_outputs(second) == outputs
+    assert len(outputs) == 13 and stage_outputs(second) == outputs
     for name in outputs:
         assert sha256_file(second / name) == sha256_file(tiny_run / name), name
 
@@ -137,6 +142,10 @@ def bad_inputs(tmp_path: Path) -> dict[str, str]:
         (["run", "--profile", "tiny", "--bogus"], "unrecognised argument '--bogus'"),
         (["train", "--profile", "tiny"], "activations.safetensors is missing: run the stage"),
         (["dance"], "invalid choice: 'dance'"),
+        (["run", "--profile", "tiny", "--capture.positions=every"], "capture.positions='every' must be one of"),
+        (["run", "--profile", "tiny", "--train.batch_size=-1"], "train.batch_size=-1 must be >= 0"),
+        (["run", "--profile", "tiny", "--train.decoder_norm=sphere"], "train.decoder_norm='sphere' must be one of"),
+        (["export"], "export needs --run DIR"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -144,7 +153,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     out = tmp_path / "out"
     args = [bad_inputs.get(a, a) for a in args]
-    out_args = [] if args == ["verify"] else ["--out", str(out)]
+    out_args = [] if args in (["verify"], ["export"]) else ["--out", str(out)]
     result = cli(*args, *out_args, env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -77,6 +77,9 @@ def test_reproduced(rerun: Path) -> None:
             assert ours.keys() == ref.keys()
             for key in ref:
                 np.testing.assert_allclose(ours[key], ref[key], rtol=RTOL, atol=ATOL, err_msg=f"{name}:{key}")
+    ours_ce, ref_ce = (json.loads((d / "splice/splice.json").read_text()) for d in (rerun, REFERENCE))
+    for key in ("ce_clean", "ce_sae", "ce_zero", "ce_loss_recovered"):
+        np.testing.assert_allclose(ours_ce[key], ref_ce[key], rtol=RTOL, atol=ATOL, err_msg=key)
 
 
 def test_verdicts_unchanged(rerun: Path) -> None:

@@ -37,6 +37,19 @@ def test_loss_by_hand_relu_decoder_summed_l1() -> None:
     assert total.item() == pytest.approx(13.25 / 4 + 0.009)
     mean_l1 = l1_penalty(z, "mean")
     assert mean_l1.item() == pytest.approx(9.0 / 6)
+    # sample_mean: each row's sum (5 and 4), averaged over the 2 rows
+    assert l1_penalty(z, "sample_mean").item() == pytest.approx(4.5)
+
+
+def test_normalize_decoder_gives_unit_feature_directions() -> None:
+    sae = hand_sae("linear")
+    sae.normalize_decoder()
+    # Columns (1, 0), (0, -1), (0.5, 0): the third is rescaled to (1, 0), the others already unit.
+    torch.testing.assert_close(sae.decoder.weight, torch.tensor([[1.0, 0.0, 1.0], [0.0, -1.0, 0.0]]))
+    unit = build_sae(8, TrainConfig(decoder_norm="unit"))
+    torch.testing.assert_close(unit.decoder.weight.norm(dim=0), torch.ones(16))
+    # Same initial encoder as the free one: only the decoder is rescaled.
+    torch.testing.assert_close(unit.encoder.weight, build_sae(8, TrainConfig()).encoder.weight, rtol=0, atol=0)
 
 
 def test_linear_decoder_keeps_negative_reconstructions() -> None:

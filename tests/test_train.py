@@ -8,7 +8,14 @@ import torch.nn.functional as F
 
 from replication.config import TrainConfig
 from replication.errors import ReplicationError
-from replication.train import EarlyStopping, positional_split, stack_samples, train_sae
+from replication.train import (
+    EarlyStopping,
+    minibatches,
+    positional_split,
+    positional_split_rows,
+    stack_samples,
+    train_sae,
+)
 
 
 def test_stack_samples_zero_pads_the_sequence_axis() -> None:
@@ -80,3 +87,46 @@ def test_non_finite_loss_names_the_epoch() -> None:
     train_x[3, 1] = float("nan")
     with pytest.raises(ReplicationError, match="at epoch 1"):
         train_sae(train_x, torch.randn(4, 4), TrainConfig(), progress=False)
+
+
+def test_minibatches_cover_every_row_once_per_epoch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    (full,) = minibatches(7, TrainConfig(), generator)
+    assert full.tolist() == list(range(7))  # batch_size 0: the original's one full batch, in order
+    batches = minibatches(7, TrainConfig(batch_size=3), generator)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert sorted(torch.cat(batches).tolist()) == list(range(7))
+    again = minibatches(7, TrainConfig(batch_size=3), generator)
+    assert torch.cat(again).tolist() != torch.cat(batches).tolist()  # a fresh order each epoch
+
+
+def test_one_minibatch_of_all_rows_is_full_batch_training() -> None:
+    torch.manual_seed(2)
+    train_x, val_x = torch.randn(30, 4), torch.randn(6, 4)
+    full = train_sae(train_x, val_x, TrainConfig(max_epochs=4), progress=False)
+    shuffled = train_sae(train_x, val_x, TrainConfig(max_epochs=4, batch_size=30), progress=False)
+    for a, b in zip(full.history, shuffled.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    torch.testing.assert_close(full.last_codes, shuffled.last_codes, rtol=1e-5, atol=1e-6)
+
+
+def test_standard_training_keeps_unit_decoder_directions_and_averages_the_epoch() -> None:
+    torch.manual_seed(3)
+    cfg = TrainConfig(
+        max_epochs=3, decoder_activation="linear", decoder_norm="unit", l1_reduction="sample_mean", batch_size=8
+    )
+    result = train_sae(torch.randn(20, 4), torch.randn(5, 4), cfg, progress=False)
+    torch.testing.assert_close(result.sae.decoder.weight.norm(dim=0), torch.ones(8))
+    for row in result.history:  # row-weighted means over the epoch's steps: the identity still holds
+        assert row["train_loss"] == pytest.approx(row["train_mse"] + 0.001 * row["l1_loss"], rel=1e-5)
+    assert result.last_codes.shape == (20, 8)
+
+
+def test_per_token_split_keeps_real_rows_by_sample() -> None:
+    samples = [torch.full((1, t, 2), float(i)) for i, t in enumerate([3, 1, 2, 4, 2])]
+    train_x, val_x = positional_split_rows(samples, 0.8)
+    assert train_x.shape == (3 + 1 + 2 + 4, 2) and val_x.shape == (2, 2)  # no padding rows
+    assert train_x[:, 0].tolist() == [0, 0, 0, 1, 2, 2, 3, 3, 3, 3]
+    with pytest.raises(ReplicationError, match="no training or no validation"):
+        positional_split_rows(samples[:1], 0.8)

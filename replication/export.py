@@ -1,0 +1,117 @@
+"""Export trained SAEs in SAELens's on-disk format (``SAE.load_from_disk``, sae_lens >= 6).
+
+A directory per SAE holds ``cfg.json`` (architecture "standard", d_in, d_sae, metadata with
+``sae_lens_version``, the model's name and the hook name ``model.layers.L``) and
+``sae_weights.safetensors`` (``W_enc`` [d_in, d_sae], ``b_enc``, ``W_dec`` [d_sae, d_in],
+``b_dec``), plus ``reference_codes.safetensors``: inputs, the codes our encoder gives them and our
+reconstruction, for
+checking the export in an environment that has SAELens and not this package.
+
+SAELens's standard SAE encodes as ReLU(x @ W_enc + b_enc) -- ours, with ``apply_b_dec_to_input``
+off -- and decodes as z @ W_dec + b_dec with nothing after it. An SAE with the original's ReLU on
+the decoder output is therefore not exported: it would load, and then decode differently. The
+export index says so for each such SAE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from replication import artifacts
+from replication.analysis import sample_rows
+from replication.metrics import RunData
+
+SAELENS_VERSION = "6.0.0"
+"""The format version written into the metadata: SAELens reads older configs through a converter."""
+EXPORT_DIR = "export"
+INDEX = "index.json"
+
+
+def saelens_state(run: RunData) -> dict[str, torch.Tensor]:
+    """Our weights under SAELens's names and layouts."""
+    sae = run.sae
+    return {
+        "W_enc": sae.encoder.weight.detach().T.contiguous(),
+        "b_enc": sae.encoder.bias.detach().clone(),
+        "W_dec": sae.decoder.weight.detach().T.contiguous(),
+        "b_dec": sae.decoder.bias.detach().clone(),
+    }
+
+
+def saelens_cfg(run: RunData, name: str) -> dict[str, Any]:
+    cfg, info = run.config, run.info
+    return {
+        "architecture": "standard",
+        "d_in": run.sae.d_in,
+        "d_sae": run.sae.d_hidden,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": False,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {
+            "sae_lens_version": SAELENS_VERSION,
+            "sae_lens_training_version": None,
+            "model_name": info["model"],
+            "model_class_name": "AutoModelForCausalLM",
+            "hook_name": info["hook"],
+            "hook_head_index": None,
+            "prepend_bos": False,
+            "context_size": cfg.capture.max_length,
+            "dataset_path": cfg.capture.prompts,
+            "exported_from": f"{name}: profile {cfg.profile}, config hash {cfg.hash()[:12]}",
+            "decoder_output_activation": cfg.train.decoder_activation,
+            "decoder_norm": cfg.train.decoder_norm,
+            "capture_positions": cfg.capture.positions,
+        },
+    }
+
+
+def not_expressible(run: RunData) -> str | None:
+    """Why this SAE cannot be written in SAELens's format, or None when it can."""
+    if run.config.train.decoder_activation != "linear":
+        return (
+            f"decoder output activation '{run.config.train.decoder_activation}' (the original's ReLU on the "
+            "reconstruction): SAELens's standard SAE decodes linearly, so the export would decode differently"
+        )
+    return None
+
+
+def export_one(run: RunData, name: str, out: Path) -> dict[str, Any]:
+    """Write one SAE's SAELens directory under ``out``; its index entry either way."""
+    reason = not_expressible(run)
+    entry: dict[str, Any] = {"source": str(run.root), "decoder_activation": run.config.train.decoder_activation}
+    if reason is not None:
+        return {**entry, "exported": False, "reason": reason}
+    x, _ = sample_rows(run.samples)
+    with torch.no_grad():
+        codes = run.sae.encode(x)
+        reconstruction = run.sae.decode(codes)
+    artifacts.save_tensors(out / "sae_weights.safetensors", saelens_state(run), {})
+    artifacts.save_tensors(
+        out / "reference_codes.safetensors", {"inputs": x, "codes": codes, "reconstruction": reconstruction}, {}
+    )
+    artifacts.write_json(out / "cfg.json", saelens_cfg(run, name))
+    return {**entry, "exported": True, "directory": out.name, "reference_rows": int(x.shape[0])}
+
+
+def export_run(run_dir: Path) -> dict[str, Any]:
+    """Export the run's SAE and every ablation's (``<run>/variants/*``) into ``<run>/export/``."""
+    sources = {"faithful": run_dir}
+    variants = run_dir / "variants"
+    if variants.is_dir():
+        sources.update({d.name: d for d in sorted(variants.iterdir()) if (d / "train" / "sae.safetensors").is_file()})
+    out = run_dir / EXPORT_DIR
+    index: dict[str, Any] = {"format": f"SAELens {SAELENS_VERSION} (SAE.load_from_disk)", "saes": {}}
+    files: list[Path] = []
+    for name, source in sources.items():
+        entry = export_one(RunData(source), name, out / name)
+        index["saes"][name] = entry
+        if entry["exported"]:
+            files += [out / name / f for f in ("cfg.json", "sae_weights.safetensors", "reference_codes.safetensors")]
+    artifacts.write_json(out / INDEX, index)
+    artifacts.record_addition(run_dir, "export", [*files, out / INDEX], {"exported": sorted(index["saes"])})
+    return index
