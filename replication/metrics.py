@@ -25,7 +25,7 @@ from replication.config import REPO_ROOT, RunConfig, config_from_dict
 from replication.errors import ReplicationError
 from replication.pipeline import load_sae
 from replication.sae import SparseAutoencoder
-from replication.train import stack_samples
+from replication.train import positional_split_rows, stack_samples
 
 TOPICS_FILE = REPO_ROOT / "fixtures" / "topics.yaml"
 WHITEBOX_PROMPT = "Can you explain the difference between white-box and black-box testing?"
@@ -100,9 +100,8 @@ class RunData:
     @cached_property
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         """The training and validation samples' real rows (no padding), positional split."""
-        n_train = int(self.config.train.train_fraction * len(self.samples))
-        rows = [torch.cat([s[0] for s in part]).numpy() for part in (self.samples[:n_train], self.samples[n_train:])]
-        return rows[0], rows[1]
+        train, val = positional_split_rows(self.samples, self.config.train.train_fraction)
+        return train.numpy(), val.numpy()
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -133,13 +132,18 @@ class RunData:
         return topic_labels([r["prompt"] for r in self.records])
 
     @cached_property
+    def live_top(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live dimensions' top prompts as (indices, value > 0), each (live, k)."""
+        top = np.array([[t["index"] for t in d["top"]] for d in self.live])
+        positive = np.array([[t["value"] > 0 for t in d["top"]] for d in self.live])
+        return top, positive
+
+    @cached_property
     def purity(self) -> list[dict[str, Any]]:
         """``feature_purity`` of every live dimension's top prompts."""
         if not self.live:
             return []
-        top = np.array([[t["index"] for t in d["top"]] for d in self.live])
-        positive = np.array([[t["value"] > 0 for t in d["top"]] for d in self.live])
-        return feature_purity(top, positive, self.topics, [d["dim"] for d in self.live])
+        return feature_purity(*self.live_top, self.topics, [d["dim"] for d in self.live])
 
     def topic_test(self, topic: str) -> tuple[int, float] | None:
         """``topic_feature_test`` on the live dimensions, once per topic (its count and its p-value
@@ -148,10 +152,8 @@ class RunData:
             if not self.live:
                 self._topic_tests[topic] = None
             else:
-                top = np.array([[t["index"] for t in d["top"]] for d in self.live])
-                positive = np.array([[t["value"] > 0 for t in d["top"]] for d in self.live])
                 is_topic = np.array([t == topic for t in self.topics])
-                self._topic_tests[topic] = topic_feature_test(top, positive, is_topic)
+                self._topic_tests[topic] = topic_feature_test(*self.live_top, is_topic)
         return self._topic_tests[topic]
 
 
