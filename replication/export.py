@@ -4,8 +4,7 @@ A directory per SAE holds ``cfg.json`` (architecture "standard", d_in, d_sae, me
 ``sae_lens_version``, the model's name and the hook name ``model.layers.L``) and
 ``sae_weights.safetensors`` (``W_enc`` [d_in, d_sae], ``b_enc``, ``W_dec`` [d_sae, d_in],
 ``b_dec``), plus ``reference_codes.safetensors``: inputs, the codes our encoder gives them and our
-reconstruction, for
-checking the export in an environment that has SAELens and not this package.
+reconstruction, for checking the export in an environment that has SAELens and not this package.
 
 SAELens's standard SAE encodes as ReLU(x @ W_enc + b_enc) -- ours, with ``apply_b_dec_to_input``
 off -- and decodes as z @ W_dec + b_dec with nothing after it. An SAE with the original's ReLU on
