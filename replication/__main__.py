@@ -1,41 +1,28 @@
-"""Command line: ``python -m replication STAGE --profile NAME --out DIR [--section.key=value]``."""
+"""Command line: ``python -m replication COMMAND [options]``, one subcommand per step, each with its own options."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from transformers.utils import logging as hf_logging
-
-from replication import artifacts
-from replication.claims import CLAIMS_DIR, evaluate_all, load_claims
-from replication.config import RunConfig, load_profile, parse_overrides
+from replication import artifacts, layout
+from replication.claims import CLAIMS_DIR, evaluate_all, load_claims, write_verdicts
+from replication.config import ABLATIONS, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
-from replication.export import EXPORT_DIR, export_run
-from replication.metrics import RunData
-from replication.pipeline import STAGES, run_stage
-from replication.report import write_report
-from replication.variants import ABLATIONS, ABLATIONS_FILE, SEEDS_FILE, run_ablations, run_seeds
+from replication.rundata import RunData
 
 DEFAULT_PROFILE = "smollm2"
-EPILOG = """stages:
-  run      capture -> train -> analyze -> splice
-  capture  generate an answer per prompt, keep the hooked layer's last call
-  train    train the sparse autoencoder on the captured activations
-  analyze  top-activating prompts per code dimension, PCA of the codes
-  splice   cross-entropy clean / with the SAE spliced in / zero-ablated, CE loss recovered
-  verify   check the run's files against its manifest, then one verdict line per claim
-  seeds    verify, then retrain the SAE with --seeds N seeds (and, where the model samples, capture
-           with --sampling-seeds M seeds): every claim per seed, one combined verdict
-  ablations  verify, then run the named ablations beside the run (--only l1_1e-4,standard_sae,...)
-  export   verify, then write the run's and its ablations' SAEs in SAELens's format (RUN/export/)
-  report   verify, then write REPORT.md with verdicts, figures and provenance
-
-Any config field can be overridden: --capture.layer=12 --train.l1_coefficient=1e-4
-"""
+STAGE_HELP = {
+    "run": "capture -> train -> analyze -> splice",
+    "capture": "generate an answer per prompt, keep the hooked layer's last call",
+    "train": "train the sparse autoencoder on the captured activations",
+    "analyze": "top-activating prompts per code dimension, PCA of the codes",
+    "splice": "cross-entropy clean / with the SAE spliced in / zero-ablated, CE loss recovered",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,35 +30,56 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see python -m replication --help)\n")
 
 
+def _run_dir(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--run", "--out", dest="out", type=Path, required=required, help="run directory (default: runs/PROFILE)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m replication",
-        description="Replicate the layer-10 sparse-autoencoder study, stage by stage.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Replicate the layer-10 sparse-autoencoder study, stage by stage. Any config field of a "
+        "stage can be overridden: --capture.layer=12 --train.l1_coefficient=1e-4",
     )
-    parser.add_argument("stage", choices=("run", *STAGES, "verify", "seeds", "ablations", "export", "report"))
-    parser.add_argument(
-        "--profile", help=f"seed, smollm2 or tiny (default: the run's saved config, else {DEFAULT_PROFILE})"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in STAGE_HELP.items():
+        stage = commands.add_parser(name, help=text, description=text)
+        stage.add_argument(
+            "--profile",
+            help=f"seed, smollm2, tiny or a YAML file (default: the run's saved config, else {DEFAULT_PROFILE})",
+        )
+        _run_dir(stage, required=False)
+        stage.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
+        stage.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
+        stage.add_argument("--random-init", action="store_true", help="the profile's architecture, RANDOM weights")
+        stage.add_argument("--force", action="store_true", help="re-run stages that are up to date")
+        stage.add_argument("--quiet", action="store_true", help="no progress bars")
+        stage.set_defaults(handler=_stage)
+    steps: dict[str, tuple[str, Callable[[argparse.Namespace, list[str]], int]]] = {
+        "verify": ("check the run's files against its manifest, then print one verdict line per claim", _verify),
+        "seeds": ("retrain the SAE with other seeds (and, where the model samples, capture again)", _seeds),
+        "ablations": ("run the named ablations beside the run", _ablations),
+        "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
+        "report": ("write verdicts.json, the figures and REPORT.md", _report),
+    }
+    for name, (text, handler) in steps.items():
+        step = commands.add_parser(name, help=text, description=f"{text}; refuses a changed or stale run")
+        _run_dir(step, required=True)
+        if name != "export":
+            step.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
+        if name in ("seeds", "ablations"):
+            step.add_argument("--quiet", action="store_true", help="no progress bars")
+        step.set_defaults(handler=handler)
+    seeds = commands.choices["seeds"]
+    seeds.add_argument("--seeds", type=int, default=5, help="SAE seeds, 0..N-1 (default 5)")
+    seeds.add_argument(
+        "--sampling-seeds", type=int, default=3, help="captures with sampling seeds 0..M-1, where the model samples"
     )
-    parser.add_argument("--out", "--run", dest="out", type=Path, help="run directory (default: runs/PROFILE)")
-    parser.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
-    parser.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory (verify, report)")
-    parser.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
-    parser.add_argument("--seeds", type=int, default=5, help="SAE seeds for the seeds stage (default 5)")
-    parser.add_argument(
-        "--sampling-seeds",
-        type=int,
-        default=3,
-        help="captures with sampling seeds 0..N-1 for the seeds stage, where the model samples (default 3)",
+    commands.choices["ablations"].add_argument(
+        "--only", help=f"ablations to run, comma-separated (default: {','.join(ABLATIONS)})"
     )
-    parser.add_argument("--only", help=f"ablations to run, comma-separated (default: {','.join(ABLATIONS)})")
-    parser.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
-    parser.add_argument(
-        "--random-init", action="store_true", help="the profile's architecture with RANDOM weights (no download)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--force", action="store_true", help="re-run stages that are up to date")
+    commands.choices["report"].add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     return parser
 
 
@@ -82,8 +90,8 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
         parsed["capture.prompts"] = str(args.prompts.resolve())
     if args.batch_size is not None:
         parsed["capture.batch_size"] = args.batch_size
-    saved = args.out / artifacts.CONFIG if args.out is not None else None
-    if args.profile is None and args.stage in ("train", "analyze", "splice") and saved is not None and saved.is_file():
+    saved = args.out / layout.CONFIG if args.out is not None else None
+    if args.profile is None and args.command in layout.STAGES[1:] and saved is not None and saved.is_file():
         return load_profile(str(saved), parsed)
     cfg = load_profile(args.profile or DEFAULT_PROFILE, parsed)
     if args.random_init:
@@ -95,70 +103,99 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
     return cfg
 
 
-def check(args: argparse.Namespace, argv: list[str]) -> int:
-    """verify, seeds, ablations, export, report: refuse a run whose files changed or went stale, then work on it."""
-    if args.out is None:
-        raise ReplicationError(f"{args.stage} needs --run DIR")
+def _stage(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.pipeline import run_stage  # loads the model libraries: only the stages need them
+
+    cfg = resolve_config(args, rest)
+    run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
+    for stage in layout.STAGES if args.command == "run" else (args.command,):
+        if not run_stage(stage, cfg, run_dir, progress=not args.quiet, force=args.force):
+            print(f"{stage}: up to date (same config and inputs), skipped; --force re-runs it")
+    print(f"{args.command}: done -> {run_dir}")
+    return 0
+
+
+def finished_run(args: argparse.Namespace) -> RunData:
+    """The run of ``--run``, after its files were checked against the manifest; one-line errors."""
+    if args.out.exists() and not args.out.is_dir():
+        raise ReplicationError(f"--run {args.out} is a file, not a run directory")
     manifest = artifacts.verify_manifest(args.out)
-    claims = load_claims(args.claims)
     run = RunData(args.out)
     if run.config.hash() != manifest["config_hash"]:
-        raise ReplicationError(f"{args.out}/config.yaml does not match the manifest's config hash")
-    if args.stage == "seeds":
-        summary = run_seeds(args.out, claims, args.seeds, args.sampling_seeds, progress=not args.quiet)
-        changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
-        print(f"seeds: {args.seeds} seeds, {changed} claims inconclusive across seeds -> {args.out / SEEDS_FILE}")
-        return 0
-    if args.stage == "ablations":
-        names = args.only.split(",") if args.only else list(ABLATIONS)
-        rows = run_ablations(args.out, claims, names, progress=not args.quiet)
-        print(f"ablations: {', '.join(names)} -> {args.out / ABLATIONS_FILE} ({len(rows) - 1} rows)")
-        return 0
-    if args.stage == "export":
-        index = export_run(args.out)
-        for name, entry in index["saes"].items():
-            where = args.out / EXPORT_DIR / name if entry["exported"] else f"not exported: {entry['reason']}"
-            print(f"export: {name} -> {where}")
-        return 0
-    results = evaluate_all(claims, run)
-    if args.stage == "verify":
-        for result in results:
-            print(result.line())
-        return 0
-    output = args.output or args.out / "REPORT.md"
-    command = "python -m replication " + shlex.join(argv)
-    report, files = write_report(run, results, output, command)
-    if report.resolve().is_relative_to(args.out.resolve()):
-        files.append(report)
+        raise ReplicationError(f"{args.out / layout.CONFIG} does not match the manifest's config hash")
+    return run
+
+
+def _verify(args: argparse.Namespace, rest: list[str]) -> int:
+    run = finished_run(args)
+    for result in evaluate_all(load_claims(args.claims), run):
+        print(result.line())
+    return 0
+
+
+def _seeds(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.variants import run_seeds
+
+    run = finished_run(args)
+    summary = run_seeds(run.root, load_claims(args.claims), args.seeds, args.sampling_seeds, progress=not args.quiet)
+    changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
+    print(f"seeds: {args.seeds} seeds, {changed} claims inconclusive across seeds -> {args.out / layout.SEEDS}")
+    return 0
+
+
+def _ablations(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.variants import run_ablations
+
+    run = finished_run(args)
+    names = args.only.split(",") if args.only else list(ABLATIONS)
+    rows = run_ablations(run.root, load_claims(args.claims), names, progress=not args.quiet)
+    print(f"ablations: {', '.join(names)} -> {args.out / layout.ABLATIONS} ({len(rows) - 1} rows)")
+    return 0
+
+
+def _export(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.export import export_run
+
+    run = finished_run(args)
+    for name, entry in export_run(run.root)["saes"].items():
+        where = args.out / layout.EXPORT / name if entry["exported"] else f"not exported: {entry['reason']}"
+        print(f"export: {name} -> {where}")
+    return 0
+
+
+def _report(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.report import write_report
+
+    run = finished_run(args)
+    results = evaluate_all(load_claims(args.claims), run)
+    files = [write_verdicts(run, results)]
+    output = args.output or args.out / layout.REPORT
+    command = "python -m replication " + shlex.join(args.argv)
+    written = write_report(run, results, output, command)
+    files += [f for f in written if f.resolve().is_relative_to(args.out.resolve())]
     artifacts.record_addition(args.out, "report", files, {})
-    print(f"report: {len(results)} claims -> {report}")
+    print(f"report: {len(results)} claims -> {output}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, rest = build_parser().parse_known_args(argv)
-    if args.quiet:
+    args.argv = argv
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
         hf_logging.disable_progress_bar()
     try:
-        if args.stage in ("verify", "seeds", "ablations", "export", "report"):
-            if rest:
-                raise ReplicationError(f"unrecognised argument {rest[0]!r}")
-            return check(args, argv)
-        cfg = resolve_config(args, rest)
-        run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
-        stages = STAGES if args.stage == "run" else (args.stage,)
-        for stage in stages:
-            if not run_stage(stage, cfg, run_dir, progress=not args.quiet, force=args.force):
-                print(f"{stage}: up to date (same config and inputs), skipped; --force re-runs it")
+        if rest and args.handler is not _stage:
+            raise ReplicationError(f"unrecognised argument {rest[0]!r}")
+        return int(args.handler(args, rest))
     except ReplicationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    print(f"{args.stage}: done -> {run_dir}")
-    return 0
 
 
 if __name__ == "__main__":

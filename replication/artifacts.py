@@ -7,13 +7,9 @@ after every file of the stage, and holds the sha256 of each.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,13 +17,13 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from replication import layout, provenance
 from replication.errors import ReplicationError
 
-MANIFEST = "manifest.json"
-CONFIG = "config.yaml"
-PACKAGES = ("torch", "transformers", "safetensors", "numpy", "scikit-learn", "gguf", "accelerate")
+METADATA_KEY = "replication"
 
 
 def sha256_file(path: Path) -> str:
@@ -74,8 +70,21 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict
     """safetensors with the metadata as ONE sorted-JSON entry: safetensors writes a header map of
     several entries in a per-process random order, which would break byte-identical reruns."""
     contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
-    header = {"replication": json.dumps(metadata, sort_keys=True)} if metadata else None
+    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
     atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata that ``save_tensors`` stored in ``path`` ({} when there is none)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+        data = json.loads(raw) if raw else {}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ReplicationError(f"{path}: its metadata is not a mapping")
+    return data
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -87,56 +96,18 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
 
 
-def reset_peak_memory() -> None:
-    """Start a stage's peak-memory count: Linux resets VmHWM on writing 5 to clear_refs."""
-    with contextlib.suppress(OSError):  # not Linux: the peak then counts from the process start
-        Path("/proc/self/clear_refs").write_text("5")
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_memory() -> dict[str, float | None]:
-    """Peak resident memory (MiB) since ``reset_peak_memory``, and peak CUDA allocation."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        rss = float(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
-    except (OSError, StopIteration):
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"peak_rss_mib": rss, "peak_cuda_mib": cuda}
-
-
-def environment() -> dict[str, Any]:
-    """Python, platform and the versions of the packages that shape the numbers."""
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "packages": versions,
-    }
-
-
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+    write_text(run_dir / layout.CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
+    path = run_dir / layout.MANIFEST
     return read_json(path) if path.is_file() else {}
 
 
 def verify_manifest(run_dir: Path) -> dict[str, Any]:
     """The run's manifest, after checking every listed file against its sha256; one-line errors."""
-    path = run_dir / MANIFEST
+    path = run_dir / layout.MANIFEST
     if not path.is_file():
         raise ReplicationError(f"{path} is missing: {run_dir} is not a finished run")
     manifest: dict[str, Any] = read_json(path)
@@ -155,14 +126,15 @@ def verify_manifest(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def stage_is_current(run_dir: Path, stage: str, stage_hash: str, inputs: dict[str, str]) -> bool:
-    """True when the manifest records ``stage`` with this config and these inputs, and every output
-    it wrote is still there, unchanged."""
-    manifest = read_manifest(run_dir)
-    record = manifest.get("stages", {}).get(stage)
-    if not record or record.get("stage_hash") != stage_hash or record.get("inputs") != inputs:
+def stage_is_current(run_dir: Path, stage: str, stage_hash: str, digest: Callable[[str], str | None]) -> bool:
+    """True when the manifest records ``stage`` with this config hash, every input it read still has
+    the sha256 it had then (``digest(name)``), and every output it wrote is still there, unchanged."""
+    record = read_manifest(run_dir).get("stages", {}).get(stage)
+    if not record or record.get("stage_hash") != stage_hash:
         return False
-    files = manifest.get("files", {})
+    if any(digest(name) != recorded for name, recorded in record.get("inputs", {}).items()):
+        return False
+    files = read_manifest(run_dir).get("files", {})
     return all(
         name in files and (run_dir / name).is_file() and sha256_file(run_dir / name) == files[name]
         for name in record.get("outputs", [])
@@ -181,14 +153,14 @@ def record_stage(
     """Add a finished stage (its files' sha256 and facts) to the manifest, written last."""
     manifest = read_manifest(run_dir)
     manifest.update(config=config, config_hash=config_hash)
-    hashes = {str(f.relative_to(run_dir)): sha256_file(f) for f in [run_dir / CONFIG, *files]}
+    hashes = {str(f.relative_to(run_dir)): sha256_file(f) for f in [run_dir / layout.CONFIG, *files]}
     manifest.setdefault("files", {}).update(hashes)
     manifest.setdefault("stages", {})[stage] = {
         "config_hash": config_hash,
         **info,
-        "environment": environment(),
+        "environment": provenance.environment(),
     }
-    write_json(run_dir / MANIFEST, manifest)
+    write_json(run_dir / layout.MANIFEST, manifest)
     return manifest
 
 
@@ -196,3 +168,9 @@ def record_addition(run_dir: Path, stage: str, files: list[Path], info: dict[str
     """Record files that a later step (seeds, ablations, report) added to a finished run."""
     manifest = read_manifest(run_dir)
     record_stage(run_dir, stage, files=files, config=manifest["config"], config_hash=manifest["config_hash"], info=info)
+
+
+def stage_outputs(run_dir: Path) -> list[str]:
+    """The files the pipeline's stages wrote, in stage order, as the manifest records them."""
+    stages = read_manifest(run_dir).get("stages", {})
+    return [name for stage in layout.STAGES for name in stages.get(stage, {}).get("outputs", [])]

@@ -102,18 +102,28 @@ def last_call_hook(module: nn.Module, keep_all: bool = False) -> Iterator[LastCa
         handle.remove()
 
 
+LAYERS = "model.layers"
+"""The module path of a Llama-architecture causal LM's decoder blocks (``model.model.layers``)."""
+
+
+def hook_point(layer: int) -> str:
+    """The module path of decoder block ``layer``, the one place it is spelled: ``model.layers.10``
+    is the original's ``model.model.layers[10]``."""
+    return f"{LAYERS}.{layer}"
+
+
 def num_layers(model: PreTrainedModel) -> int:
-    return len(model.model.layers)  # type: ignore[union-attr, arg-type]
+    return len(model.get_submodule(LAYERS))  # type: ignore[arg-type]
 
 
 def decoder_layer(model: PreTrainedModel, layer: int) -> nn.Module:
-    """``model.model.layers[layer]``, or a one-line error naming the layer and the model's depth."""
+    """The decoder block at ``hook_point(layer)``, or a one-line error naming the layer and the depth."""
     depth = num_layers(model)
     if not 0 <= layer < depth:
         raise ReplicationError(
             f"capture.layer={layer} is beyond the model: it has {depth} decoder layers (0..{depth - 1})"
         )
-    return model.model.layers[layer]  # type: ignore[union-attr, index, no-any-return]
+    return model.get_submodule(hook_point(layer))
 
 
 def read_prompts(path: Path) -> list[str]:

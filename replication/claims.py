@@ -18,9 +18,11 @@ from typing import Any, Literal
 
 import yaml
 
+from replication import artifacts, layout
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
-from replication.metrics import METRICS, RunData
+from replication.metrics import METRICS
+from replication.rundata import RunData
 
 CLAIMS_DIR = REPO_ROOT / "claims"
 WRITEUP = REPO_ROOT / "fixtures" / "writeup.md"
@@ -246,3 +248,14 @@ def evaluate(claim: Claim, run: RunData) -> Result:
 
 def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:
     return [evaluate(claim, run) for claim in claims]
+
+
+def write_verdicts(run: RunData, results: list[Result]) -> Path:
+    """``verdicts.json``: every claim's verdict on the run, with what was claimed and measured."""
+    path = run.root / layout.VERDICTS
+    rows = [
+        {"id": r.claim.id, "verdict": r.verdict, "claimed": r.claimed, "measured": r.measured, "evidence": r.evidence}
+        for r in results
+    ]
+    artifacts.write_json(path, rows)
+    return path

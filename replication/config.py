@@ -1,4 +1,4 @@
-"""Run configuration: frozen dataclasses built from a YAML profile plus ``--section.key=value``.
+"""Run configuration: frozen pydantic models built from a YAML profile plus ``--section.key=value``.
 
 A profile (``replication/profiles/NAME.yaml``) names the model, the hook layer, the generation
 settings, the SAE shape and the training settings. The defaults of every field reproduce what
@@ -8,16 +8,14 @@ field, so it shows in the saved config, its hash and the report.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Self
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from replication.errors import ReplicationError
 
@@ -34,8 +32,27 @@ Norm = Literal["free", "unit"]
 Positions = Literal["last_call", "all"]
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+def _refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+# Lax on purpose: YAML 1.1 reads "1e-4" as a string, and an int such as ``lr: 1`` is a float too;
+# but a lax float would also read a YAML ``true`` as 1.0, hence _refuse_bool.
+YamlFloat = Annotated[float, Field(strict=False), BeforeValidator(_refuse_bool)]
+
+
+class _Frozen(BaseModel):
+    # Strict, so a YAML ``true`` is no int 1 and ``1`` no bool; frozen, so configs are hashable.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, use_attribute_docstrings=True)
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with ``changes`` applied (``model_copy(update=...)`` validates nothing)."""
+        return self.model_validate(self.model_dump() | changes)
+
+
+class ModelConfig(_Frozen):
     """Which language model to hook, and where its weights come from (never a download)."""
 
     source: Source
@@ -43,7 +60,8 @@ class ModelConfig:
     shipped inside a Python package; ``random_init``: random weights from a config directory."""
     name: str
     """The model's name as reports and manifests show it."""
-    repo_ids: tuple[str, ...] = ()
+    # Lax: YAML gives a list, which strict mode would refuse as a tuple.
+    repo_ids: Annotated[tuple[str, ...], Field(strict=False)] = ()
     """``local``: Hugging Face repository ids looked up in the local cache, in this order."""
     path: str | None = None
     """``local``: a directory holding the weights (wins over the cache). ``random_init``: the
@@ -63,22 +81,23 @@ class ModelConfig:
     """The config directory ``--random-init`` builds this model from, with random weights: its
     shape and speed without its weights. Structural claims only; semantic ones never."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _source_has_its_fields(self) -> Self:
         needs = {"gguf_package": ("package", "gguf_file"), "random_init": ("path",)}
         for name in needs.get(self.source, ()):
             if getattr(self, name) is None:
-                raise ReplicationError(f"model.{name} is required when model.source={self.source}")
+                raise PydanticCustomError("model_source", f"model.{name} is required when model.source={self.source}")
         if self.source == "local" and not (self.path or self.repo_ids):
-            raise ReplicationError("model.source=local needs model.path or model.repo_ids")
+            raise PydanticCustomError("model_source", "model.source=local needs model.path or model.repo_ids")
+        return self
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
+class CaptureConfig(_Frozen):
     """Part 2: generation with a forward hook whose stored sample is the LAST call's output."""
 
-    layer: int = 10
+    layer: int = Field(default=10, ge=0)
     """0-based index into ``model.model.layers``; the hook stores that block's output."""
-    max_length: int = 50
+    max_length: int = Field(default=50, ge=2)
     """``generate(max_length=...)``: counts the prompt, so new tokens = 50 - prompt length."""
     chat_template: bool = False
     """The original fed the raw prompt; True wraps it in the tokenizer's chat template."""
@@ -88,7 +107,7 @@ class CaptureConfig:
     """One prompt a line; relative paths are taken from the repository root."""
     device: Device = "auto"
     """``auto`` picks CUDA when there is one."""
-    batch_size: int = 1
+    batch_size: int = Field(default=1, ge=1)
     """Prompts per ``generate`` call. 1 is the original's way; larger batches left-pad and store
     for every prompt what the one-at-a-time run stores (see capture.capture_batch)."""
     positions: Positions = "last_call"
@@ -96,24 +115,15 @@ class CaptureConfig:
     position the model fed itself while generating (the prompt and every new token but the last),
     one row each -- a per-token dataset."""
 
-    def __post_init__(self) -> None:
-        if self.layer < 0:
-            raise ReplicationError(f"capture.layer={self.layer} must be >= 0")
-        if self.max_length < 2:
-            raise ReplicationError(f"capture.max_length={self.max_length} must be >= 2")
-        if self.batch_size < 1:
-            raise ReplicationError(f"capture.batch_size={self.batch_size} must be >= 1")
 
-
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Frozen):
     """Part 3: the sparse autoencoder and its training loop."""
 
-    expansion: int = 2
+    expansion: int = Field(default=2, ge=1)
     """Code size = expansion * d_model (4096 -> 8192 in the write-up)."""
     decoder_activation: Activation = "relu"
     """The original put a ReLU on the decoder output; ``linear`` is the usual SAE."""
-    l1_coefficient: float = 0.001
+    l1_coefficient: YamlFloat = Field(default=0.001, ge=0)
     """Weight of the L1 term of the loss."""
     l1_reduction: Reduction = "sum"
     """The original summed |z| over the whole batch; ``mean`` averages it over all code values;
@@ -122,61 +132,48 @@ class TrainConfig:
     decoder_norm: Norm = "free"
     """``free``: decoder directions of any length, as the original; ``unit``: every feature's
     decoder direction is rescaled to unit norm at initialisation and after every step."""
-    batch_size: int = 0
+    batch_size: int = Field(default=0, ge=0)
     """Training rows per optimiser step; 0 is the original's one full-batch step per epoch. With
     minibatches an epoch visits every training row once, in an order drawn from ``seed``."""
-    lr: float = 0.001
+    lr: YamlFloat = Field(default=0.001, gt=0)
     """Adam learning rate."""
-    max_epochs: int = 50
+    max_epochs: int = Field(default=50, ge=1)
     """Upper bound on epochs; each epoch is ONE full-batch optimiser step."""
-    patience: int = 5
+    patience: int = Field(default=5, ge=1)
     """Stop when this many epochs in a row fail to improve the best validation MSE."""
-    train_fraction: float = 0.8
+    train_fraction: YamlFloat = Field(default=0.8, gt=0, lt=1)
     """The first int(fraction * N) samples train, the rest validate (no shuffling)."""
-    sparsity_threshold: float = 0.01
+    sparsity_threshold: YamlFloat = 0.01
     """A code counts as near-zero when |z| < threshold (the write-up's "<0.01")."""
     seed: int = 0
     """``torch.manual_seed`` right before the SAE is built (encoder first, then decoder)."""
 
-    def __post_init__(self) -> None:
-        if self.expansion < 1:
-            raise ReplicationError(f"train.expansion={self.expansion} must be >= 1")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ReplicationError(f"train.train_fraction={self.train_fraction} not in (0, 1)")
-        if self.max_epochs < 1 or self.patience < 1:
-            raise ReplicationError("train.max_epochs and train.patience must be >= 1")
-        if self.l1_coefficient < 0 or self.lr <= 0:
-            raise ReplicationError("train.l1_coefficient must be >= 0 and train.lr > 0")
-        if self.batch_size < 0:
-            raise ReplicationError(f"train.batch_size={self.batch_size} must be >= 0 (0 = full batch)")
 
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
+class AnalyzeConfig(_Frozen):
     """Part 4: top-activating prompts per code dimension."""
 
-    top_k: int = 5
+    top_k: int = Field(default=5, ge=1)
     """Prompts listed per dimension, highest code value first."""
 
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ReplicationError(f"analyze.top_k={self.top_k} must be >= 1")
 
-
-@dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Frozen):
     """Everything a run depends on; its hash names the run's configuration."""
 
     profile: str
     """The profile this config was built from."""
     model: ModelConfig
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    """The language model and where its weights come from."""
+    # Frozen, so one shared default instance is safe.
+    capture: CaptureConfig = CaptureConfig()
+    """Part 2: generation and the hook."""
+    train: TrainConfig = TrainConfig()
+    """Part 3: the sparse autoencoder and its training."""
+    analyze: AnalyzeConfig = AnalyzeConfig()
+    """Part 4: top-activating prompts."""
 
     def to_dict(self) -> dict[str, Any]:
-        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
-        return plain
+        """Plain data in field order, tuples as lists: what ``config.yaml`` holds and the hashes read."""
+        return self.model_dump(mode="json")
 
     def hash(self) -> str:
         """sha256 of the canonical JSON of the config."""
@@ -217,19 +214,26 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> RunConfi
     if not isinstance(data, dict):
         raise ReplicationError(f"{path}: a profile must be a mapping")
     data.setdefault("profile", path.stem)
+    # Only places the values; an unknown section or key is left for validation to name.
     for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value)
+        section, _, field = key.partition(".")
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ReplicationError(f"config {section}={node!r} is not a mapping, so {key} cannot be set")
+        node[field] = value
     return config_from_dict(data)
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """A validated RunConfig from plain data (a profile or a saved ``config.yaml``)."""
-    config: RunConfig = _build(RunConfig, data, "")
-    return config
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _one_line(exc) from None
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """``--train.lr=1e-4`` style arguments to {"train.lr": 0.0001}; values are YAML scalars."""
+    """``--train.lr=1e-4`` style arguments to {"train.lr": "1e-4"}; values are YAML scalars, typed by validation."""
     overrides: dict[str, Any] = {}
     for arg in args:
         key, sep, raw = arg.removeprefix("--").partition("=")
@@ -239,66 +243,41 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    section, _, name = key.partition(".")
-    if section not in {f.name for f in dataclasses.fields(RunConfig)} or not name:
-        raise ReplicationError(f"unknown config key {key!r}")
-    node = data.setdefault(section, {})
-    if not isinstance(node, dict):
-        raise ReplicationError(f"config section {section!r} must be a mapping")
-    node[name] = value
+def _one_line(exc: ValidationError) -> ReplicationError:
+    """The first of pydantic's errors as one line naming the dotted key (and its value, if one)."""
+    error = exc.errors()[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+    where = where.removeprefix(".") or "root"
+    if error["type"] == "extra_forbidden":
+        return ReplicationError(f"unknown config key {where!r}")
+    if error["type"] == "missing":
+        return ReplicationError(f"config {where} is missing")
+    if error["type"] == "model_source":  # the input is the whole section, too long to show
+        return ReplicationError(f"config {where}: {error['msg']}")
+    return ReplicationError(f"config {where}={error['input']!r}: {error['msg']}")
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ReplicationError(f"config {where or 'root'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ReplicationError(f"unknown config key '{where}{unknown[0]}'")
-    required = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [name for name in required if name not in data]
-    if missing:
-        raise ReplicationError(f"config {where}{missing[0]} is missing")
-    return cls(**{key: _coerce(hints[key], value, f"{where}{key}") for key, value in data.items()})
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{where}.")  # type: ignore[arg-type]
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _coerce(inner, value, where)
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ReplicationError(f"config {where}={value!r} must be one of {typing.get_args(hint)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ReplicationError(f"config {where} must be a list")
-        return tuple(_coerce(typing.get_args(hint)[0], v, where) for v in value)
-    if hint is float and isinstance(value, int | str) and not isinstance(value, bool):
-        try:  # YAML 1.1 reads "1e-4" as a string
-            return float(value)
-        except ValueError:
-            raise ReplicationError(f"config {where}={value!r} must be float") from None
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ReplicationError(f"config {where}={value!r} must be {hint.__name__}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Named variants of a run's config, run beside it by ``python -m replication ablations``: a
+    # description and the overrides.
+    "l1_1e-4": ("L1 = 1e-4, the write-up's own suggestion", {"train.l1_coefficient": 0.0001}),
+    "standard_sae": (
+        "an SAE as the field trains it today: linear decoder, unit-norm decoder directions, L1 summed "
+        "over a row's codes and averaged over rows, minibatches of 64 rows",
+        {
+            "train.decoder_activation": "linear",
+            "train.decoder_norm": "unit",
+            "train.l1_reduction": "sample_mean",
+            "train.batch_size": 64,
+        },
+    ),
+    "chat_template": (
+        "the instruct model answering in its chat template instead of continuing the raw prompt",
+        {"capture.chat_template": True},
+    ),
+    "per_token": (
+        "a per-token dataset: every position the model fed itself while generating, one row each, "
+        "instead of the hook's last call",
+        {"capture.positions": "all"},
+    ),
+}

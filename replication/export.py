@@ -19,14 +19,12 @@ from typing import Any
 
 import torch
 
-from replication import artifacts
+from replication import artifacts, layout
 from replication.analysis import sample_rows
-from replication.metrics import RunData
+from replication.rundata import RunData
 
 SAELENS_VERSION = "6.0.0"
 """The format version written into the metadata: SAELens reads older configs through a converter."""
-EXPORT_DIR = "export"
-INDEX = "index.json"
 
 
 def saelens_state(run: RunData) -> dict[str, torch.Tensor]:
@@ -62,8 +60,8 @@ def saelens_cfg(run: RunData, name: str) -> dict[str, Any]:
             "context_size": cfg.capture.max_length,
             "dataset_path": cfg.capture.prompts,
             "exported_from": f"{name}: profile {cfg.profile}, config hash {cfg.hash()[:12]}",
-            "decoder_output_activation": cfg.train.decoder_activation,
-            "decoder_norm": cfg.train.decoder_norm,
+            "decoder_output_activation": run.sae.architecture.decoder_activation,
+            "decoder_norm": run.sae.architecture.decoder_norm,
             "capture_positions": cfg.capture.positions,
         },
     }
@@ -71,9 +69,9 @@ def saelens_cfg(run: RunData, name: str) -> dict[str, Any]:
 
 def not_expressible(run: RunData) -> str | None:
     """Why this SAE cannot be written in SAELens's format, or None when it can."""
-    if run.config.train.decoder_activation != "linear":
+    if run.sae.decoder_activation != "linear":
         return (
-            f"decoder output activation '{run.config.train.decoder_activation}' (the original's ReLU on the "
+            f"decoder output activation '{run.sae.decoder_activation}' (the original's ReLU on the "
             "reconstruction): SAELens's standard SAE decodes linearly, so the export would decode differently"
         )
     return None
@@ -82,35 +80,37 @@ def not_expressible(run: RunData) -> str | None:
 def export_one(run: RunData, name: str, out: Path) -> dict[str, Any]:
     """Write one SAE's SAELens directory under ``out``; its index entry either way."""
     reason = not_expressible(run)
-    entry: dict[str, Any] = {"source": str(run.root), "decoder_activation": run.config.train.decoder_activation}
+    entry: dict[str, Any] = {"source": str(run.root), "decoder_activation": run.sae.decoder_activation}
     if reason is not None:
         return {**entry, "exported": False, "reason": reason}
     x, _ = sample_rows(run.samples)
     with torch.no_grad():
         codes = run.sae.encode(x)
         reconstruction = run.sae.decode(codes)
-    artifacts.save_tensors(out / "sae_weights.safetensors", saelens_state(run), {})
+    artifacts.save_tensors(out / layout.SAELENS_WEIGHTS, saelens_state(run), {})
     artifacts.save_tensors(
-        out / "reference_codes.safetensors", {"inputs": x, "codes": codes, "reconstruction": reconstruction}, {}
+        out / layout.SAELENS_REFERENCE, {"inputs": x, "codes": codes, "reconstruction": reconstruction}, {}
     )
-    artifacts.write_json(out / "cfg.json", saelens_cfg(run, name))
+    artifacts.write_json(out / layout.SAELENS_CFG, saelens_cfg(run, name))
     return {**entry, "exported": True, "directory": out.name, "reference_rows": int(x.shape[0])}
 
 
 def export_run(run_dir: Path) -> dict[str, Any]:
     """Export the run's SAE and every ablation's (``<run>/variants/*``) into ``<run>/export/``."""
     sources = {"faithful": run_dir}
-    variants = run_dir / "variants"
+    variants = run_dir / layout.VARIANT_RUNS
     if variants.is_dir():
-        sources.update({d.name: d for d in sorted(variants.iterdir()) if (d / "train" / "sae.safetensors").is_file()})
-    out = run_dir / EXPORT_DIR
+        sources.update({d.name: d for d in sorted(variants.iterdir()) if (d / layout.SAE).is_file()})
+    out = run_dir / layout.EXPORT
     index: dict[str, Any] = {"format": f"SAELens {SAELENS_VERSION} (SAE.load_from_disk)", "saes": {}}
     files: list[Path] = []
     for name, source in sources.items():
         entry = export_one(RunData(source), name, out / name)
         index["saes"][name] = entry
         if entry["exported"]:
-            files += [out / name / f for f in ("cfg.json", "sae_weights.safetensors", "reference_codes.safetensors")]
-    artifacts.write_json(out / INDEX, index)
-    artifacts.record_addition(run_dir, "export", [*files, out / INDEX], {"exported": sorted(index["saes"])})
+            files += [out / name / f for f in (layout.SAELENS_CFG, layout.SAELENS_WEIGHTS, layout.SAELENS_REFERENCE)]
+    artifacts.write_json(run_dir / layout.EXPORT_INDEX, index)
+    artifacts.record_addition(
+        run_dir, "export", [*files, run_dir / layout.EXPORT_INDEX], {"exported": sorted(index["saes"])}
+    )
     return index

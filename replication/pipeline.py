@@ -1,26 +1,8 @@
 """The stages as file-to-file steps of one run directory: capture -> train -> analyze -> splice.
 
-Each stage reads only the files of the stages before it and records its own files, with their
-sha256, in the run's manifest. Layout of a run directory::
-
-    config.yaml                      the resolved config of the latest stage
-    manifest.json                    config + hash, environment, per-stage facts, sha256 of files
-    capture/activations.safetensors  sample_000 ... one (1, T, d) float32 tensor per prompt
-    capture/samples.json             per sample: prompt, text, token counts, prefill/decode, shape
-    capture/activations_data.json    the original's format: [{prompt, generated_text, activations}]
-    capture/info.json                model, weights, depth, width, decoding rule, device, dtype
-    capture/prompts.txt              the corpus as used
-    train/sae.safetensors            the best (reloaded) SAE
-    train/history.json               one row per epoch
-    train/last_codes.safetensors     codes of the last epoch's training pass (the PCA's input)
-    train/summary.json               rows, best and last epoch
-    analyze/codes.safetensors        one code row per sample (N, d_hidden)
-    analyze/top_prompts.json         top-k prompts per code dimension, and the row rule
-    analyze/pca.json                 2-D PCA of the last epoch's training codes
-    splice/splice.json               CE clean / with the SAE spliced in / zero-ablated (splice.py)
-
-The later steps add seeds.json, ablations.json (replication.variants), verdicts.json, figures/ and
-REPORT.md (replication.report), each recorded in the manifest too.
+Each stage reads only the files of the stages before it (through a ``RunData``, which notes every
+file read with its sha256: the stage's inputs) and records its own files, with their sha256, in the
+run's manifest. The run directory's layout is ``replication.layout``.
 """
 
 from __future__ import annotations
@@ -34,23 +16,23 @@ from typing import Any
 
 import torch
 
-from replication import analysis, artifacts
+from replication import analysis, artifacts, layout, provenance
 from replication.capture import (
     capture,
     decoder_layer,
     feed_positions,
     generation_settings,
+    hook_point,
     num_layers,
     read_prompts,
 )
 from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
 from replication.models import LoadedModel, load_model, resolve_device
-from replication.sae import SparseAutoencoder
+from replication.rundata import RunData
 from replication.splice import splice_test
 from replication.train import positional_split, positional_split_rows, stack_samples, train_sae
 
-STAGES = ("capture", "train", "analyze", "splice")
 _LOADED: dict[tuple[ModelConfig, str], LoadedModel] = {}
 
 
@@ -64,19 +46,15 @@ def cached_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
     return _LOADED[key]
 
 
-def sample_key(index: int) -> str:
-    return f"sample_{index:03d}"
+def corpus_digest(prompts: list[str]) -> str:
+    """sha256 of the corpus as the capture reads it: one prompt a line."""
+    return hashlib.sha256("".join(p + "\n" for p in prompts).encode()).hexdigest()
 
 
-def load_samples(run_dir: Path) -> list[torch.Tensor]:
-    """The captured (1, T, d) samples in corpus order."""
-    tensors = artifacts.load_tensors(run_dir / "capture" / "activations.safetensors")
-    return [tensors[sample_key(i)] for i in range(len(tensors))]
-
-
-def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
+def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
     started = time.perf_counter()
     prompts = read_prompts(cfg.prompts_path())
+    run.reads[layout.CORPUS] = corpus_digest(prompts)
     device = resolve_device(cfg.capture.device)
     loaded = cached_model(cfg.model, device)
     decoder_layer(loaded.model, cfg.capture.layer)
@@ -85,13 +63,13 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     generate_s = time.perf_counter() - loaded_at
     if cfg.capture.positions == "all":
         feed_positions(loaded.model, samples, cfg.capture.layer, progress)
-    out = run_dir / "capture"
+    root = run.root
+    tensors = {layout.sample_key(i): s.activation for i, s in enumerate(samples)}
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}
-    tensors = {sample_key(i): s.activation for i, s in enumerate(samples)}
-    artifacts.save_tensors(out / "activations.safetensors", tensors, layer_meta)
-    artifacts.write_json(out / "samples.json", [s.record(i) for i, s in enumerate(samples)])
+    artifacts.save_tensors(root / layout.ACTIVATIONS, tensors, layer_meta)
+    artifacts.write_json(root / layout.SAMPLES, [s.record(i) for i, s in enumerate(samples)])
     artifacts.write_json(
-        out / "activations_data.json",
+        root / layout.ORIGINAL_FORMAT,
         [
             {"prompt": s.prompt, "generated_text": s.generated_text, "activations": s.activation.tolist()}
             for s in samples
@@ -103,7 +81,7 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
         "n_layers": num_layers(loaded.model),
         "d_model": int(samples[0].activation.shape[-1]),
         "layer": cfg.capture.layer,
-        "hook": f"model.layers.{cfg.capture.layer}",
+        "hook": hook_point(cfg.capture.layer),
         "generation": generation_settings(loaded.model),
         "max_length": cfg.capture.max_length,
         "chat_template": cfg.capture.chat_template,
@@ -112,11 +90,9 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
         "device": str(device),
         "dtype": cfg.model.dtype,
     }
-    artifacts.write_json(out / "info.json", info)
-    artifacts.write_text(out / "prompts.txt", "".join(p + "\n" for p in prompts))
-    names = ("activations.safetensors", "samples.json", "activations_data.json", "info.json", "prompts.txt")
-    files = [out / n for n in names]
-    return files, {
+    artifacts.write_json(root / layout.CAPTURE_INFO, info)
+    artifacts.write_text(root / layout.PROMPTS, "".join(p + "\n" for p in prompts))
+    return list(layout.CAPTURE_FILES), {
         "load_s": loaded_at - started,
         "generate_s": generate_s,
         "batch_size": cfg.capture.batch_size,
@@ -130,8 +106,8 @@ def _capture(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path],
     }
 
 
-def _train(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
-    samples = load_samples(run_dir)
+def _train(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
+    samples = run.samples
     check_finite(samples)
     if cfg.capture.positions == "all":  # every row is a real token: no padding
         train_x, val_x = positional_split_rows(samples, cfg.train.train_fraction)
@@ -141,15 +117,10 @@ def _train(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], d
         train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
         rows_per_sample = int(stacked.shape[1])
     result = train_sae(train_x, val_x, cfg.train, progress)
-    out = run_dir / "train"
-    meta = {
-        "d_in": result.sae.d_in,
-        "d_hidden": result.sae.d_hidden,
-        "decoder_activation": cfg.train.decoder_activation,
-    }
-    artifacts.save_tensors(out / "sae.safetensors", result.sae.state_dict(), meta)
-    artifacts.save_tensors(out / "last_codes.safetensors", {"codes": result.last_codes}, {})
-    artifacts.write_json(out / "history.json", result.history)
+    root = run.root
+    result.sae.save(root / layout.TRAIN_DIR)
+    artifacts.save_tensors(root / layout.LAST_CODES, {"codes": result.last_codes}, {})
+    artifacts.write_json(root / layout.HISTORY, result.history)
     summary = {
         "samples": len(samples),
         "rows_per_sample": rows_per_sample,
@@ -158,107 +129,76 @@ def _train(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], d
         "best_epoch": result.best_epoch,
         "last_epoch": len(result.history),
     }
-    artifacts.write_json(out / "summary.json", summary)
-    files = [out / n for n in ("sae.safetensors", "last_codes.safetensors", "history.json", "summary.json")]
-    return files, {"device": "cpu", "dtype": "float32", "seed": cfg.train.seed}
+    artifacts.write_json(root / layout.TRAIN_SUMMARY, summary)
+    return list(layout.TRAIN_FILES), {"device": "cpu", "dtype": "float32", "seed": cfg.train.seed}
 
 
-def load_sae(run_dir: Path, cfg: RunConfig) -> SparseAutoencoder:
-    state = artifacts.load_tensors(run_dir / "train" / "sae.safetensors")
-    d_hidden, d_in = state["encoder.weight"].shape
-    sae = SparseAutoencoder(d_in, d_hidden, cfg.train.decoder_activation)
-    sae.load_state_dict(state)
-    return sae.eval()
-
-
-def _analyze(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
-    samples = load_samples(run_dir)
-    records = artifacts.read_json(run_dir / "capture" / "samples.json")
+def _analyze(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
+    samples, records = run.samples, run.records
     if len(records) != len(samples):
-        raise ReplicationError(f"{run_dir}/capture: samples.json and activations disagree in length")
-    prompts = [r["prompt"] for r in records]
+        raise ReplicationError(f"{run.root / layout.SAMPLES} and the activations disagree in length")
     x, rows = analysis.sample_rows(samples)
-    codes = analysis.encode(load_sae(run_dir, cfg), x)
-    last = artifacts.load_tensors(run_dir / "train" / "last_codes.safetensors")["codes"].numpy()
-    out = run_dir / "analyze"
-    artifacts.save_tensors(out / "codes.safetensors", {"codes": torch.from_numpy(codes)}, {})
+    codes = analysis.encode(run.sae, x)
+    last = artifacts.load_tensors(run.path(layout.LAST_CODES))["codes"].numpy()
+    artifacts.save_tensors(run.root / layout.CODES, {"codes": torch.from_numpy(codes)}, {})
     top = {
         "row_rule": analysis.ROW_RULE,
         "encoded_rows": rows,
         "prefill_samples": [r["index"] for r in records if r["source"] == "prefill"],
-        "dimensions": analysis.top_activating(codes, prompts, cfg.analyze.top_k),
+        "dimensions": analysis.top_activating(codes, run.prompts, cfg.analyze.top_k),
     }
-    artifacts.write_json(out / "top_prompts.json", top)
-    artifacts.write_json(out / "pca.json", {"source": "last training epoch's codes", **analysis.pca_2d(last)})
-    files = [out / n for n in ("codes.safetensors", "top_prompts.json", "pca.json")]
-    return files, {}
+    artifacts.write_json(run.root / layout.TOP_PROMPTS, top)
+    pca = {"source": "last training epoch's codes", **analysis.pca_2d(last)}
+    artifacts.write_json(run.root / layout.PCA, pca)
+    return list(layout.ANALYZE_FILES), {}
 
 
-def _splice(cfg: RunConfig, run_dir: Path, progress: bool) -> tuple[list[Path], dict[str, Any]]:
-    records = artifacts.read_json(run_dir / "capture" / "samples.json")
+def _splice(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
+    sequences = [r["token_ids"] for r in run.records]
+    sae = run.sae
     device = resolve_device(cfg.capture.device)
     loaded = cached_model(cfg.model, device)
-    result = splice_test(loaded.model, load_sae(run_dir, cfg), [r["token_ids"] for r in records], cfg.capture.layer)
-    out = run_dir / "splice" / "splice.json"
-    artifacts.write_json(out, {"layer": cfg.capture.layer, "hook": f"model.layers.{cfg.capture.layer}", **result})
-    return [out], {"device": str(device), "dtype": cfg.model.dtype}
-
-
-def stage_outputs(run_dir: Path) -> list[str]:
-    """The files the capture, train, analyze and splice stages wrote, as the manifest records them."""
-    stages = artifacts.read_manifest(run_dir).get("stages", {})
-    return [name for stage in STAGES for name in stages.get(stage, {}).get("outputs", [])]
+    result = splice_test(loaded.model, sae, sequences, cfg.capture.layer)
+    splice = {"layer": cfg.capture.layer, "hook": hook_point(cfg.capture.layer), **result}
+    artifacts.write_json(run.root / layout.SPLICE, splice)
+    return [layout.SPLICE], {"device": str(device), "dtype": cfg.model.dtype}
 
 
 def check_finite(samples: list[torch.Tensor]) -> None:
     """NaN or inf in a captured sample is named before any training."""
     for index, sample in enumerate(samples):
         if not torch.isfinite(sample).all():
-            raise ReplicationError(f"capture/activations.safetensors: {sample_key(index)} holds NaN or inf")
+            raise ReplicationError(f"{layout.ACTIVATIONS}: {layout.sample_key(index)} holds NaN or inf")
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage: the config sections its output depends on, the run files it reads, its body."""
+    """A stage: the config sections its output depends on, and its body, which reads the run's files
+    through a RunData and returns the names of the files it wrote and facts to record."""
 
-    name: str
     sections: tuple[str, ...]
-    inputs: tuple[str, ...]
-    body: Callable[[RunConfig, Path, bool], tuple[list[Path], dict[str, Any]]]
+    body: Callable[[RunConfig, RunData, bool], tuple[list[str], dict[str, Any]]]
 
 
-STAGE_SPECS = {
-    "capture": Stage("capture", ("model", "capture"), (), _capture),
-    "train": Stage("train", ("train",), ("capture/activations.safetensors",), _train),
-    "analyze": Stage(
-        "analyze",
-        ("train", "analyze"),
-        (
-            "capture/activations.safetensors",
-            "capture/samples.json",
-            "train/sae.safetensors",
-            "train/last_codes.safetensors",
-        ),
-        _analyze,
-    ),
-    "splice": Stage(
-        "splice",
-        ("model", "capture", "train"),
-        ("capture/samples.json", "train/sae.safetensors"),
-        _splice,
-    ),
+STAGES = {
+    "capture": Stage(("model", "capture"), _capture),
+    "train": Stage(("train",), _train),
+    "analyze": Stage(("train", "analyze"), _analyze),
+    "splice": Stage(("model", "capture", "train"), _splice),
 }
+assert tuple(STAGES) == layout.STAGES
 
 
-def stage_inputs(stage: Stage, cfg: RunConfig, run_dir: Path) -> dict[str, str]:
-    """sha256 of everything the stage reads: its run files, and for capture the corpus."""
-    if stage.name == "capture":
-        corpus = "".join(p + "\n" for p in read_prompts(cfg.prompts_path()))
-        return {"prompts": hashlib.sha256(corpus.encode()).hexdigest()}
-    missing = [name for name in stage.inputs if not (run_dir / name).is_file()]
-    if missing:
-        raise ReplicationError(f"{run_dir / missing[0]} is missing: run the stage that writes it first")
-    return {name: artifacts.sha256_file(run_dir / name) for name in stage.inputs}
+def current_digest(cfg: RunConfig, run_dir: Path) -> Callable[[str], str | None]:
+    """The sha256 an input has now: a run file's, or (``layout.CORPUS``) the corpus's."""
+
+    def digest(name: str) -> str | None:
+        if name == layout.CORPUS:
+            return corpus_digest(read_prompts(cfg.prompts_path()))
+        path = run_dir / name
+        return artifacts.sha256_file(path) if path.is_file() else None
+
+    return digest
 
 
 def run_stage(name: str, cfg: RunConfig, run_dir: Path, progress: bool = True, force: bool = False) -> bool:
@@ -267,23 +207,26 @@ def run_stage(name: str, cfg: RunConfig, run_dir: Path, progress: bool = True, f
     Files are written atomically and the manifest last: a run killed at any moment leaves the
     previous complete state, and the same command finishes it.
     """
-    stage = STAGE_SPECS[name]
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ReplicationError(f"--out {run_dir} is a file, not a run directory")
+    stage = STAGES[name]
     key = cfg.section_hash(stage.sections)
-    inputs = stage_inputs(stage, cfg, run_dir)
-    if not force and artifacts.stage_is_current(run_dir, name, key, inputs):
+    if not force and artifacts.stage_is_current(run_dir, name, key, current_digest(cfg, run_dir)):
         return False
     started = time.perf_counter()
-    artifacts.reset_peak_memory()
-    files, info = stage.body(cfg, run_dir, progress)
+    provenance.reset_peak_memory()
+    run = RunData(run_dir)
+    outputs, info = stage.body(cfg, run, progress)
     config = cfg.to_dict()
     artifacts.write_config(run_dir, config)
     record = {
         "stage_hash": key,
-        "inputs": inputs,
-        "outputs": [str(f.relative_to(run_dir)) for f in files],
+        "inputs": dict(run.reads),
+        "outputs": outputs,
         "wall_s": time.perf_counter() - started,
-        **artifacts.peak_memory(),
+        **provenance.peak_memory(),
         **info,
     }
+    files = [run_dir / name for name in outputs]
     artifacts.record_stage(run_dir, name, files=files, config=config, config_hash=cfg.hash(), info=record)
     return True

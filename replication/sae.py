@@ -1,12 +1,44 @@
-"""Part 3: the sparse autoencoder and its loss, as the original study built them."""
+"""Part 3: the sparse autoencoder, its loss, and its own file (architecture saved beside the weights)."""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from replication.config import Activation, Reduction
+from replication import artifacts, layout
+from replication.config import Activation, Norm, Reduction
+from replication.errors import ReplicationError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What an SAE file must say about itself to be rebuilt: shape, decoder activation, decoder norm."""
+
+    d_in: int
+    d_hidden: int
+    decoder_activation: Activation = "relu"
+    decoder_norm: Norm = "free"
+
+
+class SAEOutput(NamedTuple):
+    x_hat: torch.Tensor
+    """Reconstruction (n, d_in)."""
+    z: torch.Tensor
+    """Codes (n, d_hidden), all >= 0."""
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One evaluation of the training loss: total = mse + l1_coefficient * l1."""
+
+    total: torch.Tensor
+    mse: torch.Tensor
+    l1: torch.Tensor
 
 
 class SparseAutoencoder(nn.Module):
@@ -15,27 +47,34 @@ class SparseAutoencoder(nn.Module):
     The original applied a ReLU to the decoder output too, so reconstructions can never be
     negative although residual-stream activations are about half negative. PyTorch's default
     initialisation; the encoder is built before the decoder, so ``torch.manual_seed(s)`` right
-    before construction gives the original's initial weights.
+    before construction gives the original's initial weights. ``decoder_norm="unit"`` records that
+    training keeps every decoder direction at unit norm (``normalize_decoder`` after each step).
     """
 
-    def __init__(self, d_in: int, d_hidden: int, decoder_activation: Activation = "relu") -> None:
+    def __init__(
+        self, d_in: int, d_hidden: int, decoder_activation: Activation = "relu", decoder_norm: Norm = "free"
+    ) -> None:
         super().__init__()
         self.encoder = nn.Linear(d_in, d_hidden)
         self.decoder = nn.Linear(d_hidden, d_in)
-        self.decoder_activation = decoder_activation
+        self.architecture = Architecture(d_in, d_hidden, decoder_activation, decoder_norm)
+
+    @property
+    def d_in(self) -> int:
+        return self.architecture.d_in
+
+    @property
+    def d_hidden(self) -> int:
+        return self.architecture.d_hidden
+
+    @property
+    def decoder_activation(self) -> Activation:
+        return self.architecture.decoder_activation
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Rescale every feature's decoder direction (a column of ``decoder.weight``) to unit norm."""
         self.decoder.weight /= self.decoder.weight.norm(dim=0, keepdim=True).clamp_min(1e-12)
-
-    @property
-    def d_in(self) -> int:
-        return self.encoder.in_features
-
-    @property
-    def d_hidden(self) -> int:
-        return self.encoder.out_features
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(n, d_in) -> codes (n, d_hidden), all >= 0."""
@@ -46,10 +85,34 @@ class SparseAutoencoder(nn.Module):
         x_hat = self.decoder(z)
         return F.relu(x_hat) if self.decoder_activation == "relu" else x_hat
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> SAEOutput:
         """(n, d_in) -> (reconstruction (n, d_in), codes (n, d_hidden))."""
         z = self.encode(x)
-        return self.decode(z), z
+        return SAEOutput(self.decode(z), z)
+
+    def save(self, directory: Path) -> Path:
+        """Write the weights and the architecture (safetensors metadata) to ``directory/sae.safetensors``."""
+        path = directory / layout.SAE_WEIGHTS
+        artifacts.save_tensors(path, self.state_dict(), asdict(self.architecture))
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> SparseAutoencoder:
+        """The SAE that ``save`` wrote to ``directory``, rebuilt from its own file, in eval mode."""
+        path = directory / layout.SAE_WEIGHTS
+        state = artifacts.load_tensors(path)
+        try:
+            arch = Architecture(**artifacts.read_metadata(path))
+        except TypeError:
+            raise ReplicationError(f"{path} does not describe its architecture in its metadata") from None
+        if arch.decoder_activation not in get_args(Activation) or arch.decoder_norm not in get_args(Norm):
+            raise ReplicationError(f"{path}: unknown architecture {asdict(arch)}")
+        sae = cls(arch.d_in, arch.d_hidden, arch.decoder_activation, arch.decoder_norm)
+        try:
+            sae.load_state_dict(state)
+        except RuntimeError:
+            raise ReplicationError(f"{path}: weights do not match the architecture {asdict(arch)}") from None
+        return sae.eval()
 
 
 def l1_penalty(z: torch.Tensor, reduction: Reduction = "sum") -> torch.Tensor:
@@ -60,17 +123,11 @@ def l1_penalty(z: torch.Tensor, reduction: Reduction = "sum") -> torch.Tensor:
     return z.abs().mean() if reduction == "mean" else z.abs().sum(dim=-1).mean()
 
 
-def sae_loss(
-    x: torch.Tensor,
-    x_hat: torch.Tensor,
-    z: torch.Tensor,
-    l1_coefficient: float,
-    reduction: Reduction = "sum",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, mse, l1): total = mean((x_hat - x)^2) + l1_coefficient * l1_penalty(z)."""
-    mse = F.mse_loss(x_hat, x)
-    l1 = l1_penalty(z, reduction)
-    return mse + l1_coefficient * l1, mse, l1
+def sae_loss(x: torch.Tensor, out: SAEOutput, l1_coefficient: float, reduction: Reduction = "sum") -> Loss:
+    """total = mean((x_hat - x)^2) + l1_coefficient * l1_penalty(z)."""
+    mse = F.mse_loss(out.x_hat, x)
+    l1 = l1_penalty(out.z, reduction)
+    return Loss(mse + l1_coefficient * l1, mse, l1)
 
 
 def near_zero_fraction(z: torch.Tensor, threshold: float) -> float:

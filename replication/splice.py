@@ -63,7 +63,7 @@ def sae_replacement(sae: SparseAutoencoder) -> Replace:
 
     def replace(hidden: torch.Tensor) -> torch.Tensor:
         x = hidden.to(sae.encoder.weight.device, torch.float32)
-        x_hat: torch.Tensor = sae(x.reshape(-1, x.shape[-1]))[0]
+        x_hat: torch.Tensor = sae(x.reshape(-1, x.shape[-1])).x_hat
         return x_hat.reshape(hidden.shape).to(hidden.device, hidden.dtype)
 
     return replace

@@ -85,7 +85,7 @@ def build_sae(d_in: int, cfg: TrainConfig) -> SparseAutoencoder:
     """The SAE with the original's initial weights for seed ``cfg.seed`` (decoder directions then
     rescaled to unit norm when ``cfg.decoder_norm`` is ``unit``)."""
     torch.manual_seed(cfg.seed)
-    sae = SparseAutoencoder(d_in, cfg.expansion * d_in, cfg.decoder_activation)
+    sae = SparseAutoencoder(d_in, cfg.expansion * d_in, cfg.decoder_activation, cfg.decoder_norm)
     if cfg.decoder_norm == "unit":
         sae.normalize_decoder()
     return sae
@@ -97,6 +97,30 @@ def minibatches(n_rows: int, cfg: TrainConfig, generator: torch.Generator) -> li
     if cfg.batch_size == 0:
         return [torch.arange(n_rows)]
     return list(torch.randperm(n_rows, generator=generator).split(cfg.batch_size))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimiser step: its losses (floats) and the codes of its forward pass, (rows, d_hidden)."""
+
+    total: float
+    mse: float
+    l1: float
+    z: torch.Tensor
+
+
+def train_step(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor, cfg: TrainConfig) -> Step:
+    """Forward, loss, backward, one Adam step (then unit-norm decoder directions if configured)."""
+    optimizer.zero_grad()
+    out = sae(x)
+    loss = sae_loss(x, out, cfg.l1_coefficient, cfg.l1_reduction)
+    if not torch.isfinite(loss.total):
+        raise ReplicationError(f"training diverged: loss is {loss.total.item()}")
+    loss.total.backward()
+    optimizer.step()
+    if cfg.decoder_norm == "unit":
+        sae.normalize_decoder()
+    return Step(loss.total.item(), loss.mse.item(), loss.l1.item(), out.z.detach())
 
 
 def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -115,21 +139,16 @@ def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, prog
         codes = torch.empty(train_x.shape[0], sae.d_hidden)
         sums = torch.zeros(3, dtype=torch.float64)
         for rows in minibatches(train_x.shape[0], cfg, generator):
-            optimizer.zero_grad()
-            x_hat, z = sae(train_x[rows])
-            total, mse, l1 = sae_loss(train_x[rows], x_hat, z, cfg.l1_coefficient, cfg.l1_reduction)
-            if not torch.isfinite(total):
-                raise ReplicationError(f"training diverged: loss is {total.item()} at epoch {epoch}")
-            total.backward()
-            optimizer.step()
-            if cfg.decoder_norm == "unit":
-                sae.normalize_decoder()
-            codes[rows] = z.detach()
-            sums += torch.tensor([total.item(), mse.item(), l1.item()], dtype=torch.float64) * len(rows)
+            try:
+                step = train_step(sae, optimizer, train_x[rows], cfg)
+            except ReplicationError as exc:
+                raise ReplicationError(f"{exc} at epoch {epoch}") from None
+            codes[rows] = step.z
+            sums += torch.tensor([step.total, step.mse, step.l1], dtype=torch.float64) * len(rows)
         train_loss, train_mse, l1_loss = (sums / train_x.shape[0]).tolist()
         sae.eval()
         with torch.no_grad():
-            val_mse = F.mse_loss(sae(val_x)[0], val_x).item()
+            val_mse = F.mse_loss(sae(val_x).x_hat, val_x).item()
         if not math.isfinite(val_mse):
             raise ReplicationError(f"training diverged: validation loss is {val_mse} at epoch {epoch}")
         row = {

@@ -22,37 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from replication import artifacts
+from replication import artifacts, layout
 from replication.claims import Claim, Verdict, evaluate
-from replication.config import load_profile
+from replication.config import ABLATIONS, load_profile
 from replication.errors import ReplicationError
-from replication.metrics import METRICS, RunData
-from replication.pipeline import run_stage, stage_outputs
+from replication.metrics import METRICS
+from replication.pipeline import run_stage
+from replication.rundata import RunData
 
-SEEDS_FILE = "seeds.json"
-ABLATIONS_FILE = "ablations.json"
-ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "l1_1e-4": ("L1 = 1e-4, the write-up's own suggestion", {"train.l1_coefficient": 0.0001}),
-    "standard_sae": (
-        "an SAE as the field trains it today: linear decoder, unit-norm decoder directions, L1 summed "
-        "over a row's codes and averaged over rows, minibatches of 64 rows",
-        {
-            "train.decoder_activation": "linear",
-            "train.decoder_norm": "unit",
-            "train.l1_reduction": "sample_mean",
-            "train.batch_size": 64,
-        },
-    ),
-    "chat_template": (
-        "the instruct model answering in its chat template instead of continuing the raw prompt",
-        {"capture.chat_template": True},
-    ),
-    "per_token": (
-        "a per-token dataset: every position the model fed itself while generating, one row each, "
-        "instead of the hook's last call",
-        {"capture.positions": "all"},
-    ),
-}
 ROW_METRICS = (
     "stop_epoch",
     "sample_code_l0",
@@ -81,11 +58,11 @@ def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progress: bool) -> Path:
     """The run's config with ``overrides``, run in ``directory``: a new capture only when the
     overrides touch the model or the capture, else the run's capture files shared as hard links."""
-    cfg = load_profile(str(run_dir / artifacts.CONFIG), overrides)
+    cfg = load_profile(str(run_dir / layout.CONFIG), overrides)
     recapture = any(key.startswith(("model.", "capture.")) for key in overrides)
     if not recapture:
-        for name in stage_outputs(run_dir):
-            if name.startswith("capture/"):
+        for name in artifacts.stage_outputs(run_dir):
+            if name in layout.CAPTURE_FILES:
                 target = directory / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not target.exists():
@@ -93,7 +70,7 @@ def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progr
                         os.link(run_dir / name, target)
                     except OSError:  # another file system: a copy holds the same bytes
                         shutil.copy2(run_dir / name, target)
-    for stage in (("capture",) if recapture else ()) + ("train", "analyze", "splice"):
+    for stage in layout.STAGES if recapture else layout.STAGES[1:]:
         run_stage(stage, cfg, directory, progress=progress)
     return directory
 
@@ -112,14 +89,16 @@ def run_seeds(
     if reference.config.train.seed != 0:
         raise ReplicationError(f"{run_dir} was trained with train.seed={reference.config.train.seed}, not 0")
     runs = [reference] + [
-        RunData(variant_run(run_dir / "seeds" / f"seed{k}", run_dir, {"train.seed": k}, progress))
+        RunData(variant_run(run_dir / layout.SEED_RUNS / f"seed{k}", run_dir, {"train.seed": k}, progress))
         for k in range(1, n_seeds)
     ]
     samples = bool(reference.info["generation"]["do_sample"])
     first = reference.config.capture.sampling_seed
     sampling_values = [first + k for k in range(sampling_seeds)] if samples else [first]
     sampled = [
-        RunData(variant_run(run_dir / "seeds" / f"sampling{k}", run_dir, {"capture.sampling_seed": k}, progress))
+        RunData(
+            variant_run(run_dir / layout.SEED_RUNS / f"sampling{k}", run_dir, {"capture.sampling_seed": k}, progress)
+        )
         for k in sampling_values[1:]
     ]
     per_claim = {}
@@ -159,9 +138,9 @@ def run_seeds(
             "median_best_cosine": [float(np.median(b)) for b in best],
         },
     }
-    artifacts.write_json(run_dir / SEEDS_FILE, summary)
+    artifacts.write_json(run_dir / layout.SEEDS, summary)
     artifacts.record_addition(
-        run_dir, "seeds", [run_dir / SEEDS_FILE], {"n_seeds": n_seeds, "sampling_seeds": sampling_values}
+        run_dir, "seeds", [run_dir / layout.SEEDS], {"n_seeds": n_seeds, "sampling_seeds": sampling_values}
     )
     return summary
 
@@ -183,13 +162,13 @@ def run_ablations(run_dir: Path, claims: list[Claim], names: list[str], progress
     for name in names:
         description, overrides = ABLATIONS[name]
         try:
-            directory = variant_run(run_dir / "variants" / name, run_dir, overrides, progress)
+            directory = variant_run(run_dir / layout.VARIANT_RUNS / name, run_dir, overrides, progress)
         except ReplicationError as exc:  # e.g. a tokenizer without a chat template
             rows[name] = {"description": description, "overrides": overrides, "not_applicable": str(exc)}
             continue
         row = _row(RunData(directory), claims)
         row["changed"] = sorted(cid for cid, v in row["verdicts"].items() if v != faithful["verdicts"][cid])
         rows[name] = {"description": description, "overrides": overrides, **row}
-    artifacts.write_json(run_dir / ABLATIONS_FILE, rows)
-    artifacts.record_addition(run_dir, "ablations", [run_dir / ABLATIONS_FILE], {"ablations": names})
+    artifacts.write_json(run_dir / layout.ABLATIONS, rows)
+    artifacts.record_addition(run_dir, "ablations", [run_dir / layout.ABLATIONS], {"ablations": names})
     return rows

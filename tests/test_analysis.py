@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from replication.analysis import pca_2d, sample_rows, top_activating
-from replication.metrics import feature_purity, max_share_tail
+from replication.stats import max_share_tail
+from replication.topics import feature_purity
 
 
 def test_sample_rows_take_the_last_row_of_prefill_samples() -> None:

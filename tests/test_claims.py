@@ -20,7 +20,7 @@ from replication.__main__ import main
 from replication.claims import CLAIMS_DIR, WRITEUP, Claim, evaluate, load_claims
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
-from replication.metrics import RunData
+from replication.rundata import RunData
 
 REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
 SHARED_WRITEUP = REPO_ROOT.parent / "shared" / "seed" / "writeup.md"

@@ -14,9 +14,8 @@ import yaml
 from safetensors.numpy import load_file
 
 from replication.__main__ import main
-from replication.artifacts import sha256_file
+from replication.artifacts import sha256_file, stage_outputs
 from replication.config import REPO_ROOT, config_from_dict
-from replication.pipeline import stage_outputs
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -134,19 +133,31 @@ def bad_inputs(tmp_path: Path) -> dict[str, str]:
         (["run", "--profile", "BADYAML"], "bad.yaml:4: malformed YAML"),
         (["run", "--profile", "UNSAFE"], "unsafe.yaml:1: malformed YAML"),
         (["run", "--profile", "NOSOURCE"], "config model.source is missing"),
-        (["run", "--profile", "tiny", "--capture.max_length=fifty"], "capture.max_length='fifty' must be int"),
-        (["verify"], "verify needs --run DIR"),
+        (
+            ["run", "--profile", "tiny", "--capture.max_length=fifty"],
+            "config capture.max_length='fifty': Input should be a valid integer",
+        ),
+        (["verify"], "the following arguments are required: --run/--out"),
         (["run", "--profile", "tiny", "--capture.layer=12"], "capture.layer=12 is beyond the model"),
         (["run", "--profile", "seed", "--model.path=/nonexistent/llama"], "weights not found at model.path"),
         (["run", "--profile", "seed"], "not found in the local Hugging Face cache; pass --model.path="),
-        (["run", "--profile", "tiny", "--train.lr=fast"], "train.lr='fast' must be float"),
+        (["run", "--profile", "tiny", "--train.lr=fast"], "config train.lr='fast': Input should be a valid number"),
         (["run", "--profile", "tiny", "--bogus"], "unrecognised argument '--bogus'"),
         (["train", "--profile", "tiny"], "activations.safetensors is missing: run the stage"),
         (["dance"], "invalid choice: 'dance'"),
-        (["run", "--profile", "tiny", "--capture.positions=every"], "capture.positions='every' must be one of"),
-        (["run", "--profile", "tiny", "--train.batch_size=-1"], "train.batch_size=-1 must be >= 0"),
-        (["run", "--profile", "tiny", "--train.decoder_norm=sphere"], "train.decoder_norm='sphere' must be one of"),
-        (["export"], "export needs --run DIR"),
+        (
+            ["run", "--profile", "tiny", "--capture.positions=every"],
+            "config capture.positions='every': Input should be 'last_call' or 'all'",
+        ),
+        (
+            ["run", "--profile", "tiny", "--train.batch_size=-1"],
+            "config train.batch_size=-1: Input should be greater than or equal to 0",
+        ),
+        (
+            ["run", "--profile", "tiny", "--train.decoder_norm=sphere"],
+            "config train.decoder_norm='sphere': Input should be 'free' or 'unit'",
+        ),
+        (["export"], "the following arguments are required: --run/--out"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from replication.__main__ import main
 from replication.artifacts import verify_manifest
 from replication.export import SAELENS_VERSION
-from replication.metrics import RunData
+from replication.rundata import RunData
 
 
 @pytest.fixture(scope="module")

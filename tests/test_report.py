@@ -11,7 +11,7 @@ import pytest
 from replication.__main__ import main
 from replication.claims import load_claims
 from replication.config import REPO_ROOT
-from replication.report import FIGURES
+from replication.figures import FIGURES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -21,11 +21,10 @@ from safetensors.numpy import load_file, save_file
 
 from replication import artifacts
 from replication.__main__ import main
-from replication.artifacts import sha256_file, verify_manifest
+from replication.artifacts import sha256_file, stage_outputs, verify_manifest
 from replication.claims import CLAIMS_DIR, load_claims
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
-from replication.pipeline import stage_outputs
 
 PROMPTS = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:10]
 

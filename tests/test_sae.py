@@ -30,7 +30,8 @@ def test_loss_by_hand_relu_decoder_summed_l1() -> None:
     torch.testing.assert_close(z, torch.tensor([[2.0, 1.0, 2.0], [0.0, 3.0, 1.0]]))
     # W_d z + b_d: row 1 -> (3, -0.5); row 2 -> (0.5, -2.5); the decoder ReLU clips the negatives.
     torch.testing.assert_close(x_hat, torch.tensor([[3.0, 0.0], [0.5, 0.0]]))
-    total, mse, l1 = sae_loss(x, x_hat, z, l1_coefficient=0.001)
+    loss = sae_loss(x, sae(x), l1_coefficient=0.001)
+    total, mse, l1 = loss.total, loss.mse, loss.l1
     # mse = mean of (1, 1, 1.5^2, 3^2) = (1 + 1 + 2.25 + 9) / 4
     assert mse.item() == pytest.approx(13.25 / 4)
     assert l1.item() == pytest.approx(9.0)  # sum over the whole batch, not a mean

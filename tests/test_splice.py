@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from replication.config import RunConfig
-from replication.metrics import METRICS, RunData
+from replication.metrics import METRICS
 from replication.models import LoadedModel
+from replication.rundata import RunData
 from replication.splice import cross_entropy, splice_test, zero_replacement
 from replication.train import build_sae
 

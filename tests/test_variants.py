@@ -14,7 +14,7 @@ from replication.__main__ import main
 from replication.artifacts import sha256_file, verify_manifest
 from replication.claims import evaluate_all, load_claims
 from replication.config import REPO_ROOT
-from replication.metrics import RunData
+from replication.rundata import RunData
 from replication.variants import best_cosines, combine
 
 

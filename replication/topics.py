@@ -1,0 +1,63 @@
+"""Part 4's topics: each prompt's topic label, per-feature topic purity, and topic-feature counts."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from replication import stats
+from replication.config import REPO_ROOT
+
+TOPICS_FILE = REPO_ROOT / "fixtures" / "topics.yaml"
+TOPIC_MIN_HITS = 3
+"""A topic feature: at least 3 of its top-5 (positive) prompts carry the topic."""
+PERMUTATIONS = 2000
+OTHER = "other"
+"""The label of a prompt that no topic rule matches; it never counts as a topic."""
+
+
+def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
+    """Each prompt's topic: the first topic of ``fixtures/topics.yaml`` with a matching pattern."""
+    rules = yaml.safe_load(path.read_text())["topics"]
+    compiled = {topic: [re.compile(p, re.IGNORECASE) for p in pats] for topic, pats in rules.items()}
+    return [
+        next((t for t, pats in compiled.items() if any(p.search(prompt) for p in pats)), OTHER) for prompt in prompts
+    ]
+
+
+def topic_feature_test(
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, seed: int = 0
+) -> tuple[int, float]:
+    """(count, p): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
+    the permutation p-value of that count when the prompts' topic labels are shuffled."""
+
+    def count(labels: np.ndarray) -> float:
+        return float(((labels[top_indices] & positive).sum(axis=1) >= TOPIC_MIN_HITS).sum())
+
+    observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed)
+    return int(observed), p
+
+
+def feature_purity(
+    top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int]
+) -> list[dict[str, Any]]:
+    """Per feature (row of ``top_indices``, its top-k prompts): the topic holding most of its
+    positive top-k prompts ("other" never counts), its purity = hits / k, the exact p-value of that
+    many hits or more for some topic under shuffled labels, and the Benjamini-Hochberg q-value over
+    all the features given."""
+    k = top_indices.shape[1]
+    topics = sorted({label for label in labels if label != OTHER})
+    tail = stats.max_share_tail(dict(Counter(labels)), k, topics)
+    rows = []
+    for dim, indices, pos in zip(dims, top_indices, positive, strict=True):
+        hits = Counter(labels[i] for i, p in zip(indices, pos, strict=True) if p and labels[i] != OTHER)
+        topic, n = max(hits.items(), key=lambda item: (item[1], -topics.index(item[0])), default=(None, 0))
+        rows.append({"dim": int(dim), "topic": topic, "hits": n, "purity": n / k, "p": float(tail[n])})
+    for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows]), strict=True):
+        row["q"] = q
+    return rows
