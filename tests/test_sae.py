@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from replication.config import TrainConfig
-from replication.sae import SparseAutoencoder, l1_penalty, near_zero_fraction, sae_loss
+from replication.errors import ReplicationError
+from replication.sae import Architecture, SparseAutoencoder, l1_penalty, near_zero_fraction, sae_loss
 from replication.train import build_sae
 
 
@@ -71,3 +76,38 @@ def test_initial_weights_match_a_plain_reimplementation() -> None:
     torch.testing.assert_close(sae.encoder.weight, encoder.weight, rtol=0, atol=0)
     torch.testing.assert_close(sae.decoder.bias, decoder.bias, rtol=0, atol=0)
     assert not torch.equal(build_sae(8, TrainConfig(seed=4)).encoder.weight, encoder.weight)
+
+
+@pytest.mark.parametrize(("activation", "norm"), [("relu", "free"), ("linear", "unit")])
+def test_save_and_load_round_trip_the_architecture(tmp_path: Path, activation: str, norm: str) -> None:
+    cfg = TrainConfig(decoder_activation=activation, decoder_norm=norm)  # type: ignore[arg-type]
+    sae = build_sae(6, cfg)
+    path = sae.save(tmp_path / "train")
+    assert path == tmp_path / "train" / "sae.safetensors"
+    loaded = SparseAutoencoder.load(tmp_path / "train")
+    assert loaded.architecture == Architecture(6, 12, activation, norm)  # type: ignore[arg-type]
+    assert not loaded.training
+    x = torch.randn(4, 6) - 0.5  # negative values: a ReLU decoder and a linear one differ here
+    torch.testing.assert_close(loaded(x).x_hat, sae(x).x_hat, rtol=0, atol=0)
+    for name, tensor in sae.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_a_weights_file_without_its_architecture_is_refused(tmp_path: Path) -> None:
+    sae = build_sae(4, TrainConfig())
+    save_file(sae.state_dict(), str(tmp_path / "sae.safetensors"))  # plain safetensors, no metadata
+    with pytest.raises(ReplicationError, match="does not describe its architecture"):
+        SparseAutoencoder.load(tmp_path)
+    sae.save(tmp_path)
+    state = {k: (v[:, :2] if v.dim() == 2 else v).contiguous() for k, v in sae.state_dict().items()}
+    metadata = {"replication": json.dumps({"d_in": 4, "d_hidden": 8})}
+    save_file(state, str(tmp_path / "sae.safetensors"), metadata=metadata)  # shapes disagree with it
+    with pytest.raises(ReplicationError, match="weights do not match the architecture"):
+        SparseAutoencoder.load(tmp_path)
+
+
+def test_forward_returns_named_output() -> None:
+    sae = hand_sae()
+    out = sae(torch.tensor([[2.0, 1.0]]))
+    torch.testing.assert_close(out.z, torch.tensor([[2.0, 1.0, 2.0]]))
+    torch.testing.assert_close(out.x_hat, torch.tensor([[3.0, 0.0]]))

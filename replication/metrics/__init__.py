@@ -1,6 +1,7 @@
-"""Named quantities measured on a finished run, what the claims compare against: the registry,
-filled by one module per part of the write-up (``capture``: Parts 1-2, ``training``: Part 3 and the
-splice test, ``features``: Part 4)."""
+"""The metrics the claims are measured by: the registry, filled by one module per part of the write-up.
+
+``capture``: Parts 1-2; ``training``: Part 3 and the splice test; ``features``: Part 4.
+"""
 
 from replication.metrics import capture, features, training
 from replication.metrics.registry import METRICS, Metric

@@ -1,0 +1,70 @@
+"""Reading a finished run: the layout names every file, a stage's inputs are what it read, and no
+model-loading code is imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from replication import layout
+from replication.config import REPO_ROOT
+from replication.rundata import RunData
+
+
+def test_reading_a_run_imports_no_model_loading_code() -> None:
+    code = (
+        "import sys\n"
+        "import replication.rundata, replication.metrics, replication.claims, replication.report\n"
+        "import replication.export, replication.figures, replication.__main__\n"
+        "print(sorted(m for m in sys.modules if m in {'transformers', 'gguf', 'accelerate'}"
+        " or m in {'replication.pipeline', 'replication.models', 'replication.capture'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_run_holds_exactly_the_layouts_stage_files(tiny_run: Path) -> None:
+    manifest = json.loads((tiny_run / layout.MANIFEST).read_text())
+    outputs = {stage: manifest["stages"][stage]["outputs"] for stage in layout.STAGES}
+    assert outputs == {
+        "capture": list(layout.CAPTURE_FILES),
+        "train": list(layout.TRAIN_FILES),
+        "analyze": list(layout.ANALYZE_FILES),
+        "splice": [layout.SPLICE],
+    }
+    for names in outputs.values():
+        assert all((tiny_run / name).is_file() for name in names)
+
+
+def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
+    """Recorded by RunData as the stage reads them, in the order read, with the sha256 then."""
+    stages = json.loads((tiny_run / layout.MANIFEST).read_text())["stages"]
+    assert list(stages["capture"]["inputs"]) == [layout.CORPUS]
+    assert list(stages["train"]["inputs"]) == [layout.ACTIVATIONS]
+    assert list(stages["analyze"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES, layout.SAE, layout.LAST_CODES]
+    assert list(stages["splice"]["inputs"]) == [layout.SAMPLES, layout.SAE]
+    files = json.loads((tiny_run / layout.MANIFEST).read_text())["files"]
+    assert stages["analyze"]["inputs"][layout.SAE] == files[layout.SAE]
+
+
+def test_rundata_notes_each_read_and_computes_memos_once(tiny_run: Path) -> None:
+    run = RunData(tiny_run)
+    assert run.reads == {}
+    assert len(run.samples) == 98
+    assert list(run.reads) == [layout.ACTIVATIONS]
+    calls = []
+
+    def compute() -> int:
+        calls.append(1)
+        return 7
+
+    assert run.memo("x", compute) == run.memo("x", compute) == 7
+    assert calls == [1]
+    # The split is positional, no padding rows: the first int(0.8 * 98) = 78 samples' real rows train.
+    train, val = run.split
+    assert train.shape[0] == sum(s.shape[1] for s in run.samples[:78])
+    np.testing.assert_array_equal(val[-1], run.samples[-1][0, -1].numpy())
