@@ -9,31 +9,19 @@ the hidden state of the last call: (1, 1, d) when a decode step ran last -- the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replication.config import CaptureConfig
 from replication.errors import ReplicationError
-
-
-@dataclass
-class LastCall:
-    """What a last-call hook holds: the latest hidden state (batch, seq, d) and the call count;
-    with ``keep_all``, every call's hidden state in order (batched capture needs them)."""
-
-    hidden: torch.Tensor | None = None
-    calls: int = 0
-    keep_all: bool = False
-    every: list[torch.Tensor] = field(default_factory=list)
+from replication.hooks import decoder_layer, last_call_hook
 
 
 @dataclass
@@ -69,61 +57,6 @@ class Sample:
             "shape": list(self.activation.shape),
             "token_ids": self.token_ids,
         }
-
-
-def hidden_state(output: Any) -> torch.Tensor:
-    """The (batch, seq, d) tensor of a decoder layer's output, whichever form the library returns.
-
-    transformers 4.x returned a tuple whose first item is the hidden state (the original's
-    ``output[0]``); 5.x returns the tensor itself, where ``output[0]`` would drop the batch axis.
-    """
-    tensor = output if isinstance(output, torch.Tensor) else output[0]
-    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
-        raise ReplicationError(f"unexpected decoder-layer output: {type(output).__name__}")
-    return tensor
-
-
-@contextmanager
-def last_call_hook(module: nn.Module, keep_all: bool = False) -> Iterator[LastCall]:
-    """A forward hook on ``module`` that keeps its most recent output (and, with ``keep_all``,
-    every output); removed on exit."""
-    store = LastCall(keep_all=keep_all)
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        store.hidden = hidden_state(output).detach()
-        store.calls += 1
-        if store.keep_all:
-            store.every.append(store.hidden)
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
-LAYERS = "model.layers"
-"""The module path of a Llama-architecture causal LM's decoder blocks (``model.model.layers``)."""
-
-
-def hook_point(layer: int) -> str:
-    """The module path of decoder block ``layer``, the one place it is spelled: ``model.layers.10``
-    is the original's ``model.model.layers[10]``."""
-    return f"{LAYERS}.{layer}"
-
-
-def num_layers(model: PreTrainedModel) -> int:
-    return len(model.get_submodule(LAYERS))  # type: ignore[arg-type]
-
-
-def decoder_layer(model: PreTrainedModel, layer: int) -> nn.Module:
-    """The decoder block at ``hook_point(layer)``, or a one-line error naming the layer and the depth."""
-    depth = num_layers(model)
-    if not 0 <= layer < depth:
-        raise ReplicationError(
-            f"capture.layer={layer} is beyond the model: it has {depth} decoder layers (0..{depth - 1})"
-        )
-    return model.get_submodule(hook_point(layer))
 
 
 def read_prompts(path: Path) -> list[str]:

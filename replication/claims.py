@@ -68,7 +68,7 @@ class Claim:
             return f"in [{low}, {high}]"
         value = format_value(_scaled(self.value, scale))
         if self.op == "approx":
-            tol = f"± {self.abs}" if self.abs is not None else f"± {self.rel:.0%}"
+            tol = f"± {self.abs}" if self.abs is not None else f"± {(self.rel or 0.0) * 100:g}%"
             return f"≈ {value} {tol}"
         symbol = {"eq": "=", "ge": "≥", "le": "≤", "gt": ">", "lt": "<"}[self.op]
         return f"{symbol} {value}"

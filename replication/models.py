@@ -57,7 +57,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
-        except OSError as exc:  # a partial snapshot: config present, weights missing
+        except (OSError, ValueError) as exc:  # a partial snapshot: config present, weights or tokenizer missing
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ReplicationError(f"{cfg.name} weights at {directory} are incomplete: {first}") from None
     else:

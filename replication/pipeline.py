@@ -17,17 +17,10 @@ from typing import Any
 import torch
 
 from replication import analysis, artifacts, layout, provenance
-from replication.capture import (
-    capture,
-    decoder_layer,
-    feed_positions,
-    generation_settings,
-    hook_point,
-    num_layers,
-    read_prompts,
-)
+from replication.capture import capture, feed_positions, generation_settings, read_prompts
 from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
+from replication.hooks import decoder_layer, hook_point, num_layers
 from replication.models import LoadedModel, load_model, resolve_device
 from replication.rundata import RunData
 from replication.splice import splice_test

@@ -9,37 +9,15 @@ reconstruction is as good as the real activations, 0 means no better than deleti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import PreTrainedModel
 
-from replication.capture import decoder_layer, hidden_state
+from replication.hooks import Replace, decoder_layer, replaced_output
 from replication.sae import SparseAutoencoder
-
-Replace = Callable[[torch.Tensor], torch.Tensor]
-
-
-@contextmanager
-def replaced_output(module: nn.Module, replace: Replace | None) -> Iterator[None]:
-    """While open, ``module``'s hidden-state output is ``replace(hidden)`` (unchanged if None)."""
-    if replace is None:
-        yield
-        return
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        new = replace(hidden_state(output))
-        return new if isinstance(output, torch.Tensor) else (new, *output[1:])
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def cross_entropy(

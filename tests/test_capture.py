@@ -7,17 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from replication.capture import (
-    capture,
-    capture_one,
-    decoder_layer,
-    encode_prompt,
-    feed_positions,
-    hidden_state,
-    last_call_hook,
-    read_prompts,
-    sample_seed,
-)
+from replication.capture import capture, capture_one, encode_prompt, feed_positions, read_prompts, sample_seed
 from replication.config import CaptureConfig, RunConfig
 from replication.errors import ReplicationError
 from replication.models import LoadedModel
@@ -29,25 +19,6 @@ LONG_PROMPT = "Write a Python function to reverse a linked list."
 def hidden_states(loaded: LoadedModel, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
     with torch.no_grad():
         return loaded.model(ids, output_hidden_states=True).hidden_states  # type: ignore[no-any-return]
-
-
-def test_hook_equals_output_hidden_states(tiny_model: LoadedModel) -> None:
-    ids = encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=False)["input_ids"]
-    with last_call_hook(decoder_layer(tiny_model.model, LAYER)) as store, torch.no_grad():
-        states = tiny_model.model(ids, output_hidden_states=True).hidden_states
-    assert store.calls == 1
-    assert store.hidden is not None
-    assert store.hidden.shape == (1, ids.shape[1], 64)
-    torch.testing.assert_close(store.hidden, states[LAYER + 1], rtol=0, atol=0)
-    # The neighbouring layers differ: the hook sits on the right block.
-    assert not torch.allclose(store.hidden, states[LAYER])
-
-
-def test_hook_is_removed_on_exit(tiny_model: LoadedModel) -> None:
-    layer = decoder_layer(tiny_model.model, LAYER)
-    with pytest.raises(RuntimeError), last_call_hook(layer):
-        raise RuntimeError("boom")
-    assert not layer._forward_hooks
 
 
 def test_sample_is_last_decode_step(tiny_model: LoadedModel) -> None:
@@ -77,19 +48,6 @@ def test_sample_is_prefill_when_eos_comes_first(tiny_model: LoadedModel) -> None
     assert sample.source == "prefill"
     assert sample.activation.shape == (1, ids.shape[1], 64)
     torch.testing.assert_close(sample.activation, hidden_states(tiny_model, ids)[LAYER + 1], rtol=0, atol=0)
-
-
-def test_hidden_state_takes_tensor_or_tuple() -> None:
-    x = torch.zeros(1, 3, 4)
-    assert hidden_state(x) is x
-    assert hidden_state((x, None)) is x
-    with pytest.raises(ReplicationError):
-        hidden_state(torch.zeros(3, 4))  # what output[0] of a bare tensor would give
-
-
-def test_layer_beyond_model(tiny_model: LoadedModel) -> None:
-    with pytest.raises(ReplicationError, match=r"capture.layer=12 is beyond the model: it has 12"):
-        decoder_layer(tiny_model.model, 12)
 
 
 def test_prompt_longer_than_budget_is_refused_before_generation(tiny_model: LoadedModel) -> None:
@@ -169,3 +127,33 @@ def test_per_token_positions_hold_every_fed_state(tiny_model: LoadedModel, tiny_
         with torch.no_grad():
             states = hidden_states(tiny_model, torch.tensor([sample.token_ids[:-1]]))
         torch.testing.assert_close(sample.activation, states[LAYER + 1], rtol=0, atol=0)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def test_chat_template_encoding(tiny_model: LoadedModel) -> None:
+    tokenizer = tiny_model.tokenizer
+    assert tokenizer.chat_template is None  # the tiny tokenizer ships none: the test gives it one
+    tokenizer.chat_template = CHAT_TEMPLATE
+    encoded = encode_prompt(tokenizer, LONG_PROMPT, chat_template=True)
+    ids = encoded["input_ids"][0].tolist()
+    direct = tokenizer.apply_chat_template(
+        [{"role": "user", "content": LONG_PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    assert ids == list(direct)
+    # The template rendered by hand, then tokenized as is: the same ids.
+    rendered = f"<|user|>\n{LONG_PROMPT}\n<|assistant|>\n"
+    assert ids == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert ids != encode_prompt(tokenizer, LONG_PROMPT, chat_template=False)["input_ids"][0].tolist()
+    assert encoded["attention_mask"].shape == encoded["input_ids"].shape == (1, len(ids))
+    assert bool(encoded["attention_mask"].all())
+
+
+def test_chat_template_needs_a_tokenizer_with_one(tiny_model: LoadedModel) -> None:
+    assert tiny_model.tokenizer.chat_template is None
+    with pytest.raises(ReplicationError, match=r"has no chat template"):
+        encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import Cli
 from safetensors.numpy import load_file, save_file
 
 from replication.__main__ import main
@@ -159,16 +158,6 @@ def test_scaled_values(tmp_path: Path) -> None:
 # ---- verify: tampering changes the verification and the verdicts ------------------------------
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "replication", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-
-
 def verify(capsys: pytest.CaptureFixture[str], run: Path) -> tuple[int, str]:
     """verify in this process (the subprocess path is tested above): exit code and stderr."""
     capsys.readouterr()
@@ -183,7 +172,7 @@ def reference_copy(tmp_path: Path) -> Path:
     return copy
 
 
-def test_verify_prints_one_line_per_claim() -> None:
+def test_verify_prints_one_line_per_claim(cli: Cli) -> None:
     result = cli("verify", "--run", "runs/smollm2")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -191,7 +180,7 @@ def test_verify_prints_one_line_per_claim() -> None:
     assert lines[0].startswith("part1.middle_layers  ")
 
 
-def test_verify_refuses_bad_claims(tmp_path: Path) -> None:
+def test_verify_refuses_bad_claims(tmp_path: Path, cli: Cli) -> None:
     write_claims(tmp_path, [{**GOOD, "metric": "vibes"}])
     result = cli("verify", "--run", "runs/smollm2", "--claims", str(tmp_path))
     assert result.returncode == 2

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import Cli
 from safetensors.numpy import load_file
 
 from replication.__main__ import main
 from replication.artifacts import sha256_file, stage_outputs
-from replication.config import REPO_ROOT, config_from_dict
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "replication", *args, "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+from replication.config import config_from_dict
 
 
 def test_run_writes_every_artifact_listed_in_the_manifest(tiny_run: Path) -> None:
@@ -83,9 +70,9 @@ def test_train_and_analyze_artifacts(tiny_run: Path) -> None:
     assert len(pca["coords"]) == summary["train_rows"]
 
 
-def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path) -> None:
+def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path, cli: Cli) -> None:
     second = tmp_path / "again"
-    result = cli("run", "--profile", "tiny", "--out", str(second))
+    result = cli("run", "--profile", "tiny", "--out", str(second), "--quiet")
     assert result.returncode == 0, result.stderr
     outputs = stage_outputs(tiny_run)
     assert len(outputs) == 13 and stage_outputs(second) == outputs
@@ -93,13 +80,13 @@ def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path) -> None:
         assert sha256_file(second / name) == sha256_file(tiny_run / name), name
 
 
-def test_stages_one_at_a_time_match_run(tiny_run: Path, tmp_path: Path) -> None:
+def test_stages_one_at_a_time_match_run(tiny_run: Path, tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "staged"
     (out / "capture").mkdir(parents=True)
     for name in ("config.yaml", "capture/activations.safetensors", "capture/samples.json"):
         (out / name).write_bytes((tiny_run / name).read_bytes())
     for stage in ("train", "analyze"):  # no --profile: the run's saved config.yaml is used
-        result = cli(stage, "--out", str(out))
+        result = cli(stage, "--out", str(out), "--quiet")
         assert result.returncode == 0, result.stderr
     for name in ("train/sae.safetensors", "train/history.json", "analyze/top_prompts.json"):
         assert sha256_file(out / name) == sha256_file(tiny_run / name), name
@@ -161,16 +148,21 @@ def bad_inputs(tmp_path: Path) -> dict[str, str]:
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
-    args: list[str], message: str, tmp_path: Path, bad_inputs: dict[str, str], capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    bad_inputs: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
-    """In-process (a fresh interpreter per case costs seconds each), except the seed-profile cases:
-    the Hugging Face cache location is read when its library is imported, so those get a process
-    with an empty cache of their own."""
+    """In-process (a fresh interpreter per case costs seconds each), except a seed-profile case that
+    looks in the Hugging Face cache (no --model.path): the cache location is read when its library is
+    imported, so it gets a process with an empty cache of its own."""
     out = tmp_path / "out"
     args = [bad_inputs.get(a, a) for a in args]
     out_args = [] if args in (["verify"], ["export"]) else ["--out", str(out)]
-    if "seed" in args:
-        result = cli(*args, *out_args, env={"HF_HOME": str(tmp_path / "hf")})
+    if "seed" in args and not any(a.startswith("--model.path=") for a in args):
+        result = cli(*args, *out_args, "--quiet", env={"HF_HOME": str(tmp_path / "hf")})
         code, stderr = result.returncode, result.stderr
     else:
         capsys.readouterr()
@@ -186,3 +178,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert "Traceback" not in stderr
     assert not out.exists()
     assert not (tmp_path / "ran").exists()  # a YAML tag is never executed
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["run", "--profile", "tiny", "--out", "FILE", "--quiet"], "--out"),
+        (["verify", "--run", "FILE"], "--run"),
+    ],
+)
+def test_run_directory_that_is_a_file_is_refused_and_left_alone(
+    args: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "notes.txt"
+    content = b"not a run directory\n\x00\xff"
+    target.write_bytes(content)
+    capsys.readouterr()
+    code = main([str(target) if a == "FILE" else a for a in args])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and f"{option} {target}" in lines[0]
+    assert "Traceback" not in captured.err
+    assert target.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written beside it

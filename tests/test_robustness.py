@@ -22,16 +22,17 @@ from safetensors.numpy import load_file, save_file
 from replication import artifacts
 from replication.__main__ import main
 from replication.artifacts import sha256_file, stage_outputs, verify_manifest
-from replication.claims import CLAIMS_DIR, load_claims
+from replication.claims import CLAIMS_DIR, OPS, PROFILES, WRITEUP, load_claims
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
+from replication.metrics import METRICS
 
-PROMPTS = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:10]
+PROMPTS = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:4]  # 3 train, 1 validate
 
 
 @pytest.fixture(scope="module")
 def small_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "ten.txt"
+    path = tmp_path_factory.mktemp("prompts") / "four.txt"
     path.write_text("\n".join(PROMPTS) + "\n")
     return path
 
@@ -103,11 +104,23 @@ def test_kill_9_then_same_command_finishes(tmp_path: Path, small_prompts: Path, 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "replication", *run_args(out, small_prompts)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "capture" / "activations.safetensors"
     deadline = time.monotonic() + 120
-    while not (out / "capture" / "activations.safetensors").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)  # kill it right after its first artifact appears, mid-stage
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # kill it right after its first artifact appears, mid-stage
+    try:
+        assert first.exists(), "the run's first artifact never appeared"
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        if process.poll() is None:  # a failed assertion leaves no process behind
+            process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    # Killed mid-run: the capture was not yet recorded, let alone the later stages.
+    stages = json.loads((out / "manifest.json").read_text())["stages"] if (out / "manifest.json").exists() else {}
+    assert set(stages) < {"capture", "train", "analyze", "splice"}
+    assert not (out / "splice" / "splice.json").exists()
     assert_complete(out)
     assert subprocess.run(command, cwd=REPO_ROOT, capture_output=True, check=False).returncode == 0
     for name in stage_outputs(uninterrupted):
@@ -171,14 +184,65 @@ def test_nan_in_activations_is_named_before_training(
 # ---- the claim loader never crashes on a mutated claim file -------------------------------------
 
 VALID = yaml.safe_load((CLAIMS_DIR / "part3.yaml").read_text())
-scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+FIELDS = ["id", "section", "quote", "metric", "op", "value", "low", "high", "abs", "rel", "profiles", "why", "extra"]
+NEAR_MISSES = [
+    VALID["claims"][0]["quote"],
+    "98 prompts about cooking",
+    "stop_epoch",
+    "vibes",
+    "ge",
+    "between",
+    "roughly",
+    "tiny",
+    ["tiny"],
+    ["tiny", "gpt"],
+    "{d_model}",
+    "2 * {n_layers}",
+    "{width}",
+    0.5,
+    -1,
+    "",
+]
+"""Values a claim file could plausibly hold, valid and almost valid: mutations that load are then
+common enough for the invariants to be exercised, not only the errors."""
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.sampled_from(NEAR_MISSES)
 keys = st.text(max_size=5) | st.integers() | st.sampled_from(["id", "op", "value", "low"])
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
     max_leaves=6,
 )
-FIELDS = ["id", "section", "quote", "metric", "op", "value", "low", "high", "abs", "rel", "profiles", "why", "extra"]
+
+
+def mutated(index: int, field: str | int, value: Any, delete: bool) -> dict[str, Any]:
+    """VALID with claim ``index``'s ``field`` set to ``value`` (or deleted)."""
+    data: dict[str, Any] = json.loads(json.dumps(VALID))
+    claim = data["claims"][index]
+    if delete:
+        claim.pop(field, None)
+    else:
+        claim[field] = value
+    return data
+
+
+def assert_clean_error_or_valid_claims(directory: Path) -> bool:
+    """``directory/part3.yaml`` loads into valid claims, one per claim of the file, or is refused
+    with a one-line error naming the file. True if it loaded."""
+    try:
+        claims = load_claims(directory)
+    except ReplicationError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("part3.yaml")
+        return False
+    loaded = yaml.safe_load((directory / "part3.yaml").read_bytes())
+    assert len(claims) == len(loaded["claims"])
+    writeup = WRITEUP.read_text(encoding="utf-8")
+    for claim in claims:
+        assert claim.quote in writeup, claim.id
+        assert claim.metric in METRICS, claim.id
+        assert claim.op in OPS, claim.id
+        assert claim.profiles and set(claim.profiles) <= set(PROFILES), claim.id
+        assert isinstance(claim.expected({"d_model": 576.0, "n_layers": 30.0, "n_prompts": 98.0}), str), claim.id
+    return True
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -193,17 +257,22 @@ FIELDS = ["id", "section", "quote", "metric", "op", "value", "low", "high", "abs
 def test_mutated_claim_file_gives_the_clean_error_or_loads(
     tmp_path: Path, index: int, field: str | int, value: Any, delete: bool, cut: int, garbage: bytes
 ) -> None:
-    data = json.loads(json.dumps(VALID))
-    claim = data["claims"][index]
-    if delete:
-        claim.pop(field, None)
-    else:
-        claim[field] = value
-    text = yaml.safe_dump(data, allow_unicode=True).encode()
+    text = yaml.safe_dump(mutated(index, field, value, delete), allow_unicode=True).encode()
     directory = tmp_path / f"claims-{index}-{cut}"
     directory.mkdir(exist_ok=True)
     (directory / "part3.yaml").write_bytes(text[:cut] + garbage + text[cut:] if garbage else text)
-    try:
-        load_claims(directory)
-    except ReplicationError as exc:
-        assert "\n" not in str(exc) and str(exc).startswith("part3.yaml")
+    assert_clean_error_or_valid_claims(directory)
+
+
+def test_every_field_set_to_every_near_miss_gives_the_clean_error_or_valid_claims(tmp_path: Path) -> None:
+    """The grid the random test samples sparsely: each field of one claim, deleted or set to each
+    near-miss value; some of them load (a valid value), and those must load valid claims."""
+    outcomes = []
+    for field in FIELDS:
+        for value in [*NEAR_MISSES, None]:
+            directory = tmp_path / f"{field}-{len(outcomes)}"
+            directory.mkdir()
+            data = mutated(1, field, value, delete=value is None)
+            (directory / "part3.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+            outcomes.append(assert_clean_error_or_valid_claims(directory))
+    assert any(outcomes) and not all(outcomes)

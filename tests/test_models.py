@@ -1,0 +1,112 @@
+"""Loading local weights (``model.source: local``): a directory, the Hugging Face cache, and a
+directory that holds a config but no weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from replication.__main__ import main
+from replication.config import REPO_ROOT, ModelConfig, RunConfig
+from replication.errors import ReplicationError
+from replication.models import LoadedModel, load_model
+
+PROMPT = "Write a Python function to reverse a linked list."
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def logits(loaded: LoadedModel) -> torch.Tensor:
+    ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return loaded.model(input_ids=ids).logits
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory, tiny_config: RunConfig) -> tuple[Path, torch.Tensor]:
+    """The tiny random model and its tokenizer saved with ``save_pretrained``, and its logits on PROMPT."""
+    directory = tmp_path_factory.mktemp("local") / "tiny-saved"
+    loaded = load_model(tiny_config.model, torch.device("cpu"))
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    assert (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+    return directory, logits(loaded)
+
+
+def test_local_directory_loads_the_saved_weights(saved: tuple[Path, torch.Tensor]) -> None:
+    directory, expected = saved
+    loaded = load_model(ModelConfig(source="local", name="x", path=str(directory)), torch.device("cpu"))
+    assert loaded.weights == str(directory)
+    assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token
+    assert not loaded.model.training
+    torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=0)
+
+
+def test_hugging_face_cache_snapshot_is_found_offline(saved: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
+    """HF_HOME/hub/models--org--name/snapshots/<commit>/ with refs/main naming that commit; the first
+    repo id is absent from the cache and skipped. huggingface_hub reads the cache location when it
+    is imported, hence a fresh interpreter with the environment set."""
+    directory, expected = saved
+    repo = tmp_path / "hf" / "hub" / "models--org--name"
+    shutil.copytree(directory, repo / "snapshots" / SNAPSHOT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT)
+    out = tmp_path / "logits.pt"
+    code = textwrap.dedent(
+        f"""
+        import sys, torch
+        from replication.config import ModelConfig
+        from replication.models import load_model
+        cfg = ModelConfig(source="local", name="x", repo_ids=("org/absent", "org/name"))
+        loaded = load_model(cfg, torch.device("cpu"))
+        ids = loaded.tokenizer({PROMPT!r}, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            torch.save(loaded.model(input_ids=ids).logits, sys.argv[1])
+        print(loaded.weights)
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=REPO_ROOT, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(result.stdout.strip()).resolve() == (repo / "snapshots" / SNAPSHOT).resolve()
+    torch.testing.assert_close(torch.load(out), expected, rtol=0, atol=0)
+
+
+def test_weights_missing_from_a_snapshot_is_the_incomplete_error(
+    saved: tuple[Path, torch.Tensor], tmp_path: Path
+) -> None:
+    """A partial snapshot: config and tokenizer, no weights file."""
+    partial = tmp_path / "partial"
+    shutil.copytree(saved[0], partial)
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(ReplicationError) as info:
+        load_model(ModelConfig(source="local", name="x", path=str(partial)), torch.device("cpu"))
+    message = str(info.value)
+    assert message.startswith(f"x weights at {partial} are incomplete: ")
+    assert "\n" not in message
+
+
+def test_config_json_alone_is_the_incomplete_error(
+    saved: tuple[Path, torch.Tensor], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    only_config = tmp_path / "only-config"
+    only_config.mkdir()
+    shutil.copy(saved[0] / "config.json", only_config / "config.json")
+    with pytest.raises(ReplicationError, match=r"^x weights at .* are incomplete: [^\n]*$"):
+        load_model(ModelConfig(source="local", name="x", path=str(only_config)), torch.device("cpu"))
+    capsys.readouterr()
+    out = tmp_path / "out"
+    args = ["run", "--profile", "tiny", "--model.source=local", f"--model.path={only_config}"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "incomplete" in lines[0]
+    assert not out.exists()
