@@ -1,4 +1,4 @@
-"""Sessions: ``tests`` (what CI runs; it ends with ``saelens``), ``replicate`` (the study end to end),
+"""Sessions: ``tests`` (what CI runs; it ends with ``saelens`` and ``tieorder``), ``replicate`` (the study end to end),
 ``saelens`` (the exported SAEs loaded by SAELens in an environment of its own), ``bench``, ``lint``.
 
 Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate -- --profile seed``.
@@ -16,6 +16,7 @@ nox.options.reuse_existing_virtualenvs = True
 TORCH_CPU = "torch==2.13.0"
 CONSTRAINTS = "constraints.txt"
 SAELENS = "sae-lens==6.54.12"
+NUMPY_OF_THE_STUDY = "numpy==1.24.4"
 REFERENCE_EXPORT = "runs/smollm2/export"
 # pyproject.toml's dependency list is the one list of what the package needs (gguf, SmolLM2 only,
 # is an extra, so that a GPU machine without it can still run the seed profile).
@@ -25,7 +26,8 @@ DEPENDENCIES = [Requirement(r).name for r in nox.project.load_toml("pyproject.to
 def _missing(session: nox.Session, distributions: list[str]) -> list[str]:
     """The distributions that the session's interpreter does not have installed."""
     code = "import importlib.metadata as m, sys; print(*(d for d in sys.argv[1:] if not any(m.distributions(name=d))))"
-    output = session.run("python", "-c", code, *distributions, silent=True, log=False)
+    # run_install: a check that decides what to install must run under --install-only too.
+    output = session.run_install("python", "-c", code, *distributions, silent=True, log=False)
     return str(output).split()
 
 
@@ -44,6 +46,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
     if not session.posargs:
         session.notify("saelens")
+        session.notify("tieorder")
 
 
 @nox.session
@@ -54,6 +57,15 @@ def saelens(session: nox.Session) -> None:
     session.install(SAELENS)
     export = session.posargs or [REFERENCE_EXPORT]
     session.run("python", "scripts/check_saelens_export.py", *export, "--self-test")
+
+
+@nox.session
+def tieorder(session: nox.Session) -> None:
+    """numpy 1.24.4, the study's, in its own environment without this package: its argsort must list a
+    dead feature's prompts as the write-up's dimension 0 does, and equal replication/tieorder.py on
+    many columns with ties."""
+    session.install(NUMPY_OF_THE_STUDY)
+    session.run("python", "scripts/check_tie_order.py", "--self-test")
 
 
 def _option(args: list[str], name: str) -> str | None:

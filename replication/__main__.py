@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from replication import artifacts, layout
-from replication.claims import CLAIMS_DIR, evaluate_all, load_claims, write_verdicts
+from replication.claims import CLAIMS_DIR, load_claims
 from replication.config import ABLATIONS, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
 from replication.rundata import RunData
+from replication.verdicts import evaluate_all, write_verdicts
 
 DEFAULT_PROFILE = "smollm2"
 STAGE_HELP = {

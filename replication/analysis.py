@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
+from replication import tieorder
+from replication.config import TieOrder
 from replication.sae import SparseAutoencoder
 
 ROW_RULE = (
@@ -31,13 +33,15 @@ def encode(sae: SparseAutoencoder, x: torch.Tensor) -> np.ndarray:
         return sae.encode(x).numpy()
 
 
-def top_activating(codes: np.ndarray, prompts: Sequence[str], k: int) -> list[dict[str, Any]]:
-    """Per code dimension the k prompts with the largest code, highest first (the original's
-    ``np.argsort(column)[-k:][::-1]``, ties broken as numpy breaks them)."""
+def top_activating(
+    codes: np.ndarray, prompts: Sequence[str], k: int, tie_order: TieOrder = "numpy_1_24"
+) -> list[dict[str, Any]]:
+    """Per code dimension the k prompts with the largest code, highest first: the original's
+    ``np.argsort(column)[-k:][::-1]``, equal values in numpy 1.24's order (or this numpy's)."""
     result = []
     for dim in range(codes.shape[1]):
         column = codes[:, dim]
-        top = np.argsort(column)[-k:][::-1]
+        top = tieorder.top_k(column, k) if tie_order == "numpy_1_24" else np.argsort(column)[-k:][::-1]
         result.append(
             {
                 "dim": dim,

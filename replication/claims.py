@@ -1,14 +1,15 @@
-"""Claims of the write-up (claims/*.yaml): loading, validation, and verdicts from artifacts.
+"""Claims of the write-up (claims/*.yaml): what each states, how it is read, and their validation.
 
-A claim quotes the write-up verbatim, names a metric (replication/metrics.py) and a comparison
-with its tolerance, and lists the profiles where it can be tested. Expected values may scale with
-the profile: ``"{d_model}"``, ``"2 * {d_model}"``, ``"{n_layers}"``.
+A claim quotes the write-up verbatim, says what kind of evidence its verdict is (``setup``,
+``measured``, ``implied``, ``reading``), names a metric (replication/metrics/) and a comparison with
+its tolerance -- its primary reading -- and may list alternative readings of the same sentence, shown
+as sensitivity. It lists the profiles where it can be tested. Expected values may scale with the
+profile: ``"{d_model}"``, ``"2 * {d_model}"``, ``"{n_layers}"``. Verdicts: replication/verdicts.py.
 """
 
 from __future__ import annotations
 
 import ast
-import math
 import operator
 import re
 from collections.abc import Iterable
@@ -18,40 +19,32 @@ from typing import Any, Literal
 
 import yaml
 
-from replication import artifacts, layout
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
 from replication.metrics import METRICS
-from replication.rundata import RunData
 
 CLAIMS_DIR = REPO_ROOT / "claims"
 WRITEUP = REPO_ROOT / "fixtures" / "writeup.md"
 PROFILES = ("seed", "smollm2", "tiny")
 OPS = ("eq", "approx", "between", "ge", "le", "gt", "lt")
-Verdict = Literal["replicated", "not replicated", "not testable at this profile", "inconclusive"]
-VERDICTS: tuple[Verdict, ...] = (
-    "replicated",
-    "not replicated",
-    "not testable at this profile",
-    "inconclusive",
-)
-FIELDS = {"id", "section", "quote", "metric", "op", "value", "low", "high", "abs", "rel", "profiles", "why"}
+Kind = Literal["setup", "measured", "implied", "reading"]
+KINDS: tuple[Kind, ...] = ("setup", "measured", "implied", "reading")
+"""setup: the run used the stated configuration (conformance, not a finding); measured: a quantity
+of the run that could have come out otherwise; implied: derived from the write-up's own numbers
+and the known method, no run needed; reading: an interpretation tested against a null and the
+untrained control."""
+READING_FIELDS = {"metric", "op", "value", "low", "high", "abs", "rel", "why"}
+FIELDS = {"id", "section", "quote", "kind", "profiles", "alternatives", *READING_FIELDS}
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One checkable sentence of the write-up."""
+@dataclass(frozen=True, kw_only=True)
+class Reading:
+    """One way to check a sentence: a metric and a comparison."""
 
-    id: str
-    section: str
-    quote: str
-    """Verbatim from the write-up."""
     metric: str
     """A name in replication.metrics.METRICS."""
     op: str
     """eq | approx (value, abs or rel) | between (low, high) | ge | le | gt | lt (value)."""
-    profiles: tuple[str, ...]
-    """Where the claim can be tested; elsewhere it is "not testable at this profile"."""
     value: Any = None
     low: Any = None
     high: Any = None
@@ -59,7 +52,6 @@ class Claim:
     rel: float | None = None
     why: str = ""
     """Why this measure and tolerance (shown in the report)."""
-    source: str = ""
 
     def expected(self, scale: dict[str, float]) -> str:
         """The claimed value as text, scaled to the run."""
@@ -88,18 +80,20 @@ class Claim:
         return bool(compare(measured, value))
 
 
-@dataclass(frozen=True)
-class Result:
-    """A claim's verdict on one run."""
+@dataclass(frozen=True, kw_only=True)
+class Claim(Reading):
+    """One checkable sentence of the write-up, its primary reading inline."""
 
-    claim: Claim
-    verdict: Verdict
-    claimed: str
-    measured: Any
-    evidence: str
-
-    def line(self) -> str:
-        return f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
+    id: str
+    section: str
+    quote: str
+    """Verbatim from the write-up."""
+    kind: Kind
+    profiles: tuple[str, ...]
+    """Where the claim can be tested; elsewhere it is "not testable at this profile"."""
+    alternatives: tuple[Reading, ...] = ()
+    """Other readings of the same sentence: shown as sensitivity, never the verdict."""
+    source: str = ""
 
 
 def format_value(value: Any) -> str:
@@ -150,26 +144,46 @@ def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim
     if unknown:
         raise ReplicationError(f"{where}: unknown field {unknown[0]!r}")
     fields = {"section": section, **raw}
-    for key in ("id", "section", "quote", "metric", "op"):
+    for key in ("id", "section", "quote"):
         if not isinstance(fields.get(key), str) or not fields[key].strip():
             raise ReplicationError(f"{where}: field {key!r} is missing or not a string")
     if fields["quote"] not in writeup:
         raise ReplicationError(f"{where}: quote is not verbatim in the write-up")
+    if fields.get("kind") not in KINDS:
+        raise ReplicationError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    profiles = fields.get("profiles")
+    if not isinstance(profiles, list) or not profiles or not all(p in PROFILES for p in profiles):
+        raise ReplicationError(f"{where}: profiles must be a non-empty list of {', '.join(PROFILES)}")
+    _check_reading(fields, where)
+    alternatives = fields.pop("alternatives", [])
+    if not isinstance(alternatives, list):
+        raise ReplicationError(f"{where}: alternatives must be a list of readings")
+    readings = []
+    for number, alternative in enumerate(alternatives, start=1):
+        here = f"{where}: alternative {number}"
+        if not isinstance(alternative, dict):
+            raise ReplicationError(f"{here}: must be a mapping")
+        extra = sorted(set(alternative) - READING_FIELDS, key=str)
+        if extra:
+            raise ReplicationError(f"{here}: unknown field {extra[0]!r}")
+        _check_reading(alternative, here)
+        readings.append(Reading(**alternative))
+    fields["profiles"] = tuple(profiles)
+    return Claim(**fields, alternatives=tuple(readings), source=name)
+
+
+def _check_reading(fields: dict[str, Any], where: str) -> None:
+    """A reading's metric, op, operands and why; its expressions evaluate."""
+    for key in ("metric", "op"):
+        if not isinstance(fields.get(key), str) or not fields[key].strip():
+            raise ReplicationError(f"{where}: field {key!r} is missing or not a string")
     if fields["metric"] not in METRICS:
         raise ReplicationError(f"{where}: unknown metric {fields['metric']!r}")
     if fields["op"] not in OPS:
         raise ReplicationError(f"{where}: op {fields['op']!r} is not one of {', '.join(OPS)}")
     if not isinstance(fields.get("why", ""), str):
         raise ReplicationError(f"{where}: field 'why' must be a string")
-    profiles = fields.get("profiles")
-    if not isinstance(profiles, list) or not profiles or not all(p in PROFILES for p in profiles):
-        raise ReplicationError(f"{where}: profiles must be a non-empty list of {', '.join(PROFILES)}")
     _check_operands(fields, where)
-    fields["profiles"] = tuple(profiles)
-    claim = Claim(**fields, source=name)
-    scale = {"d_model": 1.0, "n_layers": 1.0, "n_prompts": 1.0}
-    claim.expected(scale)  # every expression evaluates
-    return claim
 
 
 def _check_operands(fields: dict[str, Any], where: str) -> None:
@@ -219,43 +233,3 @@ def _evaluate(node: ast.AST, scale: dict[str, float]) -> float:
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
         return float(_ARITH[type(node.op)](_evaluate(node.left, scale), _evaluate(node.right, scale)))
     raise KeyError(type(node).__name__)
-
-
-def run_profile(run: RunData) -> str:
-    return run.config.profile
-
-
-def evaluate(claim: Claim, run: RunData) -> Result:
-    """The claim's verdict on the run, with the measured value and its evidence file."""
-    scale = {
-        "d_model": float(run.info["d_model"]),
-        "n_layers": float(run.info["n_layers"]),
-        "n_prompts": float(len(run.records)),
-    }
-    spec = METRICS[claim.metric]
-    claimed = claim.expected(scale)
-    # A model with random weights (tiny, or --random-init) can test only what holds for any
-    # weights: the claims the tiny profile tests.
-    random_weights = run.config.model.source == "random_init" and "tiny" not in claim.profiles
-    if run_profile(run) not in claim.profiles or random_weights:
-        return Result(claim, "not testable at this profile", claimed, None, spec.evidence)
-    measured = spec.compute(run)
-    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
-        return Result(claim, "inconclusive", claimed, measured, spec.evidence)
-    verdict: Verdict = "replicated" if claim.holds(measured, scale) else "not replicated"
-    return Result(claim, verdict, claimed, measured, spec.evidence)
-
-
-def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:
-    return [evaluate(claim, run) for claim in claims]
-
-
-def write_verdicts(run: RunData, results: list[Result]) -> Path:
-    """``verdicts.json``: every claim's verdict on the run, with what was claimed and measured."""
-    path = run.root / layout.VERDICTS
-    rows = [
-        {"id": r.claim.id, "verdict": r.verdict, "claimed": r.claimed, "measured": r.measured, "evidence": r.evidence}
-        for r in results
-    ]
-    artifacts.write_json(path, rows)
-    return path

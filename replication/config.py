@@ -30,6 +30,7 @@ Activation = Literal["relu", "linear"]
 Reduction = Literal["sum", "mean", "sample_mean"]
 Norm = Literal["free", "unit"]
 Positions = Literal["last_call", "all"]
+TieOrder = Literal["numpy_1_24", "current"]
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -154,6 +155,10 @@ class AnalyzeConfig(_Frozen):
 
     top_k: int = Field(default=5, ge=1)
     """Prompts listed per dimension, highest code value first."""
+    tie_order: TieOrder = "numpy_1_24"
+    """How equal code values are ordered in a top-k list: ``numpy_1_24`` as the original's
+    ``np.argsort`` did (``replication.tieorder``; a dead feature then lists prompts 97, 24, 26, 27,
+    28, the write-up's dimension 0), ``current`` as this machine's numpy does."""
 
 
 class RunConfig(_Frozen):

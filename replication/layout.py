@@ -24,8 +24,12 @@ figures/NAME.png, REPORT.md      the report and its figures
 
 from __future__ import annotations
 
-STAGES = ("capture", "train", "analyze", "splice")
+STAGES = ("capture", "train", "analyze", "splice", "control")
 """The pipeline's stages in order; each writes its files into the directory of its name."""
+CONTROL = "control"
+"""The untrained control's directory: its own train/ and analyze/, the run's capture."""
+SAE_STAGES = ("train/", "analyze/", "splice/")
+"""The files that depend on the SAE: a control (or another overlay) has its own."""
 CORPUS = "corpus"
 """Not a file of the run: the manifest's name for the prompt file a capture read (its sha256)."""
 

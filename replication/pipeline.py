@@ -99,7 +99,7 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
     }
 
 
-def _train(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
+def _train(cfg: RunConfig, run: RunData, progress: bool, untrained: bool = False) -> tuple[list[str], dict[str, Any]]:
     samples = run.samples
     check_finite(samples)
     if cfg.capture.positions == "all":  # every row is a real token: no padding
@@ -109,11 +109,10 @@ def _train(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dic
         stacked = stack_samples(samples)
         train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
         rows_per_sample = int(stacked.shape[1])
-    result = train_sae(train_x, val_x, cfg.train, progress)
-    root = run.root
-    result.sae.save(root / layout.TRAIN_DIR)
-    artifacts.save_tensors(root / layout.LAST_CODES, {"codes": result.last_codes}, {})
-    artifacts.write_json(root / layout.HISTORY, result.history)
+    result = train_sae(train_x, val_x, cfg.train, progress, untrained=untrained)
+    result.sae.save(run.target(layout.SAE).parent)
+    artifacts.save_tensors(run.target(layout.LAST_CODES), {"codes": result.last_codes}, {})
+    artifacts.write_json(run.target(layout.HISTORY), result.history)
     summary = {
         "samples": len(samples),
         "rows_per_sample": rows_per_sample,
@@ -122,8 +121,8 @@ def _train(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dic
         "best_epoch": result.best_epoch,
         "last_epoch": len(result.history),
     }
-    artifacts.write_json(root / layout.TRAIN_SUMMARY, summary)
-    return list(layout.TRAIN_FILES), {"device": "cpu", "dtype": "float32", "seed": cfg.train.seed}
+    artifacts.write_json(run.target(layout.TRAIN_SUMMARY), summary)
+    return [run.name(n) for n in layout.TRAIN_FILES], {"device": "cpu", "dtype": "float32", "seed": cfg.train.seed}
 
 
 def _analyze(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
@@ -133,17 +132,18 @@ def _analyze(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
     x, rows = analysis.sample_rows(samples)
     codes = analysis.encode(run.sae, x)
     last = artifacts.load_tensors(run.path(layout.LAST_CODES))["codes"].numpy()
-    artifacts.save_tensors(run.root / layout.CODES, {"codes": torch.from_numpy(codes)}, {})
+    artifacts.save_tensors(run.target(layout.CODES), {"codes": torch.from_numpy(codes)}, {})
     top = {
         "row_rule": analysis.ROW_RULE,
         "encoded_rows": rows,
         "prefill_samples": [r["index"] for r in records if r["source"] == "prefill"],
-        "dimensions": analysis.top_activating(codes, run.prompts, cfg.analyze.top_k),
+        "tie_order": cfg.analyze.tie_order,
+        "dimensions": analysis.top_activating(codes, run.prompts, cfg.analyze.top_k, cfg.analyze.tie_order),
     }
-    artifacts.write_json(run.root / layout.TOP_PROMPTS, top)
+    artifacts.write_json(run.target(layout.TOP_PROMPTS), top)
     pca = {"source": "last training epoch's codes", **analysis.pca_2d(last)}
-    artifacts.write_json(run.root / layout.PCA, pca)
-    return list(layout.ANALYZE_FILES), {}
+    artifacts.write_json(run.target(layout.PCA), pca)
+    return [run.name(n) for n in layout.ANALYZE_FILES], {}
 
 
 def _splice(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
@@ -155,6 +155,14 @@ def _splice(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], di
     splice = {"layer": cfg.capture.layer, "hook": hook_point(cfg.capture.layer), **result}
     artifacts.write_json(run.root / layout.SPLICE, splice)
     return [layout.SPLICE], {"device": str(device), "dtype": cfg.model.dtype}
+
+
+def _control(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
+    """The same SAE at its initialisation (same seed, no optimiser step), through the same analysis:
+    what the trained SAE's readings are to be compared with."""
+    trained, info = _train(cfg, run, progress, untrained=True)
+    analyzed, _ = _analyze(cfg, run, progress)
+    return trained + analyzed, {**info, "optimizer_steps": 0}
 
 
 def check_finite(samples: list[torch.Tensor]) -> None:
@@ -171,6 +179,8 @@ class Stage:
 
     sections: tuple[str, ...]
     body: Callable[[RunConfig, RunData, bool], tuple[list[str], dict[str, Any]]]
+    overlay: str | None = None
+    """The subdirectory whose SAE files this stage reads and writes (the control's)."""
 
 
 STAGES = {
@@ -178,6 +188,7 @@ STAGES = {
     "train": Stage(("train",), _train),
     "analyze": Stage(("train", "analyze"), _analyze),
     "splice": Stage(("model", "capture", "train"), _splice),
+    "control": Stage(("train", "analyze"), _control, overlay=layout.CONTROL),
 }
 assert tuple(STAGES) == layout.STAGES
 
@@ -208,13 +219,13 @@ def run_stage(name: str, cfg: RunConfig, run_dir: Path, progress: bool = True, f
         return False
     started = time.perf_counter()
     provenance.reset_peak_memory()
-    run = RunData(run_dir)
+    run = RunData(run_dir, overlay=stage.overlay)
     outputs, info = stage.body(cfg, run, progress)
     config = cfg.to_dict()
     artifacts.write_config(run_dir, config)
     record = {
         "stage_hash": key,
-        "inputs": dict(run.reads),
+        "inputs": {name: digest for name, digest in run.reads.items() if name not in outputs},
         "outputs": outputs,
         "wall_s": time.perf_counter() - started,
         **provenance.peak_memory(),

@@ -15,15 +15,18 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from replication import artifacts, figures, health, layout, provenance
-from replication.claims import Result, format_value
+from replication import artifacts, figures, health, implied, layout, provenance, topics
+from replication.claims import KINDS, format_value
 from replication.metrics import METRICS
 from replication.metrics.capture import prompt_topics
-from replication.metrics.features import purity
+from replication.metrics.features import max_hits, purity
+from replication.metrics.implied import writeup_dimension0
 from replication.rundata import RunData
+from replication.verdicts import COUNTED, Result, control_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PURITY_ROWS = 12
+TESTED_TOPICS = ("javascript_web", "testing", "oop")
 HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
 """Peak HBM bandwidth (bytes/s) by GPU name, from the vendors' data sheets: the bound on a decode
 step that reads every weight once."""
@@ -138,13 +141,75 @@ def _split(run: RunData) -> dict[str, Any]:
     }
 
 
+def _verdicts(results: list[Result]) -> dict[str, Any]:
+    """The headline's counts by kind, the notes of each claim, and the alternative readings."""
+    by_kind = Counter(r.claim.kind for r in results)
+    findings = [r for r in results if r.claim.kind in COUNTED]
+    counts: dict[str, Any] = Counter(r.verdict for r in findings)
+    counts["untrained"] = sum(r.holds_untrained for r in findings)
+
+    def held(kind: str) -> dict[str, int]:
+        tested = [r for r in results if r.claim.kind == kind and r.verdict != "not testable at this profile"]
+        return {"replicated": sum(r.verdict == "replicated" for r in tested), "tested": len(tested)}
+
+    notes = {
+        r.claim.id: "; ".join(
+            note
+            for note, flag in (("holds untrained", r.holds_untrained), ("depends on the reading", r.reading_dependent))
+            if flag
+        )
+        for r in results
+    }
+    readings = []
+    for r in results:
+        if r.claim.alternatives and r.verdict != "not testable at this profile":
+            readings.append({"id": r.claim.id, "label": "primary: " + (r.claim.why or r.claim.metric), **vars(r)})
+            readings += [
+                {"id": r.claim.id, "label": alt.why or alt.metric, **vars(outcome)}
+                for alt, outcome in zip(r.claim.alternatives, r.alternatives, strict=True)
+            ]
+    return {
+        "kinds": {kind: by_kind[kind] for kind in KINDS},
+        "findings": counts,
+        "setup": held("setup"),
+        "implied_counts": held("implied"),
+        "dependent": [r.claim.id for r in results if r.reading_dependent],
+        "notes": notes,
+        "readings": readings,
+    }
+
+
+def _power(run: RunData, control: RunData | None) -> dict[str, Any] | None:
+    """The Part 4 topic tests on the trained SAE and the control, with their best p and power."""
+    rows, notes = [], []
+    for topic in TESTED_TOPICS:
+        size = sum(t == topic for t in prompt_topics(run))
+        for name, view in (("trained", run), ("untrained", control)):
+            test = None if view is None else max_hits(view, topic)
+            if test is None:
+                continue
+            power = " / ".join(f"{test.power[h]:.2f}" if h in test.power else "—" for h in (3, 4, 5))
+            rows.append(
+                {"topic": topic, "size": size, "sae": name, "observed": test.observed, "p": test.p}
+                | {"best_p": test.best_p, "power": power}
+            )
+            if name == "trained" and not test.testable:
+                notes.append(
+                    f"{topic}: not testable with this corpus -- {size} prompts, so no feature can hold more than "
+                    f"{size} in its top 5, and even that gives p = {test.best_p:.2g} against {len(run.live)} live "
+                    "dimensions."
+                )
+    if not rows:
+        return None
+    return {"rows": rows, "notes": notes, "permutations": topics.PERMUTATIONS, "plantings": topics.PLANTINGS}
+
+
 def facts(run: RunData, results: list[Result], links: dict[str, str], command: str) -> dict[str, Any]:
     """Everything the template shows, from the run's files."""
     manifest = run.manifest
     env = manifest["stages"]["capture"]["environment"]
     density = health.feature_density(run.codes)
     sample_l0 = health.l0(run.codes)
-    counts = Counter(r.verdict for r in results)
     return {
         "command": command,
         "commit": provenance.code_commit(),
@@ -159,8 +224,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "info": run.info,
         "manifest": manifest,
         "results": results,
-        "counts": counts,
-        "tested": counts["replicated"] + counts["not replicated"] + counts["inconclusive"],
         "definitions": {name: m.definition for name, m in METRICS.items()},
         "summary": run.train_summary,
         "facts": {
@@ -190,8 +253,22 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "ablations": _ablations(run),
         "purity": _purity(run),
         "export": run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None,
+        "derivations": [derive() for derive in implied.DERIVATIONS],
+        "cannot": implied.CANNOT,
+        "dimension0": writeup_dimension0(),
+        "dead_listing": _dead_listing(run),
+        "power": _power(run, control_of(run)),
+        **_verdicts(results),
         "performance": _performance(manifest),
     }
+
+
+def _dead_listing(run: RunData) -> str:
+    share = METRICS["dead_dims_with_writeup_list"].compute(run)
+    dead = METRICS["dead_features"].compute(run)
+    if share is None:
+        return "it has no dead dimension"
+    return f"{share:.0%} of its {dead} dead dimensions list these five prompts in this order"
 
 
 def render(context: dict[str, Any]) -> str:

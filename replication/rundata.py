@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,20 +22,42 @@ PRINTS_AS_ZERO = 5e-5
 """A code below this prints as 0.0000, the write-up's four decimals."""
 
 
+@dataclass(frozen=True)
+class Untestable:
+    """A metric's answer when the data cannot test it at all, with the reason."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"not testable: {self.reason}"
+
+
 class RunData:
     """A run directory's artifacts, each loaded on first use; ``memo`` keeps derived values."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, overlay: str | None = None) -> None:
         self.root = root
+        self.overlay = overlay
+        """A subdirectory whose SAE files stand in for the run's (``control``: the untrained SAE)."""
         self._memo: dict[str, Any] = {}
         self.reads: dict[str, str] = {}
         """Every run file read through ``path``, with its sha256 then: a stage's inputs."""
 
+    def name(self, name: str) -> str:
+        """Where the file ``name`` of ``replication.layout`` lives in this view of the run."""
+        if self.overlay is not None and name.startswith(layout.SAE_STAGES):
+            return f"{self.overlay}/{name}"
+        return name
+
+    def target(self, name: str) -> Path:
+        """Where a stage writes the file ``name`` of this view of the run (not noted as read)."""
+        return self.root / self.name(name)
+
     def path(self, name: str) -> Path:
         """A file of the run by its name in ``replication.layout``; its sha256 is noted in ``reads``."""
-        path = self.root / name
+        path = self.root / self.name(name)
         if path.is_file():
-            self.reads[name] = artifacts.sha256_file(path)
+            self.reads[self.name(name)] = artifacts.sha256_file(path)
         return path
 
     def memo(self, key: str, compute: Callable[[], T]) -> T:

@@ -1,4 +1,4 @@
-"""Pure statistics: the multivariate hypergeometric tail, permutation p-values, Benjamini-Hochberg."""
+"""Pure statistics: hypergeometric tails, permutation p-values, Poisson and binomial tails, Benjamini-Hochberg."""
 
 from __future__ import annotations
 
@@ -32,15 +32,49 @@ def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.
     return np.minimum(np.cumsum(prob_max[::-1])[::-1], 1.0)
 
 
+def permutation_null(
+    statistic: Callable[[np.ndarray], float], labels: np.ndarray, permutations: int, seed: int = 0
+) -> np.ndarray:
+    """``statistic`` of ``permutations`` shuffles of the labels: its null distribution."""
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(rng.permutation(labels)) for _ in range(permutations)])
+
+
+def tail_pvalue(null: np.ndarray, observed: float) -> float:
+    """One-sided permutation p-value of a value at least as large: (1 + #null >= observed) / (1 + #null)."""
+    return float((1 + (null >= observed).sum()) / (1 + len(null)))
+
+
 def permutation_pvalue(
     statistic: Callable[[np.ndarray], float], labels: np.ndarray, permutations: int, seed: int = 0
 ) -> tuple[float, float]:
-    """(observed, p): ``statistic(labels)`` and the one-sided p-value of a value at least as large
-    under ``permutations`` shuffles of the labels, (1 + #null >= observed) / (1 + permutations)."""
+    """(observed, p): ``statistic(labels)`` and its one-sided p-value under shuffled labels."""
     observed = statistic(labels)
-    rng = np.random.default_rng(seed)
-    null = np.array([statistic(rng.permutation(labels)) for _ in range(permutations)])
-    return observed, float((1 + (null >= observed).sum()) / (1 + permutations))
+    return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed), observed)
+
+
+def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> float:
+    """Expected number of pairs, among sets of these ``sizes`` drawn at random from ``population``
+    items, that share at least ``shared`` items (hypergeometric, summed over pairs)."""
+    counts = np.bincount(np.asarray(sizes, dtype=int))
+    expected = 0.0
+    for a, n_a in enumerate(counts):
+        for b, n_b in enumerate(counts):
+            if b < a or not n_a or not n_b:
+                continue
+            pairs = n_a * (n_a - 1) / 2 if a == b else n_a * n_b
+            expected += pairs * float(scipy.stats.hypergeom.sf(shared - 1, population, a, b))
+    return expected
+
+
+def poisson_tail(observed: int, expected: float) -> float:
+    """P(X >= observed) for X ~ Poisson(expected): the chance of this many rare events or more."""
+    return float(scipy.stats.poisson.sf(observed - 1, expected))
+
+
+def binomial_tail(observed: int, trials: int, rate: float) -> float:
+    """P(X >= observed) for X ~ Binomial(trials, rate)."""
+    return float(scipy.stats.binom.sf(observed - 1, trials, rate))
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ TOPICS_FILE = REPO_ROOT / "fixtures" / "topics.yaml"
 TOPIC_MIN_HITS = 3
 """A topic feature: at least 3 of its top-5 (positive) prompts carry the topic."""
 PERMUTATIONS = 2000
+ALPHA = 0.05
+PLANTINGS = 20
+"""Synthetic features planted per number of topic prompts, to measure a test's power."""
 OTHER = "other"
 """The label of a prompt that no topic rule matches; it never counts as a topic."""
 
@@ -41,6 +45,54 @@ def topic_feature_test(
 
     observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed)
     return int(observed), p
+
+
+@dataclass(frozen=True)
+class MaxHits:
+    """The family-wise test that SOME feature's top k is rich in a topic."""
+
+    observed: int
+    """The largest number of topic prompts among any feature's positive top-k prompts."""
+    p: float
+    """Its permutation p-value: shuffled topic labels, the same maximum over all features."""
+    best_p: float
+    """The smallest p the design can reach: a feature with min(k, topic size) topic prompts."""
+    power: dict[int, float]
+    """Detection rate at p < ALPHA of a planted feature with h topic prompts in its top k, by h."""
+
+    @property
+    def testable(self) -> bool:
+        return self.best_p < ALPHA
+
+
+def max_hits_test(
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, seed: int = 0, plantings: int = PLANTINGS
+) -> MaxHits:
+    """Max over features of topic hits in the positive top k, against its permutation null; its power
+    measured by planting synthetic features -- h random topic prompts and k - h others, all firing --
+    among the real ones and running the same test."""
+    k = top_indices.shape[1]
+    # Under shuffled labels any row of k distinct prompts is alike: one extra row stands for a planted one.
+    rows = np.vstack([top_indices, np.arange(k)])
+    fires = np.vstack([positive, np.ones(k, dtype=bool)])
+
+    def most(labels: np.ndarray) -> float:
+        return float((labels[rows] & fires).sum(axis=1).max())
+
+    null = stats.permutation_null(most, is_topic, PERMUTATIONS, seed)
+    observed = int((is_topic[top_indices] & positive).sum(axis=1).max(initial=0))
+    topic, others = np.flatnonzero(is_topic), np.flatnonzero(~is_topic)
+    reachable = min(k, len(topic))
+    rng = np.random.default_rng(seed)
+    power = {}
+    for h in range(1, reachable + 1):
+        found = 0
+        for _ in range(plantings):
+            planted = np.concatenate([rng.choice(topic, h, replace=False), rng.choice(others, k - h, replace=False)])
+            hits = int(is_topic[planted].sum())
+            found += stats.tail_pvalue(null, max(observed, hits)) < ALPHA
+        power[h] = found / plantings
+    return MaxHits(observed, stats.tail_pvalue(null, observed), stats.tail_pvalue(null, reachable), power)
 
 
 def feature_purity(

@@ -123,11 +123,37 @@ def train_step(sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torc
     return Step(loss.total.item(), loss.mse.item(), loss.l1.item(), out.z.detach())
 
 
-def train_sae(train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def untrained_result(
+    sae: SparseAutoencoder, train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig
+) -> TrainResult:
+    """The control: the SAE as built, no optimiser step. Its one history row is the forward pass
+    on the training rows (what the original's epoch 1 reports, before that epoch's step) and the
+    validation MSE at initialisation."""
+    sae.eval()
+    with torch.no_grad():
+        out = sae(train_x)
+        loss = sae_loss(train_x, out, cfg.l1_coefficient, cfg.l1_reduction)
+        val_mse = F.mse_loss(sae(val_x).x_hat, val_x).item()
+    row = {
+        "epoch": 1,
+        "train_loss": loss.total.item(),
+        "train_mse": loss.mse.item(),
+        "l1_loss": loss.l1.item(),
+        "val_loss": val_mse,
+        "sparsity": near_zero_fraction(out.z, cfg.sparsity_threshold),
+    }
+    return TrainResult(sae=sae, history=[row], last_codes=out.z, best_epoch=0)
+
+
+def train_sae(
+    train_x: torch.Tensor, val_x: torch.Tensor, cfg: TrainConfig, progress: bool = True, untrained: bool = False
+) -> TrainResult:
     """Adam with early stopping on validation MSE. By default one full-batch step per epoch, as the
     original; with ``cfg.batch_size`` an epoch is a pass of minibatch steps, and its losses and
-    sparsity are over all of the epoch's training rows."""
+    sparsity are over all of the epoch's training rows. ``untrained``: the control, no step at all."""
     sae = build_sae(train_x.shape[1], cfg)
+    if untrained:
+        return untrained_result(sae, train_x, val_x, cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     stopper = EarlyStopping(cfg.patience)

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from replication import artifacts, layout
-from replication.claims import Claim, Verdict, evaluate
+from replication.claims import Claim
 from replication.config import ABLATIONS, load_profile
 from replication.errors import ReplicationError
 from replication.metrics import METRICS
 from replication.pipeline import run_stage
 from replication.rundata import RunData
+from replication.verdicts import Verdict, evaluate
 
 ROW_METRICS = (
     "stop_epoch",
@@ -118,6 +119,8 @@ def run_seeds(
     live = reference.codes.max(axis=0) > 0
     directions = [run.sae.decoder.weight.detach().numpy() for run in runs]
     best = np.stack([best_cosines(directions[0][:, live], d) for d in directions[1:]])
+    # The baseline: as many random directions in the same dimension as a seed has features.
+    random = np.random.default_rng(0).standard_normal(directions[0].shape)
     summary = {
         "seeds": list(range(n_seeds)),
         "sampling": {
@@ -136,6 +139,7 @@ def run_seeds(
             "stable": int((best >= STABLE_COSINE).all(axis=0).sum()),
             "threshold": STABLE_COSINE,
             "median_best_cosine": [float(np.median(b)) for b in best],
+            "random_median_best_cosine": float(np.median(best_cosines(directions[0][:, live], random))),
         },
     }
     artifacts.write_json(run_dir / layout.SEEDS, summary)

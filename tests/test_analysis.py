@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from replication import tieorder
 from replication.analysis import pca_2d, sample_rows, top_activating
 from replication.stats import max_share_tail
 from replication.topics import feature_purity
@@ -26,8 +27,25 @@ def test_top_activating_highest_first() -> None:
     assert [t["prompt"] for t in dims[0]["top"]] == ["b", "c", "a"]
     assert [t["value"] for t in dims[0]["top"]] == pytest.approx([0.5, 0.3, 0.1])
     assert dims[1]["top"][0] == {"index": 2, "prompt": "c", "value": pytest.approx(0.2)}
-    # The original's rule exactly: the last k of numpy's argsort, reversed.
-    assert [t["index"] for t in dims[1]["top"]] == np.argsort(codes[:, 1])[-3:][::-1].tolist()
+    # Ties (three zeros): numpy 1.24 insertion-sorts a column this short, i.e. stably -- ascending
+    # order 0, 1, 3, 2 -- and the original's rule takes the last three, reversed.
+    assert [t["index"] for t in dims[1]["top"]] == [2, 3, 1]
+    current = top_activating(codes, prompts, k=3, tie_order="current")
+    assert [t["index"] for t in current[1]["top"]] == np.argsort(codes[:, 1])[-3:][::-1].tolist()
+
+
+def test_a_dead_feature_lists_the_writeups_dimension_0() -> None:
+    """On 98 zeros numpy 1.24.4's argsort ends 28, 27, 26, 24, 97 (nox -s tieorder checks it there)."""
+    assert tieorder.top_k(np.zeros(98, dtype=np.float32), 5).tolist() == [97, 24, 26, 27, 28]
+
+
+def test_tie_order_argsort_sorts() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 17, 98, 500):
+        column = np.where(rng.random(n) < 0.6, 0.0, rng.integers(0, 4, n)).astype(np.float32)
+        order = tieorder.argsort(column)
+        assert sorted(order.tolist()) == list(range(n))
+        np.testing.assert_array_equal(column[order], np.sort(column))
 
 
 def test_pca_2d() -> None:

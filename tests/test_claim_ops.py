@@ -12,7 +12,9 @@ SCALE = {"d_model": 576.0, "n_layers": 30.0, "n_prompts": 98.0}
 
 
 def claim(op: str, **operands: Any) -> Claim:
-    return Claim(id="t.x", section="T", quote="q", metric="stop_epoch", op=op, profiles=("tiny",), **operands)
+    return Claim(
+        id="t.x", section="T", quote="q", kind="measured", metric="stop_epoch", op=op, profiles=("tiny",), **operands
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,11 @@ from helpers import Cli
 from safetensors.numpy import load_file, save_file
 
 from replication.__main__ import main
-from replication.claims import CLAIMS_DIR, WRITEUP, Claim, evaluate, load_claims
+from replication.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
 from replication.rundata import RunData
+from replication.verdicts import evaluate
 
 REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
 SHARED_WRITEUP = REPO_ROOT.parent / "shared" / "seed" / "writeup.md"
@@ -89,6 +90,7 @@ def test_shipped_writeup_is_the_studys() -> None:
 
 GOOD = {
     "id": "x.one",
+    "kind": "measured",
     "quote": "Number of Prompts",
     "metric": "n_prompts",
     "op": "eq",

@@ -75,7 +75,7 @@ def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path, cli: Cli) -
     result = cli("run", "--profile", "tiny", "--out", str(second), "--quiet")
     assert result.returncode == 0, result.stderr
     outputs = stage_outputs(tiny_run)
-    assert len(outputs) == 13 and stage_outputs(second) == outputs
+    assert len(outputs) == 20 and stage_outputs(second) == outputs
     for name in outputs:
         assert sha256_file(second / name) == sha256_file(tiny_run / name), name
 

@@ -17,7 +17,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def table_verdicts(report: str) -> dict[str, str]:
-    rows = re.findall(r"^\| `([\w.]+)` \|.*\| \*\*([a-z ]+)\*\* \| `[^`]+` \|$", report, re.MULTILINE)
+    row = r"^\| `([\w.]+)` \| [a-z]+ \|.*\| \*\*([a-z ]+)\*\* \| [^|]* \| `[^`]+` \|$"
+    rows = re.findall(row, report, re.MULTILINE)
     return dict(rows)
 
 

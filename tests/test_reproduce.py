@@ -18,9 +18,10 @@ from helpers import Cli
 from safetensors.numpy import load_file
 
 from replication.artifacts import sha256_file, stage_outputs
-from replication.claims import evaluate_all, load_claims
+from replication.claims import load_claims
 from replication.config import REPO_ROOT
 from replication.rundata import RunData
+from replication.verdicts import evaluate_all
 
 REFERENCE = REPO_ROOT / "runs" / "smollm2"
 RTOL, ATOL = 1e-4, 1e-4  # float32 sums in another order: relative error ~1e-6 per op, amplified by training

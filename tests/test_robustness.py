@@ -73,11 +73,11 @@ class Crash(Exception):
     """Stands in for the process dying."""
 
 
-@pytest.mark.parametrize("crash_at", range(21))
+@pytest.mark.parametrize("crash_at", range(30))
 def test_crash_at_any_write_then_resume(
     crash_at: int, tmp_path: Path, small_prompts: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert writes_in_a_run(uninterrupted) == 21
+    assert writes_in_a_run(uninterrupted) == 30
     out = tmp_path / "run"
     replaced = 0
     real_replace = os.replace
@@ -136,7 +136,7 @@ def test_up_to_date_stages_are_skipped(
     capsys.readouterr()
     assert main(run_args(out, small_prompts)) == 0
     skipped = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if "up to date" in line]
-    assert skipped == ["capture", "train", "analyze", "splice"]
+    assert skipped == ["capture", "train", "analyze", "splice", "control"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     # A training setting re-runs train, analyze and the splice test, never the capture.
     assert main([*run_args(out, small_prompts), "--train.l1_coefficient=1e-4"]) == 0

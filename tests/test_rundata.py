@@ -35,6 +35,7 @@ def test_a_run_holds_exactly_the_layouts_stage_files(tiny_run: Path) -> None:
         "train": list(layout.TRAIN_FILES),
         "analyze": list(layout.ANALYZE_FILES),
         "splice": [layout.SPLICE],
+        "control": [f"{layout.CONTROL}/{name}" for name in (*layout.TRAIN_FILES, *layout.ANALYZE_FILES)],
     }
     for names in outputs.values():
         assert all((tiny_run / name).is_file() for name in names)
@@ -47,6 +48,8 @@ def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
     assert list(stages["train"]["inputs"]) == [layout.ACTIVATIONS]
     assert list(stages["analyze"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES, layout.SAE, layout.LAST_CODES]
     assert list(stages["splice"]["inputs"]) == [layout.SAMPLES, layout.SAE]
+    # The control reads its own SAE back for its analysis: a stage's own outputs are not its inputs.
+    assert list(stages["control"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES]
     files = json.loads((tiny_run / layout.MANIFEST).read_text())["files"]
     assert stages["analyze"]["inputs"][layout.SAE] == files[layout.SAE]
 

@@ -16,12 +16,13 @@ from safetensors.numpy import load_file
 from replication import variants
 from replication.__main__ import main
 from replication.artifacts import sha256_file, verify_manifest
-from replication.claims import evaluate_all, load_claims
+from replication.claims import load_claims
 from replication.config import REPO_ROOT
 from replication.metrics.features import purity
 from replication.rundata import RunData
 from replication.sae import SparseAutoencoder
 from replication.variants import best_cosines, combine
+from replication.verdicts import evaluate_all
 
 
 def test_combined_verdict() -> None:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from replication import layout, topics
+from replication.analysis import sample_rows
 from replication.errors import ReplicationError
 from replication.metrics.registry import metric
 from replication.rundata import RunData
@@ -87,6 +88,14 @@ def above_001_fraction(run: RunData) -> float:
 def raw_spread_p99_over_median(run: RunData) -> float:
     """How widely raw values vary: the 99th percentile of |x| over its median."""
     magnitude = np.abs(run.raw)
+    return float(np.percentile(magnitude, 99) / np.median(magnitude))
+
+
+@metric(layout.ACTIVATIONS)
+def plotted_spread_p99_over_median(run: RunData) -> float:
+    """What the write-up's part2.png shows -- one row per sample, the row the analysis encodes, 98 x
+    d_model values --: the 99th percentile of |x| over its median."""
+    magnitude = np.abs(sample_rows(run.samples)[0].numpy())
     return float(np.percentile(magnitude, 99) / np.median(magnitude))
 
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from replication import layout, topics
+from replication import layout, stats, topics
 from replication.metrics.capture import prompt_topics
+from replication.metrics.implied import writeup_dimension0
 from replication.metrics.registry import metric, register
-from replication.rundata import RunData
+from replication.rundata import PRINTS_AS_ZERO, RunData, Untestable
 
 WHITEBOX_PROMPT = "Can you explain the difference between white-box and black-box testing?"
 
@@ -57,17 +58,78 @@ def whitebox_top_dims(run: RunData) -> int:
     return sum(d["top"][0]["prompt"] == WHITEBOX_PROMPT for d in run.live)
 
 
+def _positive_sets(run: RunData) -> list[frozenset[int]]:
+    """Each live dimension's top prompts with a code > 0: a zero slot is filled by tie order, not by
+    the feature."""
+    return [frozenset(t["index"] for t in d["top"] if t["value"] > 0) for d in run.live]
+
+
 @metric(layout.TOP_PROMPTS)
 def redundant_pairs(run: RunData) -> int:
-    """Pairs of live dimensions sharing at least 4 of their 5 top prompts."""
-    sets = [frozenset(t["index"] for t in d["top"]) for d in run.live]
+    """Pairs of live dimensions sharing at least 4 of their top-5 prompts with a code > 0."""
     counts: dict[frozenset[int], int] = {}
-    for s in sets:
+    for s in _positive_sets(run):
         counts[s] = counts.get(s, 0) + 1
-    exact = sum(c * (c - 1) // 2 for c in counts.values())
+    exact = sum(c * (c - 1) // 2 for s, c in counts.items() if len(s) >= 4)
     distinct = list(counts)
     near = sum(counts[a] * counts[b] for i, a in enumerate(distinct) for b in distinct[i + 1 :] if len(a & b) >= 4)
     return exact + near
+
+
+@metric(layout.TOP_PROMPTS)
+def redundant_pairs_expected(run: RunData) -> float:
+    """The number of such pairs that random prompt sets of the same sizes give (hypergeometric)."""
+    return stats.pairs_sharing_tail([len(s) for s in _positive_sets(run)], len(run.records), 4)
+
+
+@metric(layout.TOP_PROMPTS)
+def redundant_pvalue(run: RunData) -> float:
+    """P(at least redundant_pairs such pairs | random prompt sets), Poisson with mean redundant_pairs_expected."""
+    return stats.poisson_tail(redundant_pairs(run), redundant_pairs_expected(run))
+
+
+@metric(layout.TOP_PROMPTS)
+def whitebox_top_pvalue(run: RunData) -> float | None:
+    """P(at least whitebox_top_dims live dimensions put the white-box question first | each of the
+    N prompts equally likely to come first): binomial, rate 1 / N (None if none is live)."""
+    if not run.live:
+        return None
+    return stats.binomial_tail(whitebox_top_dims(run), len(run.live), 1 / len(run.records))
+
+
+@metric(layout.TOP_PROMPTS)
+def dead_dims_with_writeup_list(run: RunData) -> float | None:
+    """Fraction of dead dimensions whose top 5 are the write-up's dimension-0 prompts in its order
+    (None when no dimension is dead)."""
+    dead = [d for d in run.top["dimensions"] if d["top"][0]["value"] < PRINTS_AS_ZERO]
+    if not dead:
+        return None
+    listed = writeup_dimension0()
+    return sum([t["index"] for t in d["top"]] == listed for d in dead) / len(dead)
+
+
+def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:
+    """``topics.max_hits_test`` on the live dimensions, once per topic and run."""
+
+    def compute() -> topics.MaxHits | None:
+        if not run.live:
+            return None
+        is_topic = np.array([t == topic for t in prompt_topics(run)])
+        return topics.max_hits_test(*run.live_top, is_topic)
+
+    return run.memo(f"max_hits:{topic}", compute)
+
+
+def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
+    test = max_hits(run, topic)
+    if test is None:
+        return None
+    if not test.testable:
+        size = sum(t == topic for t in prompt_topics(run))
+        return Untestable(
+            f"{size} '{topic}' prompts: even a feature whose top 5 held all of them gives p = {test.best_p:.2g}"
+        )
+    return test.p
 
 
 @metric(layout.TOP_PROMPTS)
@@ -84,6 +146,15 @@ def _topic_result(topic: str, item: int, run: RunData) -> float | None:
 
 
 for _topic in ("javascript_web", "testing", "oop"):
+    register(
+        f"topic_max_pvalue_{_topic}",
+        layout.TOP_PROMPTS,
+        f"Family-wise test that SOME live dimension is a '{_topic}' feature: the most '{_topic}' prompts "
+        "(fixtures/topics.yaml) among any live dimension's top-5 positive prompts, against the same maximum under "
+        f"{topics.PERMUTATIONS} shuffles of the topic labels (seed 0). Not testable when even a perfect feature "
+        "could not reach p < 0.05.",
+        partial(_max_hits_pvalue, _topic),
+    )
     register(
         f"topic_features_{_topic}",
         layout.TOP_PROMPTS,

@@ -25,6 +25,13 @@ def sae_d_hidden(run: RunData) -> int:
     return run.sae.d_hidden
 
 
+@metric(layout.CODES)
+def encoder_activation(run: RunData) -> str:
+    """The encoder's output activation as its codes show it: "relu" when every code is >= 0 and some
+    are exactly 0 (negative pre-activations cut), else "other"."""
+    return "relu" if bool((run.codes >= 0).all() and (run.codes == 0).any()) else "other"
+
+
 def _train_setting(field: str, run: RunData) -> Any:
     """A training setting the run used, read from its saved config."""
     return getattr(run.config.train, field)

@@ -1,0 +1,57 @@
+"""Metrics of the write-up's own numbers (``replication.implied``), and its dimension-0 list: no run needed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+
+from replication import implied, tieorder
+from replication.config import REPO_ROOT
+from replication.metrics.registry import register
+from replication.rundata import RunData
+
+WRITEUP = "fixtures/writeup.md"
+
+
+def writeup_dimension0() -> list[int]:
+    """The corpus indices of the five prompts the write-up lists for its dimension 0, in its order."""
+    text = (REPO_ROOT / WRITEUP).read_text(encoding="utf-8")
+    block = text.split("### Feature 1", 1)[1].split("* **Interpretation:**", 1)[0]
+    listed = re.findall(r"^\s*\d\.\s+(.*?) \(Activation: ", block, flags=re.MULTILINE)
+    corpus = (REPO_ROOT / "fixtures" / "prompts.txt").read_text(encoding="utf-8").splitlines()
+    return [corpus.index(prompt) for prompt in listed]
+
+
+def _dimension0_is_tie_order(run: RunData) -> bool:
+    """True when the write-up's dimension-0 list is exactly numpy 1.24's top 5 of 98 equal values."""
+    return bool(writeup_dimension0() == tieorder.top_k(np.zeros(98, dtype=np.float32), 5).tolist())
+
+
+register(
+    "writeup_dim0_is_tie_order",
+    WRITEUP,
+    "Whether the write-up's dimension-0 prompts (corpus 97, 24, 26, 27, 28, in its order) are exactly what numpy "
+    "1.24's argsort gives as the top 5 of 98 equal values -- a dead feature -- (replication/tieorder.py; checked "
+    "against numpy 1.24.4 itself by nox -s tieorder).",
+    _dimension0_is_tie_order,
+)
+
+
+def _derived(derive: Callable[[], implied.Derivation], run: RunData) -> float:
+    return derive().value
+
+
+for _name, _derivation in (
+    ("implied_best_epoch", implied.best_epoch),
+    ("implied_code_mass_ratio", implied.code_mass_ratio),
+    ("implied_init_l1_ratio", implied.init_l1_from_sparsity),
+):
+    register(
+        _name,
+        WRITEUP,
+        f"From the write-up's numbers: {_derivation().steps}.",
+        partial(_derived, _derivation),
+    )
