@@ -16,7 +16,7 @@ import jinja2
 import numpy as np
 
 from replication import artifacts, figures, health, implied, layout, provenance, topics
-from replication.claims import KINDS, format_value
+from replication.claims import KINDS, format_value, load_coverage
 from replication.metrics import METRICS
 from replication.metrics.capture import prompt_topics
 from replication.metrics.features import max_hits, purity
@@ -102,6 +102,7 @@ def _purity(run: RunData) -> dict[str, Any] | None:
         "significant": len(significant),
         "by_topic": ", ".join(f"{t}: {n}" for t, n in by_topic.most_common()),
         "topic_counts": ", ".join(f"{t} {n}" for t, n in sorted(Counter(prompt_topics(run)).items())),
+        "best_p": topics.best_purity_p(prompt_topics(run), run.config.analyze.top_k),
         "histogram": ", ".join(f"{h}/k: {n}" for h, n in sorted(Counter(r["hits"] for r in rows).items())),
         "best": [
             {**r, "prompts": "; ".join(t["prompt"][:48].replace("|", "\\|") for t in prompts[r["dim"]])} for r in best
@@ -258,8 +259,21 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "dimension0": writeup_dimension0(),
         "dead_listing": _dead_listing(run),
         "power": _power(run, control_of(run)),
+        "coverage": _coverage(),
         **_verdicts(results),
         "performance": _performance(manifest),
+    }
+
+
+def _coverage() -> dict[str, Any]:
+    """How the write-up's sentences are accounted for in claims/coverage.yaml."""
+    entries = load_coverage()
+    reasons = Counter(str(e["none"]).split(":")[0] for e in entries if not e.get("claims"))
+    return {
+        "sentences": len(entries),
+        "claimed": sum(bool(e.get("claims")) for e in entries),
+        "unclaimed": sum(reasons.values()),
+        "reasons": ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()),
     }
 
 

@@ -95,6 +95,12 @@ def max_hits_test(
     return MaxHits(observed, stats.tail_pvalue(null, observed), stats.tail_pvalue(null, reachable), power)
 
 
+def best_purity_p(labels: list[str], k: int) -> float:
+    """The smallest p-value ``feature_purity`` can give: all k top prompts of one topic."""
+    topics = sorted({label for label in labels if label != OTHER})
+    return float(stats.max_share_tail(dict(Counter(labels)), k, topics)[k])
+
+
 def feature_purity(
     top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int]
 ) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 
 from replication import health, layout
 from replication.metrics.registry import metric, register
@@ -170,3 +171,40 @@ def median_nonzero_code(run: RunData) -> float | None:
     """Median of the non-zero code values of the encoded samples (None if all are zero)."""
     positive = run.codes[run.codes > 0]
     return float(np.median(positive)) if positive.size else None
+
+
+@metric(layout.SAE)
+def tied_weights(run: RunData) -> bool:
+    """Whether the decoder's weight is the encoder's, transposed (tied), in the trained SAE."""
+    return bool(torch.equal(run.sae.decoder.weight, run.sae.encoder.weight.T))
+
+
+@metric(layout.HISTORY)
+def loss_is_mse_plus_l1(run: RunData) -> bool:
+    """Every epoch's train loss is its reconstruction MSE plus l1_coefficient x its L1 term (to 1e-5)."""
+    coefficient = run.config.train.l1_coefficient
+    return all(
+        abs(r["train_loss"] - (r["train_mse"] + coefficient * r["l1_loss"])) <= 1e-5 * max(abs(r["train_loss"]), 1e-12)
+        for r in run.history
+    )
+
+
+@metric(layout.HISTORY)
+def early_drop_share(run: RunData) -> float | None:
+    """Share of the first-to-last drop of the train loss made in the first half of the epochs (None
+    for fewer than 3 epochs or no drop)."""
+    losses = [r["train_loss"] for r in run.history]
+    if len(losses) < 3 or losses[0] == losses[-1]:
+        return None
+    half = (len(losses) - 1) // 2
+    return (losses[0] - losses[half]) / (losses[0] - losses[-1])
+
+
+@metric(layout.HISTORY)
+def val_loss_late_range(run: RunData) -> float | None:
+    """Spread of the validation loss over the last ``patience`` epochs, (max - min) / min (None for
+    fewer than 2 epochs)."""
+    tail = [r["val_loss"] for r in run.history][-run.config.train.patience :]
+    if len(tail) < 2:
+        return None
+    return (max(tail) - min(tail)) / min(tail)
