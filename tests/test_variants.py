@@ -139,7 +139,8 @@ def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest
     assert l1["verdicts"]["part3.l1_penalty"] == "not replicated"
     assert sha256_file(run / "variants/l1_1e-4/train/sae.safetensors") != sha256_file(run / "train/sae.safetensors")
     standard = rows["standard_sae"]
-    assert standard["verdicts"]["part3.relu"] == "not replicated"  # its decoder is linear
+    assert standard["verdicts"]["part3.decoder_relu"] == "not replicated"  # its decoder is linear
+    assert standard["verdicts"]["part3.relu"] == "replicated"  # its encoder is still a ReLU
     assert RunData(run / "variants/standard_sae").config.train.batch_size == 64
     per_token = rows["per_token"]
     assert per_token["decode_shaped_fraction"] == 0.0  # a sample holds every fed position, never one row
