@@ -63,8 +63,9 @@ def first_code_mass() -> Derivation:
         "epoch-1 sum |z|",
         bound,
         f"epoch 1's loss is computed before that epoch's step, on the SAE as initialised: sum|z| <= "
-        f"{FIRST_TRAIN_LOSS:g} / {L1} = {bound:.0f}, mean |z| <= {bound / CODES:.3f}",
-        "the 17 is the untrained SAE's L1 penalty",
+        f"{FIRST_TRAIN_LOSS:g} / {L1} = {bound:.0f}, mean |z| <= {bound / CODES:.3f} -- about that, if the untrained "
+        "SAE's MSE is small next to 17",
+        "the 17 is essentially the untrained SAE's L1 penalty",
     )
 
 
@@ -75,9 +76,9 @@ def code_mass_ratio() -> Derivation:
         ratio,
         f"final sum|z| bound / epoch-1 sum|z| bound = {final_code_mass().value:.1f} / {first_code_mass().value:.0f} "
         f"= {ratio:.2g}",
-        "at most this share of the codes' initial mass is left at the last epoch: the reconstruction there is "
-        "close to the constant ReLU(b_dec) for every sample, so its low MSE measures the data's spread around a "
-        "constant, not reconstruction",
+        "about this share of the codes' initial mass, or less, is left at the last epoch (assuming the epoch-1 MSE "
+        "is small next to 17): the reconstruction there is close to the constant ReLU(b_dec) for every sample, so "
+        "its low MSE measures the data's spread around a constant, not reconstruction",
     )
 
 
@@ -96,8 +97,8 @@ def init_l1_from_sparsity() -> Derivation:
         f"sparsity {SPARSITY_EPOCH1} = Phi(0.01 / s) gives s = {sigma:.4f}; E[ReLU(u)] = s / sqrt(2 pi) = "
         f"{sigma / math.sqrt(2 * math.pi):.4f}; {L1} x {CODES} x that = {predicted:.1f}, "
         f"{predicted / FIRST_TRAIN_LOSS:.2f} x the reported {FIRST_TRAIN_LOSS:g}",
-        "two numbers of the write-up describe the same untrained encoder: the loss of 17 and the sparsity 0.5578 "
-        "are properties of the initialisation, not of learning",
+        "the loss of 17 and the sparsity 0.5578 are consistent with one untrained encoder (assuming zero-mean normal "
+        "pre-activations; the encoder bias, up to 1/64, is ignored): both describe the initialisation, not learning",
     )
 
 

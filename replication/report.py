@@ -7,8 +7,10 @@ template holds the words. Only the command, the code commit and the date belong 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +52,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _seeds(run: RunData) -> dict[str, Any] | None:
+def _seeds(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
     """The seed-robustness table and summary line, when the seeds step ran."""
     if not run.has(layout.SEEDS):
         return None
     summary = run.json(layout.SEEDS)
-    tested = {cid: c for cid, c in summary["claims"].items() if c["verdicts"][0] != "not testable at this profile"}
+    tested = {
+        cid: c
+        for cid, c in summary["claims"].items()
+        if c["verdicts"][0] != "not testable at this profile" and kinds.get(cid) in COUNTED
+    }
     rows = []
     for cid, entry in tested.items():
         counts = Counter(entry["verdicts"] + entry.get("sampling_verdicts", []))
@@ -71,18 +77,19 @@ def _seeds(run: RunData) -> dict[str, Any] | None:
         **summary,
         "sampling": summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"}),
         "combined": Counter(c["combined"] for c in tested.values()),
-        "changed": [cid for cid, c in summary["claims"].items() if c["combined"] != c["verdicts"][0]],
+        "changed": [cid for cid, c in tested.items() if c["combined"] != c["verdicts"][0]],
         "rows": rows,
     }
 
 
-def _ablations(run: RunData) -> dict[str, Any] | None:
+def _ablations(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
     if not run.has(layout.ABLATIONS):
         return None
     rows: dict[str, Any] = run.json(layout.ABLATIONS)
     faithful = rows["faithful"]["verdicts"]
     for name, row in rows.items():
-        changed = ", ".join(f"`{c}` ({faithful[c]} -> {row['verdicts'][c]})" for c in row.get("changed", []))
+        findings = [c for c in row.get("changed", []) if kinds.get(c) in COUNTED]
+        changed = ", ".join(f"`{c}` ({faithful[c]} -> {row['verdicts'][c]})" for c in findings)
         row["changes"] = changed or ("—" if name == "faithful" else "none")
         row.setdefault("not_applicable", None)
     return rows
@@ -102,7 +109,8 @@ def _purity(run: RunData) -> dict[str, Any] | None:
         "significant": len(significant),
         "by_topic": ", ".join(f"{t}: {n}" for t, n in by_topic.most_common()),
         "topic_counts": ", ".join(f"{t} {n}" for t, n in sorted(Counter(prompt_topics(run)).items())),
-        "best_p": topics.best_purity_p(prompt_topics(run), run.config.analyze.top_k),
+        "best_p": (best_p := topics.best_purity_p(prompt_topics(run), run.config.analyze.top_k)),
+        "bh_min": math.ceil(best_p * len(rows) / 0.05),
         "histogram": ", ".join(f"{h}/k: {n}" for h, n in sorted(Counter(r["hits"] for r in rows).items())),
         "best": [
             {**r, "prompts": "; ".join(t["prompt"][:48].replace("|", "\\|") for t in prompts[r["dim"]])} for r in best
@@ -211,6 +219,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
     env = manifest["stages"]["capture"]["environment"]
     density = health.feature_density(run.codes)
     sample_l0 = health.l0(run.codes)
+    kinds = {r.claim.id: r.claim.kind for r in results}
     return {
         "command": command,
         "commit": provenance.code_commit(),
@@ -250,8 +259,8 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "splice": run.splice,
         "split": _split(run),
         "figures": {"writeup": figures.FIGURES, "health": figures.HEALTH_FIGURES, "links": links},
-        "seeds": _seeds(run),
-        "ablations": _ablations(run),
+        "seeds": _seeds(run, kinds),
+        "ablations": _ablations(run, kinds),
         "purity": _purity(run),
         "export": run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None,
         "derivations": [derive() for derive in implied.DERIVATIONS],

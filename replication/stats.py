@@ -68,8 +68,9 @@ def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> fl
 
 
 def poisson_tail(observed: int, expected: float) -> float:
-    """P(X >= observed) for X ~ Poisson(expected): the chance of this many rare events or more."""
-    return float(scipy.stats.poisson.sf(observed - 1, expected))
+    """P(X >= observed) for X ~ Poisson(expected): the chance of this many rare events or more; a
+    tail below the smallest double is given as that double, not as 0."""
+    return max(float(scipy.stats.poisson.sf(observed - 1, expected)), float(np.finfo(float).tiny))
 
 
 def binomial_tail(observed: int, trials: int, rate: float) -> float:

@@ -78,10 +78,16 @@ def test_the_control_is_the_untrained_sae(tiny_run: Path) -> None:
 
 def test_every_result_has_a_control_value_where_it_should(tiny_run: Path) -> None:
     results = {r.claim.id: r for r in evaluate_all(load_claims(), RunData(tiny_run))}
-    # An SAE claim: the control's value is measured on control/ (the untrained SAE's codes, 128 wide).
-    assert results["part4.dead_dims_tie_list"].control is not None
+    # A measured claim about the SAE: its control value is measured on control/, the untrained SAE's codes.
+    run = RunData(tiny_run)
+    on_codes = claim(metric="sample_code_zero_fraction", op="gt", value=0.0)
+    result = evaluate(on_codes, run, control_of(run))
+    assert result.control is not None
+    untrained = RunData(tiny_run, overlay=layout.CONTROL)
+    assert result.control.measured == pytest.approx(float((untrained.codes == 0).mean()))
+    assert result.control.measured != result.measured
     # Setup, implied and capture claims have none.
-    for cid in ("part3.l1_penalty", "part3.implied_learning", "part2.sample_shape"):
+    for cid in ("part3.l1_penalty", "part3.implied_learning", "part2.sample_shape", "part4.dead_dims_tie_list"):
         assert results[cid].control is None, cid
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from replication import layout, stats, topics
 from replication.metrics.capture import prompt_topics
-from replication.metrics.implied import writeup_dimension0
+from replication.metrics.implied import writeup_dimension0, writeup_listed_prompts
 from replication.metrics.registry import metric, register
 from replication.rundata import PRINTS_AS_ZERO, RunData, Untestable
 
@@ -90,11 +90,18 @@ def redundant_pvalue(run: RunData) -> float:
 
 @metric(layout.TOP_PROMPTS)
 def whitebox_top_pvalue(run: RunData) -> float | None:
-    """P(at least whitebox_top_dims live dimensions put the white-box question first | each of the
-    N prompts equally likely to come first): binomial, rate 1 / N (None if none is live)."""
-    if not run.live:
+    """P(at least whitebox_top_dims live dimensions put the white-box question first | the live
+    dimensions' first prompts spread evenly over the prompts of its sample type): binomial. Prefill
+    and decode-step samples come first at very different rates, so the rate is that of the white-box
+    sample's own type: (live dimensions whose first prompt is of that type) / (prompts of that type)
+    / (live dimensions). None if none is live or the prompt is not in the corpus."""
+    if not run.live or WHITEBOX_PROMPT not in run.prompts:
         return None
-    return stats.binomial_tail(whitebox_top_dims(run), len(run.live), 1 / len(run.records))
+    source = [r["source"] for r in run.records]
+    kind = source[run.prompts.index(WHITEBOX_PROMPT)]
+    firsts = sum(source[d["top"][0]["index"]] == kind for d in run.live)
+    rate = firsts / source.count(kind) / len(run.live)
+    return stats.binomial_tail(whitebox_top_dims(run), len(run.live), rate)
 
 
 @metric(layout.TOP_PROMPTS)
@@ -120,23 +127,24 @@ def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:
     return run.memo(f"max_hits:{topic}", compute)
 
 
+WRITEUP_FEATURE = {"oop": 1, "javascript_web": 2, "testing": 3}
+"""The write-up's feature whose listed prompts show how strong a feature of the topic it describes."""
+
+
 def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
+    """The max-hits p-value; when it is not significant and the test could not have found a feature
+    as strong as the write-up's own example (its listed top 5 holds h topic prompts), Untestable."""
     test = max_hits(run, topic)
     if test is None:
         return None
-    if not test.testable:
-        size = sum(t == topic for t in prompt_topics(run))
+    labels = topics.topic_labels(writeup_listed_prompts(WRITEUP_FEATURE[topic]))
+    strength = labels.count(topic)
+    if test.p >= topics.ALPHA and test.power.get(strength, 0.0) < 0.5:
         return Untestable(
-            f"{size} '{topic}' prompts: even a feature whose top 5 held all of them gives p = {test.best_p:.2g}"
+            f"the write-up's own feature holds {strength} of 5 '{topic}' prompts; this test finds a planted "
+            f"feature that strong with power {test.power.get(strength, 0.0):.2f} (best reachable p {test.best_p:.2g})"
         )
     return test.p
-
-
-@metric(layout.TOP_PROMPTS)
-def significant_topic_features(run: RunData) -> int:
-    """Live dimensions whose top-5 prompts are purer in one topic than shuffled labels give: exact
-    permutation p-value of their purity, Benjamini-Hochberg q < 0.05 over all live dimensions."""
-    return sum(row.get("q", 1.0) < 0.05 for row in purity(run))
 
 
 def _topic_result(topic: str, item: int, run: RunData) -> float | None:

@@ -16,27 +16,42 @@ from replication.rundata import RunData
 WRITEUP = "fixtures/writeup.md"
 
 
+def writeup_listed_prompts(feature: int) -> list[str]:
+    """The first five prompts the write-up lists for its Feature ``feature`` (for Feature 3, its
+    Dimension 36's), in its order."""
+    text = (REPO_ROOT / WRITEUP).read_text(encoding="utf-8")
+    block = text.split(f"### Feature {feature}", 1)[1].split("* **Interpretation:**", 1)[0]
+    return re.findall(r"^\s*\d\.\s+(.*?) \(Activation: ", block, flags=re.MULTILINE)[:5]
+
+
+def writeup_listed(feature: int) -> list[int]:
+    """Their indices in the study's corpus (fixtures/prompts.txt)."""
+    corpus = (REPO_ROOT / "fixtures" / "prompts.txt").read_text(encoding="utf-8").splitlines()
+    return [corpus.index(prompt) for prompt in writeup_listed_prompts(feature)]
+
+
 def writeup_dimension0() -> list[int]:
     """The corpus indices of the five prompts the write-up lists for its dimension 0, in its order."""
-    text = (REPO_ROOT / WRITEUP).read_text(encoding="utf-8")
-    block = text.split("### Feature 1", 1)[1].split("* **Interpretation:**", 1)[0]
-    listed = re.findall(r"^\s*\d\.\s+(.*?) \(Activation: ", block, flags=re.MULTILINE)
-    corpus = (REPO_ROOT / "fixtures" / "prompts.txt").read_text(encoding="utf-8").splitlines()
-    return [corpus.index(prompt) for prompt in listed]
+    return writeup_listed(1)
 
 
-def _dimension0_is_tie_order(run: RunData) -> bool:
-    """True when the write-up's dimension-0 list is exactly numpy 1.24's top 5 of 98 equal values."""
-    return bool(writeup_dimension0() == tieorder.top_k(np.zeros(98, dtype=np.float32), 5).tolist())
+TIE_ORDER = "the top 5 of 98 equal values (numpy 1.24's tie order)"
+SELECTED = "selected by a feature"
+
+
+def _dimension0_origin(run: RunData) -> str:
+    """What the write-up's dimension-0 list is: numpy 1.24's top 5 of 98 equal values, or not."""
+    tie_order = writeup_dimension0() == tieorder.top_k(np.zeros(98, dtype=np.float32), 5).tolist()
+    return TIE_ORDER if tie_order else SELECTED
 
 
 register(
-    "writeup_dim0_is_tie_order",
+    "writeup_dim0_origin",
     WRITEUP,
-    "Whether the write-up's dimension-0 prompts (corpus 97, 24, 26, 27, 28, in its order) are exactly what numpy "
+    "What the write-up's dimension-0 prompts (corpus 97, 24, 26, 27, 28, in its order) are: exactly what numpy "
     "1.24's argsort gives as the top 5 of 98 equal values -- a dead feature -- (replication/tieorder.py; checked "
-    "against numpy 1.24.4 itself by nox -s tieorder).",
-    _dimension0_is_tie_order,
+    "against numpy 1.24.4 itself by nox -s tieorder), or a selection by a feature.",
+    _dimension0_origin,
 )
 
 
