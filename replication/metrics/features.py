@@ -147,6 +147,13 @@ def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
     return test.p
 
 
+@metric(layout.TOP_PROMPTS)
+def significant_topic_features(run: RunData) -> int:
+    """Live dimensions whose top-5 prompts are purer in one topic than shuffled labels give: exact
+    permutation p-value of their purity, Benjamini-Hochberg q < 0.05 over all live dimensions."""
+    return sum(row.get("q", 1.0) < 0.05 for row in purity(run))
+
+
 def _topic_result(topic: str, item: int, run: RunData) -> float | None:
     """The count (item 0) or the p-value (item 1) of ``topic_test``; None when no dimension is live."""
     result = topic_test(run, topic)
