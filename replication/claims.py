@@ -138,12 +138,7 @@ def _load_file(path: Path, writeup: str) -> Iterable[Claim]:
 def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim:
     cid = raw.get("id") if isinstance(raw, dict) else None
     where = f"{name}: claim {cid if isinstance(cid, str) else f'#{index + 1}'}"
-    if not isinstance(raw, dict):
-        raise ReplicationError(f"{where}: must be a mapping")
-    unknown = sorted(set(raw) - FIELDS, key=str)
-    if unknown:
-        raise ReplicationError(f"{where}: unknown field {unknown[0]!r}")
-    fields = {"section": section, **raw}
+    fields = {"section": section, **_mapping_of(raw, FIELDS, where)}
     for key in ("id", "section", "quote"):
         if not isinstance(fields.get(key), str) or not fields[key].strip():
             raise ReplicationError(f"{where}: field {key!r} is missing or not a string")
@@ -161,15 +156,20 @@ def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim
     readings = []
     for number, alternative in enumerate(alternatives, start=1):
         here = f"{where}: alternative {number}"
-        if not isinstance(alternative, dict):
-            raise ReplicationError(f"{here}: must be a mapping")
-        extra = sorted(set(alternative) - READING_FIELDS, key=str)
-        if extra:
-            raise ReplicationError(f"{here}: unknown field {extra[0]!r}")
-        _check_reading(alternative, here)
+        _check_reading(_mapping_of(alternative, READING_FIELDS, here), here)
         readings.append(Reading(**alternative))
     fields["profiles"] = tuple(profiles)
     return Claim(**fields, alternatives=tuple(readings), source=name)
+
+
+def _mapping_of(raw: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    """``raw`` when it is a mapping of allowed fields; else the one-line error naming the first other."""
+    if not isinstance(raw, dict):
+        raise ReplicationError(f"{where}: must be a mapping")
+    unknown = sorted(set(raw) - allowed, key=str)
+    if unknown:
+        raise ReplicationError(f"{where}: unknown field {unknown[0]!r}")
+    return raw
 
 
 def _check_reading(fields: dict[str, Any], where: str) -> None:

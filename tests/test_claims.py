@@ -120,6 +120,17 @@ def write_claims(directory: Path, claims: list[Any], section: str = "Part 2") ->
         ({"colour": "red"}, "a.yaml: claim x.one: unknown field 'colour'"),
         ({"metric": None}, "a.yaml: claim x.one: field 'metric' is missing or not a string"),
         ({"op": "approx", "abs": "tiny"}, "a.yaml: claim x.one: tolerance must be a number >= 0"),
+        ({"kind": "vibe"}, "a.yaml: claim x.one: kind must be one of setup, measured, implied, reading"),
+        ({"alternatives": ["x"]}, "a.yaml: claim x.one: alternative 1: must be a mapping"),
+        ({"alternatives": {"op": "eq"}}, "a.yaml: claim x.one: alternatives must be a list of readings"),
+        (
+            {"alternatives": [{"metric": "vibes", "op": "eq", "value": 1}]},
+            "a.yaml: claim x.one: alternative 1: unknown metric 'vibes'",
+        ),
+        (
+            {"alternatives": [{"metric": "n_prompts", "op": "eq", "value": 1, "quote": "q"}]},
+            "a.yaml: claim x.one: alternative 1: unknown field 'quote'",
+        ),
     ],
 )
 def test_bad_claim_is_named(tmp_path: Path, change: dict[str, Any], message: str) -> None:
