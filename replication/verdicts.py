@@ -117,9 +117,14 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None) -> Resu
 
 
 def control_of(run: RunData) -> RunData | None:
-    """The run's untrained control, when its control stage ran."""
-    control = RunData(run.root, overlay=layout.CONTROL)
-    return control if control.path(layout.CODES).is_file() else None
+    """The run's untrained control, when its control stage ran; one view per run, so what its
+    metrics derive (the permutation tests) is computed once for the verdicts and the report."""
+
+    def view() -> RunData | None:
+        control = RunData(run.root, overlay=layout.CONTROL)
+        return control if control.path(layout.CODES).is_file() else None
+
+    return run.memo("control", view)
 
 
 def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:
