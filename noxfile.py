@@ -1,5 +1,6 @@
-"""Sessions: ``tests`` (what CI runs; it ends with ``saelens`` and ``tieorder``), ``replicate`` (the study end to end),
-``saelens`` (the exported SAEs loaded by SAELens in an environment of its own), ``bench``, ``lint``.
+"""Sessions: ``tests`` (what CI runs; it ends with ``saelens`` and ``tieorder``), ``browser`` (the feature cards in
+headless Chromium; CI runs it after ``tests``), ``replicate`` (the study end to end), ``saelens`` (the exported SAEs
+loaded by SAELens in an environment of its own), ``bench``, ``lint``.
 
 Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate -- --profile seed``.
 """
@@ -17,6 +18,8 @@ TORCH_CPU = "torch==2.13.0"
 CONSTRAINTS = "constraints.txt"
 SAELENS = "sae-lens==6.54.12"
 NUMPY_OF_THE_STUDY = "numpy==1.24.4"
+PLAYWRIGHT = "playwright==1.65.2"
+"""Drives Debian's Chromium (/usr/bin/chromium, apt-get install chromium) by its path; it downloads no browser."""
 REFERENCE_EXPORT = "runs/smollm2/export"
 # pyproject.toml's dependency list is the one list of what the package needs (gguf, SmolLM2 only,
 # is an extra, so that a GPU machine without it can still run the seed profile).
@@ -68,6 +71,16 @@ def tieorder(session: nox.Session) -> None:
     session.run("python", "scripts/check_tie_order.py", "--self-test")
 
 
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The committed feature cards (runs/smollm2/cards, or CARDS_RUN=DIR) opened from the file system in
+    headless Chromium: DOM against the run's codes, sorting and search, no console error, no network
+    request; screenshots in build/screenshots/."""
+    _install(session, "test")
+    session.install("-c", CONSTRAINTS, PLAYWRIGHT)
+    session.run("pytest", "browser_tests", *session.posargs, env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
+
+
 def _option(args: list[str], name: str) -> str | None:
     """The value of ``--name VALUE`` or ``--name=VALUE`` in ``args``."""
     for index, arg in enumerate(args):
@@ -100,6 +113,7 @@ def replicate(session: nox.Session) -> None:
     session.run("python", "-m", "replication", "seeds", "--run", out)
     session.run("python", "-m", "replication", "ablations", "--run", out)
     session.run("python", "-m", "replication", "export", "--run", out)
+    session.run("python", "-m", "replication", "cards", "--run", out)
     session.run("python", "-m", "replication", "report", "--run", out)
     if not args:
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")

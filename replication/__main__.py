@@ -64,13 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ablations": ("run the named ablations beside the run", _ablations),
         "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
         "report": ("write verdicts.json, the figures and REPORT.md", _report),
+        "cards": ("write the feature cards: RUN/cards/index.html and a page per selected feature", _cards),
     }
     for name, (text, handler) in steps.items():
         step = commands.add_parser(name, help=text, description=f"{text}; refuses a changed or stale run")
         _run_dir(step, required=True)
         if name != "export":
             step.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
-        if name in ("seeds", "ablations"):
+        if name in ("seeds", "ablations", "cards"):
             step.add_argument("--quiet", action="store_true", help="no progress bars")
         step.set_defaults(handler=handler)
     seeds = commands.choices["seeds"]
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", help=f"ablations to run, comma-separated (default: {','.join(ABLATIONS)})"
     )
     commands.choices["report"].add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
+    commands.choices["cards"].add_argument("--all", action="store_true", help="a card for every feature")
     return parser
 
 
@@ -177,6 +179,23 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
     files += [f for f in written if f.resolve().is_relative_to(args.out.resolve())]
     artifacts.record_addition(args.out, "report", files, {})
     print(f"report: {len(results)} claims -> {output}")
+    return 0
+
+
+def _cards(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.cards import CARDS, write_cards
+    from replication.models import resolve_device
+    from replication.pipeline import cached_model
+    from replication.tokenstates import token_states
+
+    run = finished_run(args)
+    claims = load_claims(args.claims)
+    loaded = cached_model(run.config.model, resolve_device(run.config.capture.device))
+    sequences = [r["token_ids"] for r in run.records]
+    states = token_states(loaded.model, loaded.tokenizer, sequences, run.config.capture.layer)
+    files = write_cards(run, states, claims, every=args.all)
+    artifacts.record_addition(args.out, CARDS, files, {"all": args.all}, replaces=CARDS)
+    print(f"cards: {len(files) - 1} features -> {args.out / CARDS / 'index.html'}")
     return 0
 
 

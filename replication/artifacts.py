@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,6 +51,26 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_tree(directory: Path, files: Mapping[str, str]) -> list[Path]:
+    """Text files (relative path -> text) as the whole content of ``directory``: written into a
+    temporary sibling, then swapped in, so a failure leaves the previous directory as it was."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        for name, text in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_text(text, encoding="utf-8")
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
+        staging.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [directory / name for name in files]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -165,9 +186,16 @@ def record_stage(
     return manifest
 
 
-def record_addition(run_dir: Path, stage: str, files: list[Path], info: dict[str, Any]) -> None:
-    """Record files that a later step (seeds, ablations, report) added to a finished run."""
+def record_addition(
+    run_dir: Path, stage: str, files: list[Path], info: dict[str, Any], replaces: str | None = None
+) -> None:
+    """Record files that a later step (seeds, ablations, report) added to a finished run; with
+    ``replaces``, a directory the step rewrote as a whole, its earlier files are forgotten first."""
     manifest = read_manifest(run_dir)
+    if replaces is not None:
+        listed = manifest.get("files", {})
+        manifest["files"] = {name: d for name, d in listed.items() if not name.startswith(f"{replaces}/")}
+        write_json(run_dir / layout.MANIFEST, manifest)
     record_stage(run_dir, stage, files=files, config=manifest["config"], config_hash=manifest["config_hash"], info=info)
 
 

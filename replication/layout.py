@@ -20,6 +20,7 @@ seeds.json, seeds/               seed robustness and the retrained runs (not com
 ablations.json, variants/        the ablations and their runs (not committed)
 export/index.json, export/NAME/  SAEs in SAELens's format
 figures/NAME.png, REPORT.md      the report and its figures
+cards/index.html, cards/SAE/     the feature cards (offline HTML)
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_REFERENCE = "reference_codes.safetensors"
 """Inside ``export/NAME/``: SAELens's own two file names, and our codes to check them against."""
+CARDS = "cards"
+CARDS_INDEX = f"{CARDS}/index.html"
+"""The feature cards: ``cards/index.html`` and ``cards/<sae>/dimNNNN.html``."""
 FIGURES = "figures"
 REPORT = "REPORT.md"
 

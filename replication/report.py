@@ -302,5 +302,8 @@ def write_report(run: RunData, results: list[Result], output: Path, command: str
     """The figures into ``<run>/figures/`` and the report to ``output``; the files written."""
     paths = figures.draw_all(run)
     links = {name: os.path.relpath(path, output.parent) for name, path in paths.items()}
-    artifacts.write_text(output, render(facts(run, results, links, command)))
+    context = facts(run, results, links, command)
+    cards = run.root / layout.CARDS_INDEX
+    context["cards"] = os.path.relpath(cards, output.parent) if run.has(layout.CARDS_INDEX) else None
+    artifacts.write_text(output, render(context))
     return [*paths.values(), output]

@@ -83,3 +83,11 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
     if not pvalues:
         return []
     return [float(q) for q in scipy.stats.false_discovery_control(list(pvalues))]
+
+
+def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each column (feature direction) of ``reference`` (d, n), its best cosine with a column of
+    ``other`` (d, m)."""
+    ref = reference / np.maximum(np.linalg.norm(reference, axis=0, keepdims=True), 1e-12)
+    oth = other / np.maximum(np.linalg.norm(other, axis=0, keepdims=True), 1e-12)
+    return np.asarray((ref.T @ oth).max(axis=1))

@@ -29,6 +29,7 @@ from replication.errors import ReplicationError
 from replication.metrics import METRICS
 from replication.pipeline import run_stage
 from replication.rundata import RunData
+from replication.stats import best_cosines
 from replication.verdicts import Verdict, evaluate
 
 ROW_METRICS = (
@@ -46,14 +47,6 @@ STABLE_COSINE = 0.9
 def combine(verdicts: list[Verdict]) -> Verdict:
     """One verdict over seeds: the one they share, or inconclusive when they differ."""
     return verdicts[0] if len(set(verdicts)) == 1 else "inconclusive"
-
-
-def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """For each column (feature direction) of ``reference`` (d, n), its best cosine with a column of
-    ``other`` (d, m)."""
-    ref = reference / np.maximum(np.linalg.norm(reference, axis=0, keepdims=True), 1e-12)
-    oth = other / np.maximum(np.linalg.norm(other, axis=0, keepdims=True), 1e-12)
-    return np.asarray((ref.T @ oth).max(axis=1))
 
 
 def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progress: bool) -> Path:

@@ -12,6 +12,7 @@ import torch
 
 from replication.config import load_profile
 from replication.metrics import METRICS
+from replication.metrics.features import redundant_dim_pairs
 from replication.rundata import RunData
 from replication.topics import OTHER, PERMUTATIONS, topic_feature_test, topic_labels
 
@@ -52,6 +53,7 @@ def test_redundant_pairs_by_hand(tmp_path: Path) -> None:
     run = fake_run(tmp_path, top={"dimensions": dims})
     assert [d["dim"] for d in run.live] == [0, 1, 2, 3, 4]
     assert METRICS["redundant_pairs"].compute(run) == 4  # A-B, A-C, B-C, C-D
+    assert redundant_dim_pairs(run) == [(0, 1), (0, 2), (1, 2), (2, 3)]  # the pairs the cards show
 
 
 def test_redundant_pairs_identical_sets_count_every_pair(tmp_path: Path) -> None:
@@ -60,6 +62,7 @@ def test_redundant_pairs_identical_sets_count_every_pair(tmp_path: Path) -> None
     dims.append(dim(4, [10, 11, 2, 3, 4]))  # 4 shared with dim 3 only: 1 more
     run = fake_run(tmp_path, top={"dimensions": dims})
     assert METRICS["redundant_pairs"].compute(run) == 7
+    assert redundant_dim_pairs(run) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3), (3, 4)]
     assert METRICS["redundant_pairs"].compute(fake_run(tmp_path, top={"dimensions": dims[3:]})) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from typing import Any
 
@@ -40,10 +41,15 @@ def topic_test(run: RunData, topic: str) -> tuple[int, float] | None:
     return run.memo(f"topic_test:{topic}", compute)
 
 
+def dead_dims(run: RunData) -> list[int]:
+    """Code dimensions whose top-5 values all print as 0.0000 (< 5e-5) on the 98 samples."""
+    return [d["dim"] for d in run.top["dimensions"] if d["top"][0]["value"] < PRINTS_AS_ZERO]
+
+
 @metric(layout.TOP_PROMPTS)
 def dead_features(run: RunData) -> int:
     """Code dimensions whose top-5 values all print as 0.0000 (< 5e-5) on the 98 samples."""
-    return len(run.top["dimensions"]) - len(run.live)
+    return len(dead_dims(run))
 
 
 @metric(layout.TOP_PROMPTS)
@@ -52,10 +58,15 @@ def median_top_activation(run: RunData) -> float | None:
     return float(np.median([d["top"][0]["value"] for d in run.live])) if run.live else None
 
 
+def whitebox_dims(run: RunData) -> list[int]:
+    """Live dimensions whose top prompt is the white-box/black-box testing question."""
+    return [d["dim"] for d in run.live if d["top"][0]["prompt"] == WHITEBOX_PROMPT]
+
+
 @metric(layout.TOP_PROMPTS)
 def whitebox_top_dims(run: RunData) -> int:
     """Live dimensions whose top prompt is the white-box/black-box testing question."""
-    return sum(d["top"][0]["prompt"] == WHITEBOX_PROMPT for d in run.live)
+    return len(whitebox_dims(run))
 
 
 def _positive_sets(run: RunData) -> list[frozenset[int]]:
@@ -64,16 +75,29 @@ def _positive_sets(run: RunData) -> list[frozenset[int]]:
     return [frozenset(t["index"] for t in d["top"] if t["value"] > 0) for d in run.live]
 
 
+def redundant_dim_pairs(run: RunData) -> list[tuple[int, int]]:
+    """Pairs of live dimensions sharing at least 4 of their top-5 prompts with a code > 0, (lower,
+    higher) dimension, in order; once per run."""
+
+    def compute() -> list[tuple[int, int]]:
+        groups: dict[frozenset[int], list[int]] = {}
+        for d, s in zip(run.live, _positive_sets(run), strict=True):
+            groups.setdefault(s, []).append(d["dim"])
+        distinct = [s for s in groups if len(s) >= 4]
+        pairs = [pair for s in distinct for pair in itertools.combinations(groups[s], 2)]
+        for i, a in enumerate(distinct):
+            for b in distinct[i + 1 :]:
+                if len(a & b) >= 4:
+                    pairs += [(min(x, y), max(x, y)) for x in groups[a] for y in groups[b]]
+        return sorted(pairs)
+
+    return run.memo("redundant_pairs", compute)
+
+
 @metric(layout.TOP_PROMPTS)
 def redundant_pairs(run: RunData) -> int:
     """Pairs of live dimensions sharing at least 4 of their top-5 prompts with a code > 0."""
-    counts: dict[frozenset[int], int] = {}
-    for s in _positive_sets(run):
-        counts[s] = counts.get(s, 0) + 1
-    exact = sum(c * (c - 1) // 2 for s, c in counts.items() if len(s) >= 4)
-    distinct = list(counts)
-    near = sum(counts[a] * counts[b] for i, a in enumerate(distinct) for b in distinct[i + 1 :] if len(a & b) >= 4)
-    return exact + near
+    return len(redundant_dim_pairs(run))
 
 
 @metric(layout.TOP_PROMPTS)
@@ -108,11 +132,21 @@ def whitebox_top_pvalue(run: RunData) -> float | None:
 def dead_dims_with_writeup_list(run: RunData) -> float | None:
     """Fraction of dead dimensions whose top 5 are the write-up's dimension-0 prompts in its order
     (None when no dimension is dead)."""
-    dead = [d for d in run.top["dimensions"] if d["top"][0]["value"] < PRINTS_AS_ZERO]
+    dead = dead_dims(run)
     if not dead:
         return None
     listed = writeup_dimension0()
-    return sum([t["index"] for t in d["top"]] == listed for d in dead) / len(dead)
+    return sum([t["index"] for t in run.top["dimensions"][d]["top"]] == listed for d in dead) / len(dead)
+
+
+def topic_hits(run: RunData, topic: str) -> dict[int, int]:
+    """Per live dimension, how many of its top-5 prompts with a code > 0 carry ``topic``."""
+    if not run.live:
+        return {}
+    is_topic = np.array([t == topic for t in prompt_topics(run)])
+    indices, positive = run.live_top
+    hits = (is_topic[indices] & positive).sum(axis=1)
+    return {d["dim"]: int(h) for d, h in zip(run.live, hits, strict=True)}
 
 
 def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:

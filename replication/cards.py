@@ -1,0 +1,341 @@
+"""Feature cards: one offline HTML page per selected SAE feature, and an index beside the verdicts.
+
+A card shows what a reviewer needs to check a reading of a feature: its density; its top-k samples
+(the analysis's own list, tie order included) and a few from lower quantiles, every token shaded by
+the feature's code at that position; the histogram of its codes over all tokens; the tokens its
+decoder direction promotes and suppresses; the topic of its top prompts with its p-value; the same
+dimension in the untrained control; its best match in the other SAE seeds; and the claims that cite
+it, with their verdicts. Which features: those the Part 4 claims point at (the best candidate per
+topic, the redundant pairs, the dead dimensions, the white-box dimensions), and the densest and
+topic-purest, for the faithful SAE and the ``standard_sae`` ablation. Pages are self-contained
+(inline CSS, SVG, a few lines of vanilla JS): no URL outside the cards directory is referenced.
+
+This module needs no model: the token states come in a ``TokenStates`` (``replication.tokenstates``).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import torch
+
+from replication import artifacts, layout
+from replication.claims import Claim, format_value
+from replication.errors import ReplicationError
+from replication.metrics.capture import prompt_topics
+from replication.metrics.features import dead_dims, purity, redundant_dim_pairs, topic_hits, whitebox_dims
+from replication.metrics.implied import writeup_dimension0
+from replication.rundata import PRINTS_AS_ZERO, RunData
+from replication.stats import best_cosines
+from replication.tokenstates import TokenStates
+from replication.topics import TOPIC_MIN_HITS
+from replication.verdicts import Result, control_of, evaluate_all
+
+CARDS = layout.CARDS
+INDEX = "index.html"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+TOPICS = ("javascript_web", "testing", "oop")
+PER_CLAIM = 4
+"""Cards per claim: the first few of the features it points at (all of them are listed in the index)."""
+PER_RANKING = 5
+"""Cards for the densest and for the topic-purest features of each SAE."""
+QUANTILES = (0.75, 0.5, 0.25)
+"""Beside the top k: the samples at these quantiles of the feature's other positive sample codes."""
+TOP_TOKENS = 10
+HISTOGRAM_BINS = 24
+SIZE_BUDGET = 20_000
+"""Bytes a card may take on average (the committed reference run's cards are held to it)."""
+ABLATION = "standard_sae"
+
+
+def _best_for_topic(topic: str, run: RunData) -> list[int]:
+    """The live dimensions whose positive top 5 hold the most ``topic`` prompts (none if no hit)."""
+    hits = topic_hits(run, topic)
+    most = max(hits.values(), default=0)
+    return [dim for dim, h in hits.items() if h == most > 0]
+
+
+def _with_topic(topic: str, run: RunData) -> list[int]:
+    return [dim for dim, h in topic_hits(run, topic).items() if h >= TOPIC_MIN_HITS]
+
+
+def _redundant(run: RunData) -> list[int]:
+    return list(dict.fromkeys(dim for pair in redundant_dim_pairs(run) for dim in pair))
+
+
+def _significant(run: RunData) -> list[int]:
+    return [row["dim"] for row in purity(run) if row["q"] < 0.05]
+
+
+CITED: dict[str, Callable[[RunData], list[int]]] = {
+    "dead_features": dead_dims,
+    "dead_dims_with_writeup_list": dead_dims,
+    "writeup_dim0_origin": lambda run: [0],
+    "whitebox_top_dims": whitebox_dims,
+    "whitebox_top_pvalue": whitebox_dims,
+    "redundant_pairs": _redundant,
+    "redundant_pvalue": _redundant,
+    "significant_topic_features": _significant,
+    **{f"topic_max_pvalue_{t}": partial(_best_for_topic, t) for t in TOPICS},
+    **{f"topic_features_{t}": partial(_with_topic, t) for t in TOPICS},
+    **{f"topic_pvalue_{t}": partial(_with_topic, t) for t in TOPICS},
+}
+"""For each metric that is about particular features, the code dimensions it points at."""
+
+
+def cited_dims(claim: Claim, run: RunData) -> list[int]:
+    """The dimensions a claim points at, through its primary reading then its alternatives."""
+    dims: dict[int, None] = {}
+    for metric in [claim.metric, *(a.metric for a in claim.alternatives)]:
+        if metric in CITED:
+            dims.update(dict.fromkeys(CITED[metric](run)))
+    return list(dims)
+
+
+@dataclass
+class View:
+    """One SAE of the run (the faithful one, or an ablation's) with what its cards need."""
+
+    name: str
+    run: RunData
+    results: list[Result]
+    token_codes: list[np.ndarray]
+    """Per sample, (T - 1, d_hidden): the SAE's codes at every position the model fed itself."""
+    control: RunData | None
+    seeds: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    """(seed, decoder (d, d_hidden)) of the other SAE seeds, for the faithful SAE."""
+    random_baseline: float | None = None
+
+    @property
+    def density(self) -> np.ndarray:
+        """Per dimension, the fraction of the samples' analysed rows with a code > 0."""
+        return np.asarray((self.run.codes > 0).mean(axis=0))
+
+    def cited(self) -> dict[int, list[Result]]:
+        """Per dimension, the results of the claims that point at it."""
+        by_dim: dict[int, list[Result]] = {}
+        for result in self.results:
+            for dim in cited_dims(result.claim, self.run):
+                by_dim.setdefault(dim, []).append(result)
+        return by_dim
+
+
+def select(view: View) -> dict[int, list[str]]:
+    """The dimensions to draw, each with why: the first few each claim points at, the densest, and
+    the topic-purest (smallest purity p-value)."""
+    chosen: dict[int, list[str]] = {}
+    for result in view.results:
+        dims = cited_dims(result.claim, view.run)
+        if 0 in dims and result.claim.metric.startswith("dead"):  # the write-up's own dimension first
+            dims = [0] + [d for d in dims if d != 0]
+        for dim in dims[:PER_CLAIM]:
+            chosen.setdefault(dim, []).append(result.claim.id)
+    density = view.density
+    for dim in np.argsort(-density, kind="stable")[:PER_RANKING]:
+        chosen.setdefault(int(dim), []).append("densest")
+    pure = sorted(purity(view.run), key=lambda row: (row["p"], -row["hits"], row["dim"]))
+    for row in pure[:PER_RANKING]:
+        chosen.setdefault(row["dim"], []).append("purest topic")
+    return chosen
+
+
+def _histogram(values: np.ndarray) -> dict[str, Any]:
+    """Counts of the codes over all fed tokens: zeros apart, positives in equal bins."""
+    positive = values[values > 0]
+    top = float(positive.max()) if positive.size else 0.0
+    counts, edges = np.histogram(positive, bins=HISTOGRAM_BINS, range=(0.0, top or 1.0))
+    tallest = max(int(counts.max(initial=0)), 1)
+    bars = [
+        {"x": i * 10, "h": round(60 * int(c) / tallest, 1), "count": int(c), "lo": float(lo), "hi": float(hi)}
+        for i, (c, lo, hi) in enumerate(zip(counts, edges[:-1], edges[1:], strict=True))
+    ]
+    return {"tokens": int(values.size), "zeros": int((values <= 0).sum()), "max": top, "bars": bars}
+
+
+def _sample(view: View, index: int, dim: int, states: TokenStates, label: str) -> dict[str, Any]:
+    record = view.run.records[index]
+    codes = view.token_codes[index][:, dim]
+    row = len(record["token_ids"]) - 2
+    tokens = []
+    for position, text in enumerate(states.tokens[index]):
+        fed = position < codes.size
+        tokens.append({"text": text, "value": float(codes[position]) if fed else None, "row": position == row})
+    return {
+        "index": index,
+        "label": label,
+        "value": float(view.run.codes[index, dim]),
+        "source": record["source"],
+        "topic": prompt_topics(view.run)[index],
+        "tokens": tokens,
+        "prompt_tokens": record["prompt_tokens"],
+    }
+
+
+def _lower_quantiles(column: np.ndarray, shown: set[int]) -> list[tuple[int, str]]:
+    """The samples at QUANTILES of the positive codes outside the top k (distinct, highest first)."""
+    others = [i for i in np.argsort(-column, kind="stable") if column[i] > 0 and int(i) not in shown]
+    picked: dict[int, str] = {}
+    for q in QUANTILES:
+        if others:
+            picked.setdefault(int(others[round((1 - q) * (len(others) - 1))]), f"{round(q * 100)}th percentile")
+    return list(picked.items())
+
+
+def _read_out(view: View, dims: list[int], states: TokenStates) -> dict[int, dict[str, list[tuple[str, float]]]]:
+    directions = view.run.sae.decoder.weight.detach()[:, dims]
+    logits = states.read_out(directions)
+    result = {}
+    for column, dim in enumerate(dims):
+        order = torch.argsort(logits[:, column], descending=True, stable=True)
+        picks = {"promoted": order[:TOP_TOKENS], "suppressed": order.flip(0)[:TOP_TOKENS]}
+        result[dim] = {
+            side: [(states.token_text(int(t)), float(logits[int(t), column])) for t in ids]
+            for side, ids in picks.items()
+        }
+    return result
+
+
+def _control(view: View, dim: int) -> dict[str, Any] | None:
+    control = view.control
+    if control is None:
+        return None
+    column = control.codes[:, dim]
+    row = next((r for r in purity(control) if r["dim"] == dim), None)
+    return {
+        "density": float((column > 0).mean()),
+        "top": control.top["dimensions"][dim]["top"],
+        "dead": control.top["dimensions"][dim]["top"][0]["value"] < PRINTS_AS_ZERO,
+        "purity": row,
+    }
+
+
+def _seed_matches(view: View, dim: int) -> list[tuple[int, float]]:
+    direction = view.run.sae.decoder.weight.detach().numpy()[:, dim : dim + 1]
+    return [(seed, float(best_cosines(direction, decoder)[0])) for seed, decoder in view.seeds]
+
+
+def feature_card(
+    view: View, dim: int, reasons: list[str], states: TokenStates, read_out: dict[str, Any]
+) -> dict[str, Any]:
+    """Every fact of one card, each computed from the run's files and the token codes."""
+    run = view.run
+    entry = run.top["dimensions"][dim]
+    column = run.codes[:, dim]
+    everywhere = np.concatenate([codes[:, dim] for codes in view.token_codes])
+    scale = float(everywhere.max(initial=0.0))
+    top = [(t["index"], f"top {rank + 1}") for rank, t in enumerate(entry["top"])]
+    samples = [_sample(view, i, dim, states, label) for i, label in top + _lower_quantiles(column, {i for i, _ in top})]
+    return {
+        "sae": view.name,
+        "dim": dim,
+        "dead": entry["top"][0]["value"] < PRINTS_AS_ZERO,
+        "density": float((column > 0).mean()),
+        "token_density": float((everywhere > 0).mean()) if everywhere.size else 0.0,
+        "max_token_code": scale,
+        "reasons": reasons,
+        "samples": samples,
+        "histogram": _histogram(everywhere),
+        "read_out": read_out,
+        "purity": next((r for r in purity(run) if r["dim"] == dim), None),
+        "control": _control(view, dim),
+        "seeds": _seed_matches(view, dim),
+        "random_baseline": view.random_baseline,
+        "claims": [
+            {"id": r.claim.id, "verdict": r.verdict, "measured": format_value(r.measured)}
+            for r in view.cited().get(dim, [])
+        ],
+        "top_prompts": [t["prompt"] for t in entry["top"]],
+        "writeup_list": [t["index"] for t in entry["top"]] == writeup_dimension0(),
+    }
+
+
+def page_name(sae: str, dim: int) -> str:
+    """A card's file, relative to the cards directory."""
+    return f"{sae}/dim{dim:04d}.html"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = lambda v: "n/a" if v is None else format_value(v)
+    env.filters["v"] = lambda v: f"{v:.4g}"
+    env.filters["tok"] = lambda t: "\u201c" + t.replace("\n", "\u21b5") + "\u201d"
+    env.globals.update(page_name=page_name, zip=zip)
+    return env
+
+
+def load_views(run: RunData, states: TokenStates, claims: list[Claim]) -> list[View]:
+    """The faithful SAE (with its seeds) and, where the ablation ran, the standard SAE."""
+    views = [_view("faithful", run, states, claims)]
+    seeds = run.json(layout.SEEDS) if run.has(layout.SEEDS) else None
+    if seeds is not None:
+        for seed in seeds["seeds"][1:]:
+            path = run.root / layout.SEED_RUNS / f"seed{seed}" / layout.SAE
+            if path.is_file():
+                views[0].seeds.append((seed, RunData(path.parent.parent).sae.decoder.weight.detach().numpy()))
+        views[0].random_baseline = seeds["features"]["random_median_best_cosine"]
+    ablation = run.root / layout.VARIANT_RUNS / ABLATION
+    if (ablation / layout.CODES).is_file():
+        views.append(_view(ABLATION, RunData(ablation), states, claims))
+    return views
+
+
+def _view(name: str, run: RunData, states: TokenStates, claims: list[Claim]) -> View:
+    sae = run.sae.eval()
+    with torch.no_grad():
+        codes = [sae.encode(s).numpy() for s in states.states]
+    return View(name, run, evaluate_all(claims, run), codes, control_of(run))
+
+
+def write_cards(run: RunData, states: TokenStates, claims: list[Claim], every: bool = False) -> list[Path]:
+    """``RUN/cards/index.html`` and one page per selected feature (every feature with ``every``);
+    the directory is replaced as a whole, so a failure leaves the previous cards."""
+    if len(states.states) != len(run.records):
+        raise ReplicationError(f"{len(states.states)} token sequences for {len(run.records)} samples")
+    views = load_views(run, states, claims)
+    env = _environment()
+    pages: dict[str, str] = {}
+    rows = []
+    for view in views:
+        chosen = select(view)
+        if every:
+            for dim in range(view.run.codes.shape[1]):
+                chosen.setdefault(dim, [])
+        dims = sorted(chosen)
+        read_out = _read_out(view, dims, states)
+        for dim in dims:
+            card = feature_card(view, dim, chosen[dim], states, read_out[dim])
+            pages[page_name(view.name, dim)] = env.get_template("card.html.j2").render(card=card, run=_run_facts(run))
+            rows.append(card)
+    links = {
+        view.name: {r.claim.id: [d for d in cited_dims(r.claim, view.run)] for r in view.results} for view in views
+    }
+    index = env.get_template("cards_index.html.j2").render(
+        run=_run_facts(run), views=views, rows=rows, links=links, drawn={(r["sae"], r["dim"]) for r in rows}
+    )
+    pages[INDEX] = index
+    return artifacts.write_tree(run.root / CARDS, pages)
+
+
+def _run_facts(run: RunData) -> dict[str, Any]:
+    return {
+        "model": run.info["model"],
+        "layer": run.info["layer"],
+        "n_layers": run.info["n_layers"],
+        "samples": len(run.records),
+        "positions": run.config.capture.positions,
+        "profile": run.config.profile,
+        "escape": html.escape,
+    }

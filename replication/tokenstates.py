@@ -1,0 +1,81 @@
+"""What the feature cards need from the model: every position's hooked-layer state of each captured
+sequence, each token as text, and the read-out of a direction through the final norm and unembedding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from replication.hooks import decoder_layer, hidden_state
+
+
+@dataclass
+class TokenStates:
+    """The captured sequences as the model reads them, position by position."""
+
+    tokens: list[list[str]]
+    """Per sample, every token of prompt + answer as text (the last one was never fed back)."""
+    states: list[torch.Tensor]
+    """Per sample, (T - 1, d) float32: the hooked layer's output at every position the model fed
+    itself, from one forward pass over the sequence without its last token."""
+    read_out: Callable[[torch.Tensor], torch.Tensor]
+    """(d, n) directions -> (vocab, n) logits: unembedding . (final norm's gain * direction)."""
+    token_text: Callable[[int], str]
+
+
+class _Reached(Exception):
+    """Raised by the hook once the layer's output is kept: the layers after it need not run."""
+
+
+def fed_states(model: PreTrainedModel, layer: int, token_ids: Sequence[int]) -> torch.Tensor:
+    """(T - 1, d): the layer's output at every position of ``token_ids`` but the last, in one pass
+    that stops at the layer."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(token_ids[:-1])], device=device)
+    kept: list[torch.Tensor] = []
+
+    def keep(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        kept.append(hidden_state(output)[0].to("cpu", torch.float32).clone())
+        raise _Reached
+
+    handle = decoder_layer(model, layer).register_forward_hook(keep)
+    try:
+        with torch.inference_mode():
+            model(input_ids=ids)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    return kept[0]
+
+
+def token_states(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sequences: Sequence[Sequence[int]], layer: int
+) -> TokenStates:
+    """Every sequence (prompt + generated ids, as captured) through the model once."""
+    norm = model.get_submodule("model.norm").get_parameter("weight").detach()
+    output = model.get_output_embeddings()
+    assert isinstance(output, torch.nn.Linear)
+    unembed = output.weight.detach()
+
+    def read_out(directions: torch.Tensor) -> torch.Tensor:
+        scaled = directions.to(norm.device, norm.dtype) * norm[:, None]
+        with torch.inference_mode():
+            logits: torch.Tensor = unembed @ scaled
+        return logits.to("cpu", torch.float32)
+
+    def text(token: int) -> str:
+        """The token as text; a piece of a multi-byte character as its vocabulary entry (e.g. <0xE2>)."""
+        decoded = str(tokenizer.decode([token], clean_up_tokenization_spaces=False))
+        return decoded if "\ufffd" not in decoded else str(tokenizer.convert_ids_to_tokens(token))
+
+    return TokenStates(
+        tokens=[[text(t) for t in ids] for ids in sequences],
+        states=[fed_states(model, layer, ids) for ids in sequences],
+        read_out=read_out,
+        token_text=text,
+    )
