@@ -7,6 +7,9 @@ Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import nox
 from packaging.requirements import Requirement
 
@@ -93,11 +96,15 @@ def _option(args: list[str], name: str) -> str | None:
 
 @nox.session(venv_params=["--system-site-packages"])
 def replicate(session: nox.Session) -> None:
-    """The whole study, then its verdicts, 5 SAE seeds (3 sampling seeds where the model samples),
-    the ablations, the SAELens export and the report.
+    """The whole study in one process (``python -m replication replicate``): the stages, verify, 5 SAE
+    seeds (3 sampling seeds where the model samples), the ablations, the SAELens export, the feature
+    cards and the report.
 
-    ``nox -s replicate`` runs SmolLM2 on a CPU (with no arguments it refreshes the reference run
-    runs/smollm2 and REPORT.md); ``nox -s replicate -- --profile seed`` the original's model.
+    ``nox -s replicate`` re-derives SmolLM2's run from scratch in a fresh directory, build/replicate/smollm2,
+    and ends by comparing it with the committed reference runs/smollm2: one line says whether it is
+    reproduced byte for byte, within the stated tolerance (another CPU kernel family), or not -- then the
+    session fails. ``nox -s replicate -- --refresh`` rewrites the committed reference and REPORT.md
+    instead. ``nox -s replicate -- --profile seed`` runs the original's model.
 
     Uses the system's site-packages: on a GPU machine with torch and transformers installed and
     no network, nothing is installed and the package runs from this checkout.
@@ -106,24 +113,31 @@ def replicate(session: nox.Session) -> None:
         _install(session, "test")
     else:
         session.env["PYTHONPATH"] = str(session.invoked_from)
-    args = session.posargs
-    out = _option(args, "--out") or f"runs/{_option(args, '--profile') or 'smollm2'}"
-    session.run("python", "-m", "replication", "run", *args)
-    session.run("python", "-m", "replication", "verify", "--run", out)
-    session.run("python", "-m", "replication", "seeds", "--run", out)
-    session.run("python", "-m", "replication", "ablations", "--run", out)
-    session.run("python", "-m", "replication", "export", "--run", out)
-    session.run("python", "-m", "replication", "cards", "--run", out)
-    session.run("python", "-m", "replication", "report", "--run", out)
-    if not args:
+    args = [a for a in session.posargs if a != "--refresh"]
+    refresh = len(args) < len(session.posargs)
+    profile = _option(args, "--profile") or "smollm2"
+    reference = Path("runs") / profile
+    out = _option(args, "--out")
+    if out is None:
+        out = str(reference if refresh else Path("build") / "replicate" / profile)
+        if not refresh:
+            shutil.rmtree(out, ignore_errors=True)  # a fresh directory: nothing is reused
+        args += ["--out", out]
+    session.run("python", "-m", "replication", "replicate", *args)
+    if refresh and profile == "smollm2":
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")
+    elif (reference / "manifest.json").is_file() and Path(out).resolve() != reference.resolve():
+        session.run("python", "-m", "replication", "compare", "--run", out, "--reference", str(reference))
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (pytest-benchmark): capture tokens/s at batch 1 and 32 on SmolLM2 and their ratio,
-    one SAE epoch at the seed's shape, peak memory. Not timed tests: numbers, not pass/fail."""
+    """Side by side on this machine, as ratios: the bare reference (benchmarks/bare_reference.py, no package
+    code), the project's run and the whole replication, recorded in runs/smollm2/bench.json for the report;
+    then the pytest-benchmark numbers (capture tokens/s at batch 1 and 32, one SAE epoch at the seed's
+    shape, peak memory). Numbers, not pass/fail."""
     _install(session, "test")
+    session.run("python", "benchmarks/side_by_side.py", "--record", "runs/smollm2")
     session.run("pytest", "benchmarks", "--benchmark-columns=mean,min,max,rounds", *session.posargs)
 
 

@@ -65,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
         "report": ("write verdicts.json, the figures and REPORT.md", _report),
         "cards": ("write the feature cards: RUN/cards/index.html and a page per selected feature", _cards),
+        "compare": ("compare the run with a reference run: bytes, tolerance, verdicts; exit 1 if it differs", _compare),
     }
     for name, (text, handler) in steps.items():
         step = commands.add_parser(name, help=text, description=f"{text}; refuses a changed or stale run")
         _run_dir(step, required=True)
-        if name != "export":
+        if name not in ("export", "compare"):
             step.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
         if name in ("seeds", "ablations", "cards"):
             step.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.choices["report"].add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     commands.choices["cards"].add_argument("--all", action="store_true", help="a card for every feature")
+    commands.choices["compare"].add_argument("--reference", type=Path, required=True, help="the reference run")
+    replicate = commands.add_parser(
+        "replicate",
+        help="the whole study in one process: run, verify, seeds, ablations, export, cards, report",
+        description="the whole study in one process (the model is loaded once): the stages, then verify, "
+        "seeds, ablations, export, cards and report",
+    )
+    replicate.add_argument("--profile", help=f"seed, smollm2, tiny or a YAML file (default {DEFAULT_PROFILE})")
+    _run_dir(replicate, required=False)
+    replicate.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
+    replicate.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
+    replicate.add_argument("--random-init", action="store_true", help="the profile's architecture, RANDOM weights")
+    replicate.add_argument("--force", action="store_true", help="re-run stages that are up to date")
+    replicate.add_argument("--quiet", action="store_true", help="no progress bars")
+    replicate.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
+    replicate.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
+    replicate.set_defaults(handler=_replicate)
     return parser
 
 
@@ -199,6 +217,31 @@ def _cards(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace, rest: list[str]) -> int:
+    from replication.compare import compare_runs
+
+    finished_run(args)
+    reference = finished_run(argparse.Namespace(out=args.reference))
+    comparison = compare_runs(args.out, reference.root, load_claims(CLAIMS_DIR))
+    print(f"compare: {comparison.line()}")
+    return 0 if comparison.reproduced else 1
+
+
+def _replicate(args: argparse.Namespace, rest: list[str]) -> int:
+    """Each step's own handler, in one process: the model each step needs is loaded once."""
+    args.command = "run"
+    cfg = resolve_config(args, rest)
+    args.out = args.out if args.out is not None else Path("runs") / cfg.profile
+    _stage(args, rest)
+    step = {"out": args.out, "claims": args.claims, "quiet": args.quiet, "argv": args.argv}
+    _verify(argparse.Namespace(**step), [])
+    _seeds(argparse.Namespace(**step, seeds=5, sampling_seeds=3), [])
+    _ablations(argparse.Namespace(**step, only=None), [])
+    _export(argparse.Namespace(**step), [])
+    _cards(argparse.Namespace(**step, all=False), [])
+    return _report(argparse.Namespace(**step, output=args.output), [])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, rest = build_parser().parse_known_args(argv)
@@ -208,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()
     try:
-        if rest and args.handler is not _stage:
+        if rest and args.handler not in (_stage, _replicate):
             raise ReplicationError(f"unrecognised argument {rest[0]!r}")
         return int(args.handler(args, rest))
     except ReplicationError as exc:

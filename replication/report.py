@@ -271,6 +271,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "coverage": _coverage(),
         **_verdicts(results),
         "performance": _performance(manifest),
+        "bench": run.json(layout.BENCH) if run.has(layout.BENCH) else None,
     }
 
 

@@ -1,0 +1,70 @@
+"""``nox -s bench``: the bare reference (benchmarks/bare_reference.py), the project's run and the whole
+replication, one after the other on this machine, each into a fresh directory. Prints their wall times
+and ratios to the bare reference; with ``--record RUN`` writes them, with the machine, to RUN/bench.json,
+which the report's Performance section shows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from replication import artifacts, layout, provenance
+
+OUT = Path("build") / "bench"
+STEPS = {
+    "bare reference": [sys.executable, "benchmarks/bare_reference.py"],
+    "run": [sys.executable, "-m", "replication", "run", "--profile", "smollm2", "--out", str(OUT / "run"), "--quiet"],
+    "whole replication": [
+        *(sys.executable, "-m", "replication", "replicate", "--profile", "smollm2"),
+        *("--out", str(OUT / "replicate"), "--quiet"),
+    ],
+}
+COMMANDS = {
+    "bare reference": "python benchmarks/bare_reference.py (load, 98 answers one at a time, train; no package code)",
+    "run": "python -m replication run --profile smollm2 (capture, train, analyze, splice, control)",
+    "whole replication": "python -m replication replicate --profile smollm2 (run, seeds, ablations, cards, report)",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--record", type=Path, help="a run directory to write bench.json into")
+    args = parser.parse_args()
+    shutil.rmtree(OUT, ignore_errors=True)
+    rows = []
+    for name, command in STEPS.items():
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            print(f"error: {name} failed (exit {done.returncode})", file=sys.stderr)
+            return 1
+        rows.append({"step": name, "command": COMMANDS[name], "wall_s": wall})
+    bare = rows[0]["wall_s"]
+    for row in rows:
+        row["ratio"] = row["wall_s"] / bare
+    environment = provenance.environment()
+    result = {
+        "machine": f"{environment['cpu']}, {environment['cores']} cores"
+        + (f", {environment['gpu']}" if environment["gpu"] else ""),
+        "rows": rows,
+        "note": "one after the other in one session; the converted-model cache as a user has it after the first load",
+    }
+    print(f"measured on {result['machine']}")
+    for row in rows:
+        print(f"{row['step']:>20}: {row['wall_s']:7.1f} s  {row['ratio']:5.2f}x the bare reference")
+    if args.record is not None:
+        artifacts.write_json(args.record / layout.BENCH, result)
+        artifacts.record_addition(args.record, "bench", [args.record / layout.BENCH], {})
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Comparing a run with a reference: byte for byte on the same CPU kernels, within tolerance on another
+family, texts and tokens always exact, verdicts unchanged; each difference named."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from replication import artifacts, compare, layout
+from replication.__main__ import main
+from replication.claims import Claim, load_claims
+from replication.compare import ATOL, compare_runs
+from replication.rundata import RunData
+from replication.verdicts import Result, evaluate_all, write_verdicts
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run with its verdicts recorded, as a committed reference has them."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    shutil.copytree(tiny_run, run)
+    path = write_verdicts(RunData(run), evaluate_all(load_claims(), RunData(run)))
+    artifacts.record_addition(run, "report", [path], {})
+    return run
+
+
+@pytest.fixture
+def twin(reference: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "twin"
+    shutil.copytree(reference, run)
+    return run
+
+
+def other_kernels(run: Path) -> None:
+    manifest = artifacts.read_manifest(run)
+    manifest["stages"]["capture"]["environment"]["cpu_capability"] = "ANOTHER"
+    artifacts.write_json(run / layout.MANIFEST, manifest)
+
+
+def rehash(run: Path, name: str) -> None:
+    """The manifest as a run that wrote these bytes itself would have it."""
+    manifest = artifacts.read_manifest(run)
+    manifest["files"][name] = artifacts.sha256_file(run / name)
+    for stage in manifest["stages"].values():
+        if name in stage.get("inputs", {}):
+            stage["inputs"][name] = manifest["files"][name]
+    artifacts.write_json(run / layout.MANIFEST, manifest)
+
+
+def nudge_codes(run: Path, by: float) -> None:
+    codes = artifacts.load_tensors(run / layout.CODES)["codes"].clone()
+    codes[0, 0] += by
+    artifacts.save_tensors(run / layout.CODES, {"codes": codes}, {})
+    rehash(run, layout.CODES)
+
+
+def test_a_copy_is_reproduced_byte_for_byte(twin: Path, reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = compare_runs(twin, reference, load_claims())
+    assert result.reproduced and result.differing == [] and result.same_kernels
+    assert result.line().startswith("reproduced byte for byte")
+    assert main(["compare", "--run", str(twin), "--reference", str(reference)]) == 0
+    assert capsys.readouterr().out.startswith("compare: reproduced byte for byte")
+
+
+def test_any_difference_on_the_same_kernels_is_unexplained(twin: Path, reference: Path) -> None:
+    nudge_codes(twin, 1e-7)
+    result = compare_runs(twin, reference, load_claims())
+    assert not result.reproduced and result.unexplained == [f"{layout.CODES} differs on the same CPU kernels"]
+    assert main(["compare", "--run", str(twin), "--reference", str(reference)]) == 1
+
+
+def test_other_kernels_are_held_to_the_tolerance(twin: Path, reference: Path) -> None:
+    other_kernels(twin)
+    nudge_codes(twin, ATOL / 10)
+    result = compare_runs(twin, reference, load_claims())
+    assert result.reproduced and result.differing == [layout.CODES]
+    assert result.line().startswith("reproduced within rtol")
+    nudge_codes(twin, 1.0)
+    result = compare_runs(twin, reference, load_claims())
+    assert not result.reproduced and result.unexplained == [f"{layout.CODES}:codes beyond tolerance"]
+
+
+def test_texts_and_tokens_must_be_identical_on_any_kernels(twin: Path, reference: Path) -> None:
+    other_kernels(twin)
+    records = json.loads((twin / layout.SAMPLES).read_text())
+    records[3]["token_ids"][-1] += 1
+    artifacts.write_json(twin / layout.SAMPLES, records)
+    rehash(twin, layout.SAMPLES)
+    result = compare_runs(twin, reference, load_claims())
+    assert result.unexplained == [f"{layout.SAMPLES} differs"]
+
+
+def test_a_changed_verdict_is_named(twin: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    claims = load_claims()
+    real = compare.evaluate_all
+
+    def flipped(claims: list[Claim], run: RunData) -> list[Result]:
+        results = real(claims, run)
+        if run.root == twin:
+            other = "not replicated" if results[0].verdict == "replicated" else "replicated"
+            results[0] = dataclasses.replace(results[0], verdict=other)
+        return results
+
+    monkeypatch.setattr(compare, "evaluate_all", flipped)
+    other_kernels(twin)
+    nudge_codes(twin, ATOL / 10)  # a difference the kernels explain: the verdicts are computed again
+    result = compare_runs(twin, reference, claims)
+    assert result.verdicts_changed == [claims[0].id] and result.unexplained == []
+    assert not result.reproduced and f"verdict of {claims[0].id}" in result.line()
