@@ -38,6 +38,17 @@ def _run_dir(parser: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
+def _stage_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """The options of a command that runs stages: the profile and what a run may override."""
+    parser.add_argument("--profile", help=f"seed, smollm2, tiny or a YAML file (default: {default}{DEFAULT_PROFILE})")
+    _run_dir(parser, required=False)
+    parser.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
+    parser.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
+    parser.add_argument("--random-init", action="store_true", help="the profile's architecture, RANDOM weights")
+    parser.add_argument("--force", action="store_true", help="re-run stages that are up to date")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m replication",
@@ -46,18 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in STAGE_HELP.items():
-        stage = commands.add_parser(name, help=text, description=text)
-        stage.add_argument(
-            "--profile",
-            help=f"seed, smollm2, tiny or a YAML file (default: the run's saved config, else {DEFAULT_PROFILE})",
-        )
-        _run_dir(stage, required=False)
-        stage.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
-        stage.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
-        stage.add_argument("--random-init", action="store_true", help="the profile's architecture, RANDOM weights")
-        stage.add_argument("--force", action="store_true", help="re-run stages that are up to date")
-        stage.add_argument("--quiet", action="store_true", help="no progress bars")
-        stage.set_defaults(handler=_stage)
+        _stage_options(commands.add_parser(name, help=text, description=text), "the run's saved config, else ")
+        commands.choices[name].set_defaults(handler=_stage)
     steps: dict[str, tuple[str, Callable[[argparse.Namespace, list[str]], int]]] = {
         "verify": ("check the run's files against its manifest, then print one verdict line per claim", _verify),
         "seeds": ("retrain the SAE with other seeds (and, where the model samples, capture again)", _seeds),
@@ -92,13 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="the whole study in one process (the model is loaded once): the stages, then verify, "
         "seeds, ablations, export, cards and report",
     )
-    replicate.add_argument("--profile", help=f"seed, smollm2, tiny or a YAML file (default {DEFAULT_PROFILE})")
-    _run_dir(replicate, required=False)
-    replicate.add_argument("--prompts", type=Path, help="prompt file, one prompt a line (replaces the corpus)")
-    replicate.add_argument("--batch-size", type=int, help="prompts per generate call (default 1, the original's way)")
-    replicate.add_argument("--random-init", action="store_true", help="the profile's architecture, RANDOM weights")
-    replicate.add_argument("--force", action="store_true", help="re-run stages that are up to date")
-    replicate.add_argument("--quiet", action="store_true", help="no progress bars")
+    _stage_options(replicate, "")
     replicate.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
     replicate.add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     replicate.set_defaults(handler=_replicate)

@@ -26,7 +26,7 @@ import jinja2
 import numpy as np
 import torch
 
-from replication import artifacts, layout
+from replication import artifacts, layout, rendering
 from replication.claims import Claim, format_value
 from replication.errors import ReplicationError
 from replication.metrics.capture import prompt_topics
@@ -40,7 +40,6 @@ from replication.verdicts import Result, control_of, evaluate_all
 
 CARDS = layout.CARDS
 INDEX = "index.html"
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 TOPICS = ("javascript_web", "testing", "oop")
 PER_CLAIM = 4
 """Cards per claim: the first few of the features it points at (all of them are listed in the index)."""
@@ -262,13 +261,7 @@ def page_name(sae: str, dim: int) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = rendering.environment(html=True)
     env.filters["num"] = lambda v: "n/a" if v is None else format_value(v)
     env.filters["v"] = lambda v: f"{v:.4g}"
     env.filters["tok"] = lambda t: "\u201c" + t.replace("\n", "\u21b5") + "\u201d"

@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from replication import artifacts, figures, health, implied, layout, provenance, topics
+from replication import artifacts, figures, health, implied, layout, provenance, rendering, topics
 from replication.claims import KINDS, format_value, load_coverage
 from replication.metrics import METRICS
 from replication.metrics.capture import prompt_topics
@@ -26,7 +26,6 @@ from replication.metrics.implied import writeup_dimension0
 from replication.rundata import RunData
 from replication.verdicts import COUNTED, Result, control_of
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 PURITY_ROWS = 12
 TESTED_TOPICS = ("javascript_web", "testing", "oop")
 HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
@@ -35,14 +34,7 @@ step that reads every weight once."""
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,  # Markdown, not HTML
-    )
+    env = rendering.environment(html=False)  # Markdown
     env.filters.update(
         value=format_value,
         code=lambda text: f"`{text}`",
