@@ -8,6 +8,7 @@ run's manifest. The run directory's layout is ``replication.layout``.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,13 @@ from replication.errors import ReplicationError
 from replication.hooks import decoder_layer, hook_point, num_layers
 from replication.models import LoadedModel, load_model, resolve_device
 from replication.rundata import RunData
-from replication.splice import splice_test
+from replication.splice import LayerScorer, scorable, splice_result
 from replication.train import positional_split, positional_split_rows, stack_samples, train_sae
 
 _LOADED: dict[tuple[ModelConfig, str], LoadedModel] = {}
+_SCORERS: dict[tuple[ModelConfig, str, int, str], LayerScorer] = {}
+SCORERS_KEPT = 4
+"""Captures whose splice scorer a process keeps (the run's, and those of its variants)."""
 
 
 def cached_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
@@ -35,8 +39,23 @@ def cached_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
     key = (cfg, str(device))
     if key not in _LOADED:
         _LOADED.clear()
+        _SCORERS.clear()
         _LOADED[key] = load_model(cfg, device)
     return _LOADED[key]
+
+
+def cached_scorer(cfg: RunConfig, device: torch.device, sequences: list[list[int]]) -> LayerScorer:
+    """The splice scorer of a capture, built once per process: every SAE trained on the same
+    sequences (the run's, its other seeds', the ablations that keep its capture) shares its layer-L
+    states and its clean and zero-ablated CE. Keyed by the model, the layer and the sequences."""
+    loaded = cached_model(cfg.model, device)
+    digest = hashlib.sha256(json.dumps(sequences).encode()).hexdigest()
+    key = (cfg.model, str(device), cfg.capture.layer, digest)
+    if key not in _SCORERS:
+        while len(_SCORERS) >= SCORERS_KEPT:
+            del _SCORERS[next(iter(_SCORERS))]
+        _SCORERS[key] = LayerScorer(loaded.model, sequences, cfg.capture.layer)
+    return _SCORERS[key]
 
 
 def corpus_digest(prompts: list[str]) -> str:
@@ -147,11 +166,10 @@ def _analyze(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
 
 
 def _splice(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:
-    sequences = [r["token_ids"] for r in run.records]
+    sequences = scorable([r["token_ids"] for r in run.records])
     sae = run.sae
     device = resolve_device(cfg.capture.device)
-    loaded = cached_model(cfg.model, device)
-    result = splice_test(loaded.model, sae, sequences, cfg.capture.layer)
+    result = splice_result(cached_scorer(cfg, device, sequences), sae)
     splice = {"layer": cfg.capture.layer, "hook": hook_point(cfg.capture.layer), **result}
     artifacts.write_json(run.root / layout.SPLICE, splice)
     return [layout.SPLICE], {"device": str(device), "dtype": cfg.model.dtype}

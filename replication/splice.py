@@ -5,19 +5,33 @@ hooked layer's output replaced, at every position, by the SAE's reconstruction o
 output replaced by zeros. Cross-entropy is the mean next-token loss over every predicted position
 of every sequence. CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean): 1 means the
 reconstruction is as good as the real activations, 0 means no better than deleting them.
+
+Layers 0..L see the same tokens in all three conditions, so a ``LayerScorer`` runs them once per
+sequence and keeps layer L's output; each condition then runs only layers L+1.. and the head on
+that output, replaced as the condition says. The clean and zero-ablated CE depend on the sequences
+and the model alone: a scorer computes each once, for every SAE trained on the same capture.
+``cross_entropy`` is the plain route -- one whole forward pass per sequence and condition, the
+layer's output replaced by a hook -- which the scorer is tested against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
 
-from replication.hooks import Replace, decoder_layer, replaced_output
+from replication.hooks import Replace, decoder_layer, last_call_hook, replaced_output
 from replication.sae import SparseAutoencoder
+
+BATCH_TOKENS = 1024
+"""Padded tokens per batch of the scorer: bounds the (batch, seq, vocab) logits it holds at once."""
 
 
 def cross_entropy(
@@ -36,6 +50,99 @@ def cross_entropy(
     return total / count, count
 
 
+@contextmanager
+def only_layers(model: PreTrainedModel, layers: slice) -> Iterator[None]:
+    """While open, the model's decoder stack is ``layers`` of its blocks (the same modules): its own
+    forward then computes the attention mask and the rotary position embeddings as always, and runs
+    those blocks only."""
+    decoder_layer(model, 0)  # the stack is where the hook point says
+    inner = model.get_submodule("model")
+    full = inner.get_submodule("layers")
+    assert isinstance(full, nn.ModuleList)
+    inner.layers = nn.ModuleList(list(full)[layers])
+    try:
+        yield
+    finally:
+        inner.layers = full
+
+
+@dataclass
+class _Batch:
+    rows: list[int]
+    """Indices of its sequences in the scorer's list."""
+    lengths: list[int]
+    input_ids: torch.Tensor
+    """(batch, T) right-padded: a causal model's real positions never see the padding after them."""
+    attention_mask: torch.Tensor
+    hidden: torch.Tensor
+    """(batch, T, d): layer L's output."""
+
+
+class LayerScorer:
+    """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
+    ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
+    the later layers and the head. Sequences of similar length share a batch."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        sequences: Sequence[Sequence[int]],
+        layer: int,
+        batch_tokens: int = BATCH_TOKENS,
+    ) -> None:
+        if any(len(ids) < 2 for ids in sequences):
+            raise ValueError("every scored sequence needs 2 tokens or more")
+        self.model = model
+        self.layer = layer
+        self.sequences = [list(ids) for ids in sequences]
+        self.tokens = sum(len(ids) - 1 for ids in self.sequences)
+        device = next(model.parameters()).device
+        module = decoder_layer(model, layer)
+        order = sorted(range(len(self.sequences)), key=lambda i: len(self.sequences[i]))
+        self._batches: list[_Batch] = []
+        while order:
+            rows = [order.pop(0)]
+            while order and len(self.sequences[order[0]]) * (len(rows) + 1) <= max(batch_tokens, 1):
+                rows.append(order.pop(0))
+            lengths = [len(self.sequences[i]) for i in rows]
+            input_ids = torch.zeros((len(rows), max(lengths)), dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            for row, i in enumerate(rows):
+                input_ids[row, : lengths[row]] = torch.tensor(self.sequences[i])
+                mask[row, : lengths[row]] = 1
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            with only_layers(model, slice(0, layer + 1)), last_call_hook(module) as store, torch.no_grad():
+                model.get_submodule("model")(input_ids=input_ids, attention_mask=mask, use_cache=False)
+            assert store.hidden is not None
+            self._batches.append(_Batch(rows, lengths, input_ids, mask, store.hidden))
+
+    def cross_entropy(self, replace: Replace | None) -> tuple[float, int]:
+        """What ``cross_entropy(model, sequences, layer, replace)`` computes: the mean next-token
+        cross-entropy in nats and the number of predicted tokens."""
+        sums: dict[int, float] = {}
+        after = slice(self.layer + 1, None)
+        with only_layers(self.model, after), torch.no_grad():
+            for batch in self._batches:
+                hidden = batch.hidden if replace is None else replace(batch.hidden)
+                logits = self.model(inputs_embeds=hidden, attention_mask=batch.attention_mask, use_cache=False).logits
+                for row, (i, n) in enumerate(zip(batch.rows, batch.lengths, strict=True)):
+                    target = batch.input_ids[row, 1:n]
+                    sums[i] = F.cross_entropy(logits[row, : n - 1].float(), target, reduction="sum").item()
+        # Summed in sequence order, as the one-pass-per-sequence route does.
+        total = 0.0
+        for i in range(len(self.sequences)):
+            total += sums[i]
+        return total / self.tokens, self.tokens
+
+    @cached_property
+    def clean(self) -> float:
+        return self.cross_entropy(None)[0]
+
+    @cached_property
+    def zero(self) -> float:
+        return self.cross_entropy(zero_replacement)[0]
+
+
 def sae_replacement(sae: SparseAutoencoder) -> Replace:
     """The SAE's reconstruction of a (batch, seq, d) hidden state, in that state's dtype and device."""
 
@@ -51,23 +158,34 @@ def zero_replacement(hidden: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(hidden)
 
 
-def splice_test(
-    model: PreTrainedModel, sae: SparseAutoencoder, sequences: Sequence[Sequence[int]], layer: int
-) -> dict[str, Any]:
-    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered."""
-    scorable = [ids for ids in sequences if len(ids) >= 2]
-    device = next(model.parameters()).device
+def scorable(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The sequences that predict at least one token."""
+    return [list(ids) for ids in sequences if len(ids) >= 2]
+
+
+def splice_result(scorer: LayerScorer, sae: SparseAutoencoder) -> dict[str, Any]:
+    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered;
+    the clean and zero-ablated CE as ``scorer`` holds them (computed on first use)."""
+    device = next(scorer.model.parameters()).device
     sae = sae.to(device).eval()
-    clean, tokens = cross_entropy(model, scorable, layer, None)
-    spliced, _ = cross_entropy(model, scorable, layer, sae_replacement(sae))
-    zero, _ = cross_entropy(model, scorable, layer, zero_replacement)
+    clean = scorer.clean
+    spliced, _ = scorer.cross_entropy(sae_replacement(sae))
+    zero = scorer.zero
     gap = zero - clean
     return {
-        "sequences": len(scorable),
-        "tokens": tokens,
+        "sequences": len(scorer.sequences),
+        "tokens": scorer.tokens,
         "ce_clean": clean,
         "ce_sae": spliced,
         "ce_zero": zero,
         "ce_loss_recovered": (zero - spliced) / gap if gap != 0 else None,
         "scored": "every next-token prediction of prompt + generated tokens, all positions replaced",
     }
+
+
+def splice_test(
+    model: PreTrainedModel, sae: SparseAutoencoder, sequences: Sequence[Sequence[int]], layer: int
+) -> dict[str, Any]:
+    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered
+    (sequences of fewer than 2 tokens predict nothing and are left out)."""
+    return splice_result(LayerScorer(model, scorable(sequences), layer), sae)

@@ -10,7 +10,9 @@ similarity of their decoder directions.
 
 Ablations. Each is a named set of config overrides, run in ``<run>/variants/<name>/`` and reported
 side by side with the faithful run: sparsity, L0, FVU, dead fraction, and the claims whose verdict
-changes.
+changes. An ablation that captures anew batches its prompts where the model decodes greedily (the
+batched capture stores the same samples as one prompt at a time), and captures one prompt at a time,
+as the run, where it samples; its row says which, and why.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from replication.claims import Claim
 from replication.config import ABLATIONS, load_profile
 from replication.errors import ReplicationError
 from replication.metrics import METRICS
-from replication.pipeline import run_stage
+from replication.models import resolve_device
+from replication.pipeline import cached_model, run_stage
 from replication.rundata import RunData
 from replication.stats import best_cosines
 from replication.verdicts import Verdict, evaluate
@@ -42,6 +45,8 @@ ROW_METRICS = (
     "decode_shaped_fraction",
 )
 STABLE_COSINE = 0.9
+RECAPTURE_BATCH_SIZE = 32
+"""Prompts per ``generate`` when an ablation captures anew with a greedy model."""
 
 
 def combine(verdicts: list[Verdict]) -> Verdict:
@@ -49,11 +54,40 @@ def combine(verdicts: list[Verdict]) -> Verdict:
     return verdicts[0] if len(set(verdicts)) == 1 else "inconclusive"
 
 
+def recaptures(overrides: dict[str, Any]) -> bool:
+    """Whether a variant with ``overrides`` needs a capture of its own (else it shares the run's)."""
+    return any(key.startswith(("model.", "capture.")) for key in overrides)
+
+
+def capture_batching(reference: RunData, overrides: dict[str, Any]) -> tuple[int, str]:
+    """The ``capture.batch_size`` of a variant that captures anew, and why: batched where the model
+    decodes greedily, where a batch stores what one prompt at a time stores (same tokens,
+    activations equal to float32 summation order, 1e-4 relative); the run's own where it samples,
+    since a batch draws from one random stream and its samples would differ."""
+    own = reference.config.capture.batch_size
+    if "capture.batch_size" in overrides:
+        return int(overrides["capture.batch_size"]), "set by the ablation's overrides"
+    if any(key.startswith("model.") for key in overrides):  # another model: its own generation config
+        cfg = load_profile(str(reference.root / layout.CONFIG), overrides)
+        samples = bool(cached_model(cfg.model, resolve_device(cfg.capture.device)).model.generation_config.do_sample)
+    else:
+        samples = bool(reference.info["generation"]["do_sample"])
+    if samples:
+        return own, (
+            "the model samples while generating: a batch draws from one random stream, so it would not "
+            "store the samples of one prompt at a time; captured as the run was"
+        )
+    return max(own, RECAPTURE_BATCH_SIZE), (
+        "the model decodes greedily (do_sample=false): a batch stores the same tokens as one prompt at a "
+        "time, activations equal up to float32 summation order (1e-4 relative)"
+    )
+
+
 def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progress: bool) -> Path:
     """The run's config with ``overrides``, run in ``directory``: a new capture only when the
     overrides touch the model or the capture, else the run's capture files shared as hard links."""
     cfg = load_profile(str(run_dir / layout.CONFIG), overrides)
-    recapture = any(key.startswith(("model.", "capture.")) for key in overrides)
+    recapture = recaptures(overrides)
     if not recapture:
         for name in artifacts.stage_outputs(run_dir):
             if name in layout.CAPTURE_FILES:
@@ -154,18 +188,28 @@ def run_ablations(run_dir: Path, claims: list[Claim], names: list[str], progress
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise ReplicationError(f"unknown ablation {unknown[0]!r} (known: {', '.join(ABLATIONS)})")
-    faithful = _row(RunData(run_dir), claims)
+    reference = RunData(run_dir)
+    faithful = _row(reference, claims)
     rows: dict[str, Any] = {"faithful": {"description": "the original's method", **faithful}}
     for name in names:
         description, overrides = ABLATIONS[name]
+        batching: dict[str, Any] = {}
         try:
-            directory = variant_run(run_dir / layout.VARIANT_RUNS / name, run_dir, overrides, progress)
+            if recaptures(overrides):
+                size, reason = capture_batching(reference, overrides)
+                batching = {"capture_batch_size": size, "capture_batch_reason": reason}
+            directory = variant_run(
+                run_dir / layout.VARIANT_RUNS / name,
+                run_dir,
+                {**overrides, **({"capture.batch_size": batching["capture_batch_size"]} if batching else {})},
+                progress,
+            )
         except ReplicationError as exc:  # e.g. a tokenizer without a chat template
             rows[name] = {"description": description, "overrides": overrides, "not_applicable": str(exc)}
             continue
         row = _row(RunData(directory), claims)
         row["changed"] = sorted(cid for cid, v in row["verdicts"].items() if v != faithful["verdicts"][cid])
-        rows[name] = {"description": description, "overrides": overrides, **row}
+        rows[name] = {"description": description, "overrides": overrides, **batching, **row}
     artifacts.write_json(run_dir / layout.ABLATIONS, rows)
     artifacts.record_addition(run_dir, "ablations", [run_dir / layout.ABLATIONS], {"ablations": names})
     return rows

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,12 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from replication import pipeline, splice
+from replication.__main__ import main
 from replication.config import RunConfig
 from replication.metrics import METRICS
-from replication.models import LoadedModel
+from replication.models import LoadedModel, resolve_device
 from replication.rundata import RunData
 from replication.sae import SparseAutoencoder
-from replication.splice import cross_entropy, splice_test, zero_replacement
+from replication.splice import LayerScorer, cross_entropy, sae_replacement, splice_test, zero_replacement
 from replication.train import build_sae
 
 SEQUENCES = [[5, 17, 42, 9, 3], [7, 8, 99, 100, 2, 11, 12]]
@@ -131,3 +135,90 @@ def test_splice_stage_of_a_run(tiny_run: Path) -> None:
     assert splice["tokens"] == sum(len(r["token_ids"]) - 1 for r in records)
     assert splice["hook"] == "model.layers.10"
     assert METRICS["ce_loss_recovered"].compute(RunData(tiny_run)) == splice["ce_loss_recovered"]
+
+
+def random_sequences(count: int, seed: int) -> list[list[int]]:
+    """Sequences of 2 to 49 tokens of the tiny vocabulary, in no order of length."""
+    rng = random.Random(seed)
+    return [[rng.randrange(512) for _ in range(rng.randrange(2, 50))] for _ in range(count)]
+
+
+@pytest.mark.parametrize("layer", [0, 10, 11])
+def test_scorer_computes_what_one_pass_per_sequence_computes(
+    tiny_model: LoadedModel, tiny_config: RunConfig, layer: int
+) -> None:
+    """Layers 0..L run once, batched and right-padded, then layers L+1.. per condition: the same CE
+    as a whole forward pass per sequence with the layer's output replaced by a hook (layer 11 is
+    the last block: only the final norm and the head follow it)."""
+    sequences = random_sequences(30, seed=layer)
+    sae = build_sae(64, tiny_config.train)
+    scorer = LayerScorer(tiny_model.model, sequences, layer, batch_tokens=200)
+    assert len(scorer._batches) > 3, "the sequences must be split into several padded batches"
+    assert any(len(set(batch.lengths)) > 1 for batch in scorer._batches), "a batch must hold padding"
+    for replace in (None, zero_replacement, sae_replacement(sae), lambda h: 0.5 * h):
+        ce, tokens = scorer.cross_entropy(replace)
+        expected, expected_tokens = cross_entropy(tiny_model.model, sequences, layer, replace)
+        assert tokens == expected_tokens == sum(len(ids) - 1 for ids in sequences)
+        assert ce == pytest.approx(expected, rel=1e-6)
+    assert scorer.clean == pytest.approx(cross_entropy(tiny_model.model, sequences, layer, None)[0], rel=1e-6)
+    assert scorer.zero == pytest.approx(
+        cross_entropy(tiny_model.model, sequences, layer, zero_replacement)[0], rel=1e-6
+    )
+
+
+def test_scorer_leaves_the_model_whole(tiny_model: LoadedModel) -> None:
+    layers = list(tiny_model.model.model.layers)
+    scorer = LayerScorer(tiny_model.model, SEQUENCES, 10)
+
+    def fails(hidden: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("a replacement that fails")
+
+    with pytest.raises(RuntimeError, match="a replacement that fails"):
+        scorer.cross_entropy(fails)
+    assert list(tiny_model.model.model.layers) == layers
+    assert cross_entropy(tiny_model.model, SEQUENCES, 10, None)[0] == pytest.approx(manual_ce(tiny_model, SEQUENCES))
+
+
+def test_splice_json_is_the_one_pass_per_sequence_result(tiny_run: Path) -> None:
+    run = RunData(tiny_run)
+    stored = json.loads((tiny_run / "splice" / "splice.json").read_text())
+    model = pipeline.cached_model(run.config.model, resolve_device("cpu")).model
+    sequences = [r["token_ids"] for r in run.records]
+    replaces = {"ce_clean": None, "ce_sae": sae_replacement(run.sae), "ce_zero": zero_replacement}
+    for key, replace in replaces.items():
+        assert stored[key] == pytest.approx(cross_entropy(model, sequences, 10, replace)[0], rel=1e-6), key
+
+
+def test_seeds_share_the_clean_and_zero_ablated_scores(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three SAEs on one capture: layers 0..L run once, the clean and zero-ablated CE are computed
+    once, and each SAE adds one scoring of its own."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "splice")  # the run's own splice test is redone in this process too
+    prefixes, scorings = [], []
+    monkeypatch.setattr(pipeline, "_SCORERS", {})
+    built = splice.LayerScorer.__init__
+    scored = splice.LayerScorer.cross_entropy
+
+    def counted_init(self: LayerScorer, *args: Any, **kwargs: Any) -> None:
+        prefixes.append(args)
+        built(self, *args, **kwargs)
+
+    def counted_scoring(self: LayerScorer, replace: Any) -> tuple[float, int]:
+        scorings.append(replace)
+        return scored(self, replace)
+
+    monkeypatch.setattr(splice.LayerScorer, "__init__", counted_init)
+    monkeypatch.setattr(splice.LayerScorer, "cross_entropy", counted_scoring)
+    assert main(["splice", "--out", str(run), "--quiet"]) == 0
+    assert main(["seeds", "--run", str(run), "--seeds", "3", "--quiet"]) == 0
+    assert len(prefixes) == 1
+    assert len(scorings) == 3 + 1 + 1  # clean, zero, one SAE each
+    assert scorings.count(None) == scorings.count(zero_replacement) == 1
+    splices = [
+        json.loads((d / "splice/splice.json").read_text()) for d in (run, run / "seeds/seed1", run / "seeds/seed2")
+    ]
+    assert len({s["ce_sae"] for s in splices}) == 3
+    assert {s["ce_clean"] for s in splices} == {splices[0]["ce_clean"]}

@@ -146,6 +146,13 @@ def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest
     assert per_token["decode_shaped_fraction"] == 0.0  # a sample holds every fed position, never one row
     tokens = RunData(run / "variants/per_token")
     assert [r["token_ids"] for r in tokens.records] == [r["token_ids"] for r in RunData(run).records]
+    # The tiny model decodes greedily: the recapture is batched, and its row says so; the rows that
+    # share the run's capture say nothing of batches.
+    assert RunData(run).config.capture.batch_size == 1
+    assert per_token["capture_batch_size"] == tokens.config.capture.batch_size == variants.RECAPTURE_BATCH_SIZE > 1
+    assert "greedily" in per_token["capture_batch_reason"]
+    assert per_token["overrides"] == {"capture.positions": "all"}
+    assert not {"capture_batch_size", "capture_batch_reason"} & (set(l1) | set(standard))
     assert all(s.shape[1] == len(r["token_ids"]) - 1 for s, r in zip(tokens.samples, tokens.records, strict=True))
     for name in ("faithful", "l1_1e-4", "standard_sae", "per_token"):
         variant = RunData(run if name == "faithful" else run / "variants" / name)
@@ -187,3 +194,23 @@ def test_sampling_seeds_capture_anew(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert entry["combined"] == combine(entry["verdicts"] + entry["sampling_verdicts"])
     assert main(["seeds", "--run", str(run), "--sampling-seeds", "0"]) == 2
     capsys.readouterr()
+
+
+def test_a_sampling_model_recaptures_one_prompt_at_a_time(tiny_run: Path, tmp_path: Path) -> None:
+    """Batching is for greedy decoding only: where the model samples -- as the run's capture
+    recorded, or as another model's generation config says -- an ablation captures as the run did."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    reference = RunData(run)
+    assert variants.capture_batching(reference, {"capture.positions": "all"})[0] == variants.RECAPTURE_BATCH_SIZE
+    assert variants.capture_batching(reference, {"capture.batch_size": 4}) == (4, "set by the ablation's overrides")
+    model = tmp_path / "tiny-sampling"
+    shutil.copytree(REPO_ROOT / "fixtures" / "tiny", model)
+    gen = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**gen, "do_sample": True}))
+    size, reason = variants.capture_batching(reference, {"model.path": str(model)})
+    assert size == 1 and "samples while generating" in reason
+    info = json.loads((run / "capture/info.json").read_text())
+    info["generation"]["do_sample"] = True
+    (run / "capture/info.json").write_text(json.dumps(info))
+    assert variants.capture_batching(RunData(run), {"capture.chat_template": True})[0] == 1
