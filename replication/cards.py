@@ -29,6 +29,7 @@ import torch
 from replication import artifacts, layout, rendering
 from replication.claims import Claim, format_value
 from replication.errors import ReplicationError
+from replication.metrics import METRICS
 from replication.metrics.capture import prompt_topics
 from replication.metrics.features import dead_dims, purity, redundant_dim_pairs, topic_hits, whitebox_dims
 from replication.metrics.implied import writeup_dimension0
@@ -36,6 +37,7 @@ from replication.rundata import PRINTS_AS_ZERO, RunData
 from replication.stats import best_cosines
 from replication.tokenstates import TokenStates
 from replication.topics import TOPIC_MIN_HITS
+from replication.variants import STABLE_COSINE
 from replication.verdicts import Result, control_of, evaluate_all
 
 CARDS = layout.CARDS
@@ -48,6 +50,7 @@ PER_RANKING = 5
 QUANTILES = (0.75, 0.5, 0.25)
 """Beside the top k: the samples at these quantiles of the feature's other positive sample codes."""
 TOP_TOKENS = 10
+TOP_K = 5
 HISTOGRAM_BINS = 24
 SIZE_BUDGET = 20_000
 """Bytes a card may take on average (the committed reference run's cards are held to it)."""
@@ -69,6 +72,12 @@ def _redundant(run: RunData) -> list[int]:
     return list(dict.fromkeys(dim for pair in redundant_dim_pairs(run) for dim in pair))
 
 
+def _with_writeup_list(run: RunData) -> list[int]:
+    """The dimensions whose top 5 are the write-up's dimension-0 prompts in its order (dead ones, by tie order)."""
+    listed = writeup_dimension0()
+    return [d["dim"] for d in run.top["dimensions"] if [t["index"] for t in d["top"]] == listed]
+
+
 def _significant(run: RunData) -> list[int]:
     return [row["dim"] for row in purity(run) if row["q"] < 0.05]
 
@@ -76,7 +85,7 @@ def _significant(run: RunData) -> list[int]:
 CITED: dict[str, Callable[[RunData], list[int]]] = {
     "dead_features": dead_dims,
     "dead_dims_with_writeup_list": dead_dims,
-    "writeup_dim0_origin": lambda run: [0],
+    "writeup_dim0_origin": _with_writeup_list,
     "whitebox_top_dims": whitebox_dims,
     "whitebox_top_pvalue": whitebox_dims,
     "redundant_pairs": _redundant,
@@ -113,6 +122,17 @@ class View:
     random_baseline: float | None = None
 
     @property
+    def health(self) -> dict[str, Any]:
+        """What the whole SAE is worth: reconstruction against the mean, and the splice test."""
+        splice = self.run.splice or {}
+        return {
+            "val_fvu": METRICS["val_fvu"].compute(self.run),
+            "mean_fvu": METRICS["val_mean_predictor_fvu"].compute(self.run),
+            "ce_recovered": splice.get("ce_loss_recovered"),
+            "decoder": self.run.sae.architecture.decoder_activation,
+        }
+
+    @property
     def density(self) -> np.ndarray:
         """Per dimension, the fraction of the samples' analysed rows with a code > 0."""
         return np.asarray((self.run.codes > 0).mean(axis=0))
@@ -132,10 +152,13 @@ def select(view: View) -> dict[int, list[str]]:
     chosen: dict[int, list[str]] = {}
     for result in view.results:
         dims = cited_dims(result.claim, view.run)
-        if 0 in dims and result.claim.metric.startswith("dead"):  # the write-up's own dimension first
-            dims = [0] + [d for d in dims if d != 0]
+        reason = result.claim.id
+        topic = result.claim.metric.removeprefix("topic_max_pvalue_")
+        if topic != result.claim.metric and dims:
+            hits = topic_hits(view.run, topic)[dims[0]]
+            reason += f" ({hits} of {TOP_K} {topic} prompts; {len(dims)} dimension{'s' * (len(dims) > 1)} tie)"
         for dim in dims[:PER_CLAIM]:
-            chosen.setdefault(dim, []).append(result.claim.id)
+            chosen.setdefault(dim, []).append(reason)
     density = view.density
     for dim in np.argsort(-density, kind="stable")[:PER_RANKING]:
         chosen.setdefault(int(dim), []).append("densest")
@@ -168,6 +191,9 @@ def _sample(view: View, index: int, dim: int, states: TokenStates, label: str) -
         tokens.append({"text": text, "value": float(codes[position]) if fed else None, "row": position == row})
     return {
         "index": index,
+        "split": "training"
+        if index < int(view.run.config.train.train_fraction * len(view.run.records))
+        else "validation",
         "label": label,
         "value": float(view.run.codes[index, dim]),
         "source": record["source"],
@@ -231,10 +257,17 @@ def feature_card(
     scale = float(everywhere.max(initial=0.0))
     top = [(t["index"], f"top {rank + 1}") for rank, t in enumerate(entry["top"])]
     samples = [_sample(view, i, dim, states, label) for i, label in top + _lower_quantiles(column, {i for i, _ in top})]
+    control = _control(view, dim)
+    top_indices = [t["index"] for t in entry["top"]]
     return {
         "sae": view.name,
         "dim": dim,
+        "health": view.health,
         "dead": entry["top"][0]["value"] < PRINTS_AS_ZERO,
+        "max_row_code": float(column.max(initial=0.0)),
+        "positive_top": sum(t["value"] > 0 for t in entry["top"]),
+        "overlap": None if control is None else len(set(top_indices) & {t["index"] for t in control["top"]}),
+        "stable": bool(view.seeds) and all(c >= STABLE_COSINE for _, c in _seed_matches(view, dim)),
         "density": float((column > 0).mean()),
         "token_density": float((everywhere > 0).mean()) if everywhere.size else 0.0,
         "max_token_code": scale,
@@ -243,7 +276,7 @@ def feature_card(
         "histogram": _histogram(everywhere),
         "read_out": read_out,
         "purity": next((r for r in purity(run) if r["dim"] == dim), None),
-        "control": _control(view, dim),
+        "control": control,
         "seeds": _seed_matches(view, dim),
         "random_baseline": view.random_baseline,
         "claims": [
@@ -251,7 +284,7 @@ def feature_card(
             for r in view.cited().get(dim, [])
         ],
         "top_prompts": [t["prompt"] for t in entry["top"]],
-        "writeup_list": [t["index"] for t in entry["top"]] == writeup_dimension0(),
+        "writeup_list": top_indices == writeup_dimension0(),
     }
 
 
@@ -315,8 +348,16 @@ def write_cards(run: RunData, states: TokenStates, claims: list[Claim], every: b
     links = {
         view.name: {r.claim.id: [d for d in cited_dims(r.claim, view.run)] for r in view.results} for view in views
     }
+    ordered = sorted(views[0].results, key=lambda r: not links[views[0].name][r.claim.id])
+    ablation = {r.claim.id: r.verdict for r in views[1].results} if len(views) > 1 else {}
     index = env.get_template("cards_index.html.j2").render(
-        run=_run_facts(run), views=views, rows=rows, links=links, drawn={(r["sae"], r["dim"]) for r in rows}
+        run=_run_facts(run),
+        views=views,
+        rows=rows,
+        links=links,
+        drawn={(r["sae"], r["dim"]) for r in rows},
+        ordered=ordered,
+        ablation=ablation,
     )
     pages[INDEX] = index
     return artifacts.write_tree(run.root / CARDS, pages)
@@ -327,6 +368,7 @@ def _run_facts(run: RunData) -> dict[str, Any]:
         "model": run.info["model"],
         "layer": run.info["layer"],
         "n_layers": run.info["n_layers"],
+        "d_model": run.info["d_model"],
         "samples": len(run.records),
         "positions": run.config.capture.positions,
         "profile": run.config.profile,

@@ -123,13 +123,18 @@ def test_every_number_on_a_card_equals_the_codes(carded: Path, tiny_model: Loade
 def test_a_card_shows_the_tokens_and_the_control(carded: Path, tiny_model: LoadedModel) -> None:
     run = RunData(carded)
     control = RunData(carded, overlay="control")
-    (_sae, dim), page = next(iter(sorted(pages(carded).items())))
+    (_, dim), page = next(iter(sorted(pages(carded).items())))
     card = Card(page.read_text())
     record = run.records[card.samples[0]["index"]]
     assert "".join(t["text"] for t in card.samples[0]["tokens"]) == tiny_model.tokenizer.decode(
         record["token_ids"], clean_up_tokenization_spaces=False
     )
     assert float(card.attrs["control"]["data-density"]) == pytest.approx((control.codes[:, dim] > 0).mean(), rel=1e-3)
+    for (sae, dim), page in pages(carded).items():  # the top 5 shared with the untrained SAE, counted here
+        card = Card(page.read_text())
+        trained = {t["index"] for t in run.top["dimensions"][dim]["top"]}
+        untrained = {t["index"] for t in control.top["dimensions"][dim]["top"]}
+        assert int(card.attrs["control"]["data-overlap"]) == len(trained & untrained), (sae, dim)
 
 
 def test_cards_cite_the_claims_that_point_at_them(carded: Path) -> None:
