@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from replication.hooks import Replace, decoder_layer, replaced_output
+from replication.hooks import Replace, decoder_layer, input_device, replaced_output
 from replication.sae import SparseAutoencoder
 
 
@@ -25,7 +25,7 @@ def cross_entropy(
 ) -> tuple[float, int]:
     """(mean next-token cross-entropy in nats, number of predicted tokens) over ``sequences``, one
     forward pass each, with layer ``layer``'s output replaced as ``replace`` says."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     total, count = 0.0, 0
     with replaced_output(decoder_layer(model, layer), replace), torch.no_grad():
         for ids in sequences:
@@ -56,7 +56,7 @@ def splice_test(
 ) -> dict[str, Any]:
     """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered."""
     scorable = [ids for ids in sequences if len(ids) >= 2]
-    device = next(model.parameters()).device
+    device = input_device(model)
     sae = sae.to(device).eval()
     clean, tokens = cross_entropy(model, scorable, layer, None)
     spliced, _ = cross_entropy(model, scorable, layer, sae_replacement(sae))

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoConfig
 
 from replication.__main__ import build_parser, main, resolve_config
-from replication.config import REPO_ROOT
+from replication.capture import capture
+from replication.config import REPO_ROOT, CaptureConfig, ModelConfig
+from replication.models import load_model
 
 SCALED = "fixtures/llama-3.1-8b-scaled"
 
@@ -46,3 +49,21 @@ def test_scaled_random_init_seed_profile_end_to_end(tmp_path: Path, capsys: pyte
     report = (out / "REPORT.md").read_text()
     assert "RANDOM weights" in report and "## Performance" in report and "tokens/s" in report
     capsys.readouterr()
+
+
+def test_device_map_auto_captures_what_the_plain_placement_captures() -> None:
+    """The scaled twin, random weights, placed by accelerate (on a CPU: all of it on the CPU): the
+    same tokens and the same activations as the model moved to the device."""
+    base = ModelConfig(source="random_init", name="twin", path=SCALED, tokenizer_path="fixtures/tiny")
+    plain = load_model(base, torch.device("cpu"))
+    mapped = load_model(base.replace(device_map="auto"), torch.device("cpu"))
+    assert mapped.model.hf_device_map == {"": "cpu"}
+    assert getattr(plain.model, "hf_device_map", None) is None
+    prompts = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:3]
+    cfg = CaptureConfig(max_length=24, batch_size=1)
+    expected = capture(plain.model, plain.tokenizer, prompts, cfg, progress=False)
+    got = capture(mapped.model, mapped.tokenizer, prompts, cfg, progress=False)
+    assert [s.token_ids for s in got] == [s.token_ids for s in expected]
+    assert any(s.new_tokens > 1 for s in expected)
+    for one, other in zip(got, expected, strict=True):
+        torch.testing.assert_close(one.activation, other.activation, rtol=0, atol=0)
