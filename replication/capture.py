@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replication.config import CaptureConfig
 from replication.errors import ReplicationError
-from replication.hooks import decoder_layer, last_call_hook
+from replication.hooks import decoder_layer, input_device, last_call_hook
 
 
 @dataclass
@@ -106,7 +106,7 @@ def capture_one(
     seed: int,
 ) -> Sample:
     """Generate as the original did and return the hooked layer's last-call hidden state."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     encoded = {k: v.to(device) for k, v in encode_prompt(tokenizer, prompt, cfg.chat_template).items()}
     prompt_tokens = encoded["input_ids"].shape[1]
     check_budget(prompt, prompt_tokens, cfg)
@@ -152,7 +152,7 @@ def capture_batch(
     one at a time; a sampling model draws from one random stream for the whole batch, so its
     draws differ from the one-at-a-time run's.
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
     lengths = [len(ids) for ids in encoded]
     t_pad, pad = max(lengths), int(tokenizer.eos_token_id)  # type: ignore[arg-type]
@@ -239,7 +239,7 @@ def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int
     """Replace each sample's activation by the hooked layer's state at every position the model fed
     itself while generating -- the prompt and every new token but the last -- (1, T - 1, d) for a
     sequence of T tokens, recomputed in one forward pass over those tokens."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     module = decoder_layer(model, layer)
     for sample in tqdm(samples, desc="positions", unit="prompt", disable=not progress):
         ids = torch.tensor([sample.token_ids[:-1]], device=device)

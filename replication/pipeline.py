@@ -21,7 +21,8 @@ from replication import analysis, artifacts, layout, provenance
 from replication.capture import capture, feed_positions, generation_settings, read_prompts
 from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
-from replication.hooks import decoder_layer, hook_point, num_layers
+from replication.hooks import decoder_layer, hook_point, input_device, num_layers
+from replication.memory import Workload
 from replication.models import LoadedModel, load_model, resolve_device
 from replication.rundata import RunData
 from replication.splice import LayerScorer, scorable, splice_result
@@ -33,14 +34,15 @@ SCORERS_KEPT = 4
 """Captures whose splice scorer a process keeps (the run's, and those of its variants)."""
 
 
-def cached_model(cfg: ModelConfig, device: torch.device) -> LoadedModel:
+def cached_model(cfg: ModelConfig, device: torch.device, workload: Workload | None = None) -> LoadedModel:
     """The model, loaded once per process: capture and the splice test of one run (and of its
-    variants) share it. Only the latest model is kept."""
+    variants) share it. Only the latest model is kept. With a ``workload``, the memory check runs
+    before a load."""
     key = (cfg, str(device))
     if key not in _LOADED:
         _LOADED.clear()
         _SCORERS.clear()
-        _LOADED[key] = load_model(cfg, device)
+        _LOADED[key] = load_model(cfg, device, workload)
     return _LOADED[key]
 
 
@@ -58,6 +60,15 @@ def cached_scorer(cfg: RunConfig, device: torch.device, sequences: list[list[int
     return _SCORERS[key]
 
 
+def placement(cfg: ModelConfig, loaded: LoadedModel, device: torch.device) -> str:
+    """Where the model runs: ``device``, or under a device map the devices accelerate chose."""
+    if cfg.device_map is None:
+        return str(device)
+    devices = getattr(loaded.model, "hf_device_map", None) or {"": input_device(loaded.model)}
+    names = {f"cuda:{d}" if isinstance(d, int) else str(d) for d in devices.values()}
+    return f"device_map={cfg.device_map}: {', '.join(sorted(names))}"
+
+
 def corpus_digest(prompts: list[str]) -> str:
     """sha256 of the corpus as the capture reads it: one prompt a line."""
     return hashlib.sha256("".join(p + "\n" for p in prompts).encode()).hexdigest()
@@ -68,7 +79,7 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
     prompts = read_prompts(cfg.prompts_path())
     run.reads[layout.CORPUS] = corpus_digest(prompts)
     device = resolve_device(cfg.capture.device)
-    loaded = cached_model(cfg.model, device)
+    loaded = cached_model(cfg.model, device, Workload.of(cfg, len(prompts)))
     decoder_layer(loaded.model, cfg.capture.layer)
     loaded_at = time.perf_counter()
     samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
@@ -99,7 +110,7 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
         "chat_template": cfg.capture.chat_template,
         "positions": cfg.capture.positions,
         "sampling_seed": cfg.capture.sampling_seed,
-        "device": str(device),
+        "device": placement(cfg.model, loaded, device),
         "dtype": cfg.model.dtype,
     }
     artifacts.write_json(root / layout.CAPTURE_INFO, info)
@@ -112,7 +123,8 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
         "forward_calls": sum(s.hook_calls for s in samples),
         "tokens_per_s": sum(s.new_tokens for s in samples) / generate_s,
         "weight_bytes": sum(p.numel() * p.element_size() for p in loaded.model.parameters()),
-        "device": str(device),
+        "model_cache": loaded.cache,
+        "device": placement(cfg.model, loaded, device),
         "dtype": cfg.model.dtype,
         "seed": cfg.capture.sampling_seed,
     }
@@ -169,10 +181,11 @@ def _splice(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], di
     sequences = scorable([r["token_ids"] for r in run.records])
     sae = run.sae
     device = resolve_device(cfg.capture.device)
+    loaded = cached_model(cfg.model, device, Workload.of(cfg, len(sequences)))
     result = splice_result(cached_scorer(cfg, device, sequences), sae)
     splice = {"layer": cfg.capture.layer, "hook": hook_point(cfg.capture.layer), **result}
     artifacts.write_json(run.root / layout.SPLICE, splice)
-    return [layout.SPLICE], {"device": str(device), "dtype": cfg.model.dtype}
+    return [layout.SPLICE], {"device": placement(cfg.model, loaded, device), "dtype": cfg.model.dtype}
 
 
 def _control(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], dict[str, Any]]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from replication.hooks import Replace, decoder_layer, last_call_hook, replaced_output
+from replication.hooks import Replace, decoder_layer, input_device, last_call_hook, replaced_output
 from replication.sae import SparseAutoencoder
 
 BATCH_TOKENS = 1024
@@ -39,7 +39,7 @@ def cross_entropy(
 ) -> tuple[float, int]:
     """(mean next-token cross-entropy in nats, number of predicted tokens) over ``sequences``, one
     forward pass each, with layer ``layer``'s output replaced as ``replace`` says."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     total, count = 0.0, 0
     with replaced_output(decoder_layer(model, layer), replace), torch.no_grad():
         for ids in sequences:
@@ -96,7 +96,7 @@ class LayerScorer:
         self.layer = layer
         self.sequences = [list(ids) for ids in sequences]
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
-        device = next(model.parameters()).device
+        device = input_device(model)
         module = decoder_layer(model, layer)
         order = sorted(range(len(self.sequences)), key=lambda i: len(self.sequences[i]))
         self._batches: list[_Batch] = []
@@ -166,7 +166,7 @@ def scorable(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
 def splice_result(scorer: LayerScorer, sae: SparseAutoencoder) -> dict[str, Any]:
     """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered;
     the clean and zero-ablated CE as ``scorer`` holds them (computed on first use)."""
-    device = next(scorer.model.parameters()).device
+    device = input_device(scorer.model)
     sae = sae.to(device).eval()
     clean = scorer.clean
     spliced, _ = scorer.cross_entropy(sae_replacement(sae))

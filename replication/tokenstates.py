@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from replication.hooks import decoder_layer, hidden_state
+from replication.hooks import decoder_layer, hidden_state, input_device
 
 
 @dataclass
@@ -34,7 +34,7 @@ class _Reached(Exception):
 def fed_states(model: PreTrainedModel, layer: int, token_ids: Sequence[int]) -> torch.Tensor:
     """(T - 1, d): the layer's output at every position of ``token_ids`` but the last, in one pass
     that stops at the layer."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([list(token_ids[:-1])], device=device)
     kept: list[torch.Tensor] = []
 

