@@ -180,11 +180,24 @@ def verify(capsys: pytest.CaptureFixture[str], run: Path) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
+def copy_of_reference(copy: Path) -> Path:
+    """The committed run's files (those its manifest lists, as a clean clone has them) in ``copy``."""
+    root = REPO_ROOT / "runs" / "smollm2"
+    for name in [*manifest_files(), "manifest.json"]:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, copy / name)
+    return copy
+
+
 @pytest.fixture
 def reference_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(REPO_ROOT / "runs" / "smollm2", copy)
-    return copy
+    return copy_of_reference(tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def shared_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy for the tests that each change one file and put it back."""
+    return copy_of_reference(tmp_path_factory.mktemp("shared") / "run")
 
 
 def test_verify_prints_one_line_per_claim(cli: Cli) -> None:
@@ -210,12 +223,16 @@ def manifest_files() -> list[str]:
 
 
 @pytest.mark.parametrize("name", manifest_files())
-def test_verify_refuses_any_changed_file(reference_copy: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    path = reference_copy / name
-    data = bytearray(path.read_bytes())
+def test_verify_refuses_any_changed_file(shared_copy: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = shared_copy / name
+    original = path.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    code, err = verify(capsys, reference_copy)
+    try:
+        code, err = verify(capsys, shared_copy)
+    finally:
+        path.write_bytes(original)
     assert code == 2
     assert err == f"error: {path} does not match its sha256 in the manifest (changed after the run)"
 
