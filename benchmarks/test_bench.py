@@ -1,10 +1,12 @@
 """Benchmarks, run by ``nox -s bench`` (never by the test suite): SmolLM2's load time from its GGUF
-and from the converted-model cache, capture throughput on SmolLM2 at batch 1 and 32, one SAE
-training epoch at the seed's shape on the CPU, and peak memory."""
+and from the converted-model cache, capture throughput on SmolLM2 at batch 1 and 32, the splice test
+of five SAEs on one capture (shared scorer) against the plain route, one SAE training epoch at the
+seed's shape on the CPU, and peak memory."""
 
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from replication.capture import Sample, capture, read_prompts
 from replication.config import RunConfig, TrainConfig, load_profile
 from replication.models import LoadedModel, load_model, resolve_device
 from replication.provenance import peak_memory, reset_peak_memory
+from replication.splice import LayerScorer, cross_entropy, sae_replacement, scorable, splice_result, zero_replacement
 from replication.train import build_sae, train_step
 
 pytestmark = pytest.mark.skipif(
@@ -70,6 +73,40 @@ def test_capture_throughput(
             assert many.generated_text == one.generated_text and many.activation.shape == one.activation.shape
             # Left padding reorders float32 sums; SmolLM2's activations reach ~1e2 in magnitude.
             torch.testing.assert_close(many.activation, one.activation, rtol=1e-4, atol=1e-3)
+
+
+def test_splice_five_saes_on_one_capture(benchmark: BenchmarkFixture, smollm2: tuple[RunConfig, LoadedModel]) -> None:
+    """Five SAEs (seeds 0..4, untrained) spliced into one capture's sequences: one scorer shared by
+    all five, against the plain route (three whole forward passes per sequence) for one SAE."""
+    cfg, loaded = smollm2
+    prompts = read_prompts(cfg.prompts_path())[:24]
+    samples = CAPTURED.get(1) or capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress=False)
+    sequences = scorable([s.token_ids for s in samples])
+    d = int(samples[0].activation.shape[-1])
+    saes = [build_sae(d, cfg.train.replace(seed=seed)) for seed in range(5)]
+    layer = cfg.capture.layer
+
+    def plain_one() -> None:
+        for replace in (None, sae_replacement(saes[0]), zero_replacement):
+            cross_entropy(loaded.model, sequences, layer, replace)
+
+    def shared_five() -> list[float]:
+        scorer = LayerScorer(loaded.model, sequences, layer)
+        return [splice_result(scorer, sae)["ce_sae"] for sae in saes]
+
+    # The plain route is timed right before and right after, and averaged: a shared machine's load
+    # changes within minutes.
+    started = time.perf_counter()
+    plain_one()
+    plain_s = time.perf_counter() - started
+    benchmark.pedantic(shared_five, rounds=1, iterations=1)
+    shared_s = benchmark.stats.stats.mean
+    started = time.perf_counter()
+    plain_one()
+    plain_s = (plain_s + time.perf_counter() - started) / 2
+    RESULTS["splice, plain route, 1 SAE s"] = plain_s
+    RESULTS["splice, shared scorer, 5 SAEs s"] = shared_s
+    RESULTS["splice speed-up, 5 SAEs shared over 5 x plain"] = 5 * plain_s / shared_s
 
 
 def test_sae_epoch_at_seed_shape(benchmark: BenchmarkFixture) -> None:
