@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replication.config import CaptureConfig
 from replication.errors import ReplicationError
-from replication.hooks import decoder_layer, input_device, last_call_hook
+from replication.hooks import decoder_layer, hidden_state, input_device, last_call_hook
 
 
 @dataclass
@@ -235,18 +235,38 @@ def capture(
     return [done[i] for i in range(len(prompts))]
 
 
+class _Reached(Exception):
+    """Raised by the hook once the layer's output is kept: the layers after it need not run."""
+
+
+def fed_states(model: PreTrainedModel, layer: int, token_ids: Sequence[int]) -> torch.Tensor:
+    """(T - 1, d): the layer's output at every position of ``token_ids`` but the last, in one pass
+    that stops at the layer."""
+    device = input_device(model)
+    ids = torch.tensor([list(token_ids[:-1])], device=device)
+    kept: list[torch.Tensor] = []
+
+    def keep(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        kept.append(hidden_state(output)[0].to("cpu", torch.float32).clone())
+        raise _Reached
+
+    handle = decoder_layer(model, layer).register_forward_hook(keep)
+    try:
+        with torch.inference_mode():
+            model(input_ids=ids)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    return kept[0]
+
+
 def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int, progress: bool = True) -> None:
     """Replace each sample's activation by the hooked layer's state at every position the model fed
     itself while generating -- the prompt and every new token but the last -- (1, T - 1, d) for a
     sequence of T tokens, recomputed in one forward pass over those tokens."""
-    device = input_device(model)
-    module = decoder_layer(model, layer)
     for sample in tqdm(samples, desc="positions", unit="prompt", disable=not progress):
-        ids = torch.tensor([sample.token_ids[:-1]], device=device)
-        with last_call_hook(module) as store, torch.no_grad():
-            model(input_ids=ids)
-        assert store.hidden is not None
-        sample.activation = store.hidden.to("cpu", torch.float32).clone()
+        sample.activation = fed_states(model, layer, sample.token_ids)[None]
 
 
 def generation_settings(model: PreTrainedModel) -> dict[str, Any]:

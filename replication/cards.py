@@ -29,6 +29,7 @@ import torch
 from replication import artifacts, layout, rendering
 from replication.claims import Claim, format_value
 from replication.errors import ReplicationError
+from replication.health import feature_density
 from replication.metrics import METRICS
 from replication.metrics.capture import prompt_topics
 from replication.metrics.features import dead_dims, purity, redundant_dim_pairs, topic_hits, whitebox_dims
@@ -135,7 +136,7 @@ class View:
     @property
     def density(self) -> np.ndarray:
         """Per dimension, the fraction of the samples' analysed rows with a code > 0."""
-        return np.asarray((self.run.codes > 0).mean(axis=0))
+        return feature_density(self.run.codes)
 
     def cited(self) -> dict[int, list[Result]]:
         """Per dimension, the results of the claims that point at it."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from replication.hooks import decoder_layer, hidden_state, input_device
+from replication.capture import fed_states
 
 
 @dataclass
@@ -25,32 +24,6 @@ class TokenStates:
     read_out: Callable[[torch.Tensor], torch.Tensor]
     """(d, n) directions -> (vocab, n) logits: unembedding . (final norm's gain * direction)."""
     token_text: Callable[[int], str]
-
-
-class _Reached(Exception):
-    """Raised by the hook once the layer's output is kept: the layers after it need not run."""
-
-
-def fed_states(model: PreTrainedModel, layer: int, token_ids: Sequence[int]) -> torch.Tensor:
-    """(T - 1, d): the layer's output at every position of ``token_ids`` but the last, in one pass
-    that stops at the layer."""
-    device = input_device(model)
-    ids = torch.tensor([list(token_ids[:-1])], device=device)
-    kept: list[torch.Tensor] = []
-
-    def keep(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        kept.append(hidden_state(output)[0].to("cpu", torch.float32).clone())
-        raise _Reached
-
-    handle = decoder_layer(model, layer).register_forward_hook(keep)
-    try:
-        with torch.inference_mode():
-            model(input_ids=ids)
-    except _Reached:
-        pass
-    finally:
-        handle.remove()
-    return kept[0]
 
 
 def token_states(
