@@ -138,11 +138,8 @@ def capture_batch(
     prompts: Sequence[str],
     cfg: CaptureConfig,
     seed: int,
-    *,
-    steps: int | None = None,
 ) -> list[Sample]:
-    """Several prompts in one ``generate``, each sample what ``capture_one`` would store (with
-    ``steps``, only the first ``steps`` new tokens are generated).
+    """Several prompts in one ``generate``, each sample what ``capture_one`` would store.
 
     Left padding with an attention mask (pad = EOS, as the original). ``max_length`` counts each
     prompt's own length, so the batch decodes up to 50 - (shortest prompt) steps and each row is
@@ -165,7 +162,7 @@ def capture_batch(
         output = model.generate(  # type: ignore[operator]
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
-            max_new_tokens=steps or cfg.max_length - min(lengths),
+            max_new_tokens=cfg.max_length - min(lengths),
             pad_token_id=pad,
         )
     stops, samples = eos_ids(model), []
@@ -199,14 +196,17 @@ def capture(
     """One sample per prompt, in corpus order (the train/validation split is positional);
     ``cfg.batch_size`` prompts per ``generate`` (1, the original's way, by default).
 
-    Batched and greedy, a first pass generates one token per prompt: a prompt whose first token is
-    EOS is complete after its prefill, and only the others are decoded in full (batches of rows
-    that stopped at once would otherwise be computed on for nothing). A sampling model skips that
-    pass, since a first draw that is then drawn again would bias how often a sample stops at once.
+    Batched and greedy, prompts of similar length share a batch (a greedy row's tokens do not depend
+    on the others in its batch), so little of the prefill is padding. A row that stops early costs a
+    decode step almost nothing -- a step reads the weights once for the whole batch -- so every row
+    is generated in one ``generate``. A sampling model batches in corpus order, each batch seeded from
+    its first prompt's index.
     """
     decoder_layer(model, cfg.layer)  # fail before any generation
+    lengths = []
     for prompt in prompts:
-        check_budget(prompt, encode_prompt(tokenizer, prompt, cfg.chat_template)["input_ids"].shape[1], cfg)
+        lengths.append(encode_prompt(tokenizer, prompt, cfg.chat_template)["input_ids"].shape[1])
+        check_budget(prompt, lengths[-1], cfg)
     done: dict[int, Sample] = {}
     size = cfg.batch_size
     with tqdm(total=len(prompts), desc="capture", unit="prompt", disable=not progress) as bar:
@@ -217,15 +217,7 @@ def capture(
             return [done[i] for i in range(len(prompts))]
         pending = list(range(len(prompts)))
         if not model.generation_config.do_sample:
-            stops = eos_ids(model)
-            for start in range(0, len(prompts), size):
-                batch = list(range(start, min(start + size, len(prompts))))
-                first = capture_batch(model, tokenizer, [prompts[i] for i in batch], cfg, 0, steps=1)
-                for index, sample in zip(batch, first, strict=True):
-                    if sample.token_ids[-1] in stops or len(sample.token_ids) >= cfg.max_length:
-                        done[index] = sample
-            bar.update(len(done))
-            pending = [i for i in pending if i not in done]
+            pending.sort(key=lambda i: lengths[i])
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]
             seed = sample_seed(cfg.sampling_seed, batch[0])
@@ -259,6 +251,23 @@ def fed_states(model: PreTrainedModel, layer: int, token_ids: Sequence[int]) -> 
     finally:
         handle.remove()
     return kept[0]
+
+
+def samples_of(records: Sequence[dict[str, Any]]) -> list[Sample]:
+    """The samples another capture stored (``Sample.record``'s fields), their activations left empty
+    for ``feed_positions`` to fill."""
+    return [
+        Sample(
+            prompt=r["prompt"],
+            generated_text=r["generated_text"],
+            prompt_tokens=r["prompt_tokens"],
+            new_tokens=r["new_tokens"],
+            hook_calls=r["hook_calls"],
+            token_ids=list(r["token_ids"]),
+            activation=torch.empty(0),
+        )
+        for r in records
+    ]
 
 
 def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int, progress: bool = True) -> None:

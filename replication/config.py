@@ -134,6 +134,18 @@ class CaptureConfig(_Frozen):
     """``last_call``: each sample is the hook's last call, as the original. ``all``: every token
     position the model fed itself while generating (the prompt and every new token but the last),
     one row each -- a per-token dataset."""
+    sequences_from: str | None = None
+    """With ``positions: all``: a run directory (relative to this run's) whose generated sequences
+    this capture feeds instead of generating them again -- a run of the same model, prompts and
+    generation settings, so the same tokens. The per_token ablation feeds the run's own."""
+
+    @model_validator(mode="after")
+    def _sequences_from_feeds_every_position(self) -> Self:
+        if self.sequences_from is not None and self.positions != "all":
+            raise PydanticCustomError(
+                "capture_sequences", "capture.sequences_from needs capture.positions=all (it only feeds tokens)"
+            )
+        return self
 
 
 class TrainConfig(_Frozen):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from replication import analysis, artifacts, layout, provenance
-from replication.capture import capture, feed_positions, generation_settings, read_prompts
+from replication.capture import capture, feed_positions, generation_settings, read_prompts, samples_of
 from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
 from replication.hooks import decoder_layer, hook_point, input_device, num_layers
@@ -82,7 +83,10 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
     loaded = cached_model(cfg.model, device, Workload.of(cfg, len(prompts)))
     decoder_layer(loaded.model, cfg.capture.layer)
     loaded_at = time.perf_counter()
-    samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
+    if cfg.capture.sequences_from is None:
+        samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
+    else:
+        samples = samples_of(sequences_source(cfg, run, prompts))
     generate_s = time.perf_counter() - loaded_at
     if cfg.capture.positions == "all":
         feed_positions(loaded.model, samples, cfg.capture.layer, progress)
@@ -115,6 +119,15 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
     }
     artifacts.write_json(root / layout.CAPTURE_INFO, info)
     artifacts.write_text(root / layout.PROMPTS, "".join(p + "\n" for p in prompts))
+    if cfg.capture.sequences_from is not None:  # nothing generated: no generation speed to state
+        return list(layout.CAPTURE_FILES), {
+            "load_s": loaded_at - started,
+            "sequences_from": cfg.capture.sequences_from,
+            "feed_s": time.perf_counter() - loaded_at,
+            "model_cache": loaded.cache,
+            "device": placement(cfg.model, loaded, device),
+            "dtype": cfg.model.dtype,
+        }
     return list(layout.CAPTURE_FILES), {
         "load_s": loaded_at - started,
         "generate_s": generate_s,
@@ -128,6 +141,36 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
         "dtype": cfg.model.dtype,
         "seed": cfg.capture.sampling_seed,
     }
+
+
+FEEDS_ANY_GENERATION = frozenset({"positions", "sequences_from"})
+"""Capture settings that do not change what is generated: a run differing only in these generates
+the same tokens."""
+
+
+def sequences_source(cfg: RunConfig, run: RunData, prompts: list[str]) -> list[dict[str, Any]]:
+    """The sample records of the run ``cfg.capture.sequences_from`` names, checked to be what this
+    run would generate itself: the same model, prompts and generation settings. Its samples.json is
+    noted as this stage's input."""
+    assert cfg.capture.sequences_from is not None
+    name = f"{cfg.capture.sequences_from}/{layout.SAMPLES}"
+    source = Path(os.path.normpath(run.root / cfg.capture.sequences_from))  # the run may not exist yet
+    if not (source / layout.SAMPLES).is_file() or not (source / layout.CONFIG).is_file():
+        raise ReplicationError(f"capture.sequences_from: {source} holds no captured run")
+    theirs = RunData(source)
+    mine, other = cfg.capture.model_dump(), theirs.config.capture.model_dump()
+    differ = sorted(k for k in mine if k not in FEEDS_ANY_GENERATION and mine[k] != other[k])
+    if theirs.config.model != cfg.model:
+        differ.insert(0, "model")
+    if theirs.prompts != prompts:
+        differ.append("the prompts")
+    if differ:
+        raise ReplicationError(
+            f"capture.sequences_from: {source} generated with other settings ({', '.join(differ)}): "
+            "its tokens are not this run's"
+        )
+    run.reads[name] = artifacts.sha256_file(source / layout.SAMPLES)
+    return theirs.records
 
 
 def _train(cfg: RunConfig, run: RunData, progress: bool, untrained: bool = False) -> tuple[list[str], dict[str, Any]]:
@@ -230,7 +273,7 @@ def current_digest(cfg: RunConfig, run_dir: Path) -> Callable[[str], str | None]
     def digest(name: str) -> str | None:
         if name == layout.CORPUS:
             return corpus_digest(read_prompts(cfg.prompts_path()))
-        path = run_dir / name
+        path = Path(os.path.normpath(run_dir / name))  # names of another run's files hold ".."
         return artifacts.sha256_file(path) if path.is_file() else None
 
     return digest

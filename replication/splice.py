@@ -25,13 +25,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from replication.hooks import Replace, decoder_layer, input_device, last_call_hook, replaced_output
 from replication.sae import SparseAutoencoder
 
 BATCH_TOKENS = 1024
 """Padded tokens per batch of the scorer: bounds the (batch, seq, vocab) logits it holds at once."""
+SHARED_PREFIX = 4
+"""Leading tokens all sequences share, from which the scorer computes them once (fewer: no gain)."""
 
 
 def cross_entropy(
@@ -71,17 +73,52 @@ class _Batch:
     rows: list[int]
     """Indices of its sequences in the scorer's list."""
     lengths: list[int]
+    """Each row's tokens after the shared prefix."""
     input_ids: torch.Tensor
-    """(batch, T) right-padded: a causal model's real positions never see the padding after them."""
+    """(batch, T) those tokens, right-padded: a causal model's real positions never see the padding after them."""
     attention_mask: torch.Tensor
+    """(batch, shared + T): the shared prefix, then the row's own tokens."""
     hidden: torch.Tensor
     """(batch, T, d): layer L's output."""
+
+
+@dataclass
+class _Prefix:
+    input_ids: torch.Tensor
+    """(1, P): the tokens every sequence starts with."""
+    hidden: torch.Tensor
+    """(1, P, d): layer L's output on them."""
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    """Keys and values of layers 0..L on them: what every sequence's later tokens attend to."""
+
+
+def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share, leaving each at least one token of its own."""
+    shortest = min(len(ids) for ids in sequences)
+    length = 0
+    while length < shortest - 1 and len({ids[length] for ids in sequences}) == 1:
+        length += 1
+    return length
+
+
+def _kv(cache: Any, layers: slice) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers[layers]]
+
+
+def _cache(kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
+    """A cache holding ``kv`` (one (keys, values) per layer, batch 1) for each of ``batch`` rows."""
+    return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv])
 
 
 class LayerScorer:
     """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
     ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
-    the later layers and the head. Sequences of similar length share a batch."""
+    the later layers and the head. Sequences of similar length share a batch.
+
+    Tokens every sequence starts with (a chat template's system prompt: ``SHARED_PREFIX`` or more)
+    are computed once: their layer states and keys and values are the same in every sequence, so each
+    sequence's own tokens attend to one cached copy, and the predictions made on the prefix count once
+    per sequence."""
 
     def __init__(
         self,
@@ -98,21 +135,37 @@ class LayerScorer:
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
         device = input_device(model)
         module = decoder_layer(model, layer)
-        order = sorted(range(len(self.sequences)), key=lambda i: len(self.sequences[i]))
+        shared = shared_prefix(self.sequences)
+        self.shared = shared if shared >= SHARED_PREFIX else 0
+        """Leading tokens computed once for all sequences (0: none)."""
+        self._prefix: _Prefix | None = None
+        before = slice(0, layer + 1)
+        if self.shared:
+            ids = torch.tensor([self.sequences[0][: self.shared]], device=device)
+            with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
+                out = model.get_submodule("model")(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+            assert store.hidden is not None
+            self._prefix = _Prefix(ids, store.hidden, _kv(out.past_key_values, before))
+        tails = [ids[self.shared :] for ids in self.sequences]
+        order = sorted(range(len(tails)), key=lambda i: len(tails[i]))
         self._batches: list[_Batch] = []
         while order:
             rows = [order.pop(0)]
-            while order and len(self.sequences[order[0]]) * (len(rows) + 1) <= max(batch_tokens, 1):
+            while order and len(tails[order[0]]) * (len(rows) + 1) <= max(batch_tokens, 1):
                 rows.append(order.pop(0))
-            lengths = [len(self.sequences[i]) for i in rows]
+            lengths = [len(tails[i]) for i in rows]
             input_ids = torch.zeros((len(rows), max(lengths)), dtype=torch.long)
-            mask = torch.zeros_like(input_ids)
+            mask = torch.zeros((len(rows), self.shared + max(lengths)), dtype=torch.long)
+            mask[:, : self.shared] = 1
             for row, i in enumerate(rows):
-                input_ids[row, : lengths[row]] = torch.tensor(self.sequences[i])
-                mask[row, : lengths[row]] = 1
+                input_ids[row, : lengths[row]] = torch.tensor(tails[i])
+                mask[row, self.shared : self.shared + lengths[row]] = 1
             input_ids, mask = input_ids.to(device), mask.to(device)
-            with only_layers(model, slice(0, layer + 1)), last_call_hook(module) as store, torch.no_grad():
-                model.get_submodule("model")(input_ids=input_ids, attention_mask=mask, use_cache=False)
+            cache = _cache(self._prefix.kv, len(rows)) if self._prefix is not None else None
+            with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
+                model.get_submodule("model")(
+                    input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=cache is not None
+                )
             assert store.hidden is not None
             self._batches.append(_Batch(rows, lengths, input_ids, mask, store.hidden))
 
@@ -122,12 +175,29 @@ class LayerScorer:
         sums: dict[int, float] = {}
         after = slice(self.layer + 1, None)
         with only_layers(self.model, after), torch.no_grad():
+            head, kv, last = 0.0, [], None
+            if self._prefix is not None:  # the prefix's own predictions, the same in every sequence
+                prefix = self._prefix
+                hidden = prefix.hidden if replace is None else replace(prefix.hidden)
+                out = self.model(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
+                logits = out.logits[0].float()
+                head = F.cross_entropy(logits[:-1], prefix.input_ids[0, 1:], reduction="sum").item()
+                last = F.log_softmax(logits[-1], dim=-1)  # predicts each sequence's first own token
+                kv = prefix.kv + _kv(out.past_key_values, after)
             for batch in self._batches:
                 hidden = batch.hidden if replace is None else replace(batch.hidden)
-                logits = self.model(inputs_embeds=hidden, attention_mask=batch.attention_mask, use_cache=False).logits
+                cache = _cache(kv, len(batch.rows)) if kv else None
+                logits = self.model(
+                    inputs_embeds=hidden,
+                    attention_mask=batch.attention_mask,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                ).logits
                 for row, (i, n) in enumerate(zip(batch.rows, batch.lengths, strict=True)):
-                    target = batch.input_ids[row, 1:n]
-                    sums[i] = F.cross_entropy(logits[row, : n - 1].float(), target, reduction="sum").item()
+                    predicted, target = logits[row, : n - 1].float(), batch.input_ids[row, 1:n]
+                    own = F.cross_entropy(predicted, target, reduction="sum").item() if n > 1 else 0.0
+                    first = -last[batch.input_ids[row, 0]].item() if last is not None else 0.0
+                    sums[i] = head + first + own
         # Summed in sequence order, as the one-pass-per-sequence route does.
         total = 0.0
         for i in range(len(self.sequences)):

@@ -32,12 +32,20 @@ def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.
     return np.minimum(np.cumsum(prob_max[::-1])[::-1], 1.0)
 
 
+PERMUTATION_CHUNK = 256
+"""Shuffles a vectorised statistic sees at once: bounds the (chunk, ...) arrays it builds."""
+
+
 def permutation_null(
-    statistic: Callable[[np.ndarray], float], labels: np.ndarray, permutations: int, seed: int = 0
+    statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, permutations: int, seed: int = 0
 ) -> np.ndarray:
-    """``statistic`` of ``permutations`` shuffles of the labels: its null distribution."""
+    """``statistic`` of ``permutations`` shuffles of the labels: its null distribution. The statistic
+    is vectorised: it maps labels of shape (..., n) to values of shape (...), and sees the shuffles
+    (``rng.permutation`` of the labels, one after the other) a chunk at a time."""
     rng = np.random.default_rng(seed)
-    return np.array([statistic(rng.permutation(labels)) for _ in range(permutations)])
+    shuffled = np.stack([rng.permutation(labels) for _ in range(permutations)])
+    chunks = [statistic(shuffled[i : i + PERMUTATION_CHUNK]) for i in range(0, permutations, PERMUTATION_CHUNK)]
+    return np.concatenate(chunks).astype(float)
 
 
 def tail_pvalue(null: np.ndarray, observed: float) -> float:
@@ -46,10 +54,11 @@ def tail_pvalue(null: np.ndarray, observed: float) -> float:
 
 
 def permutation_pvalue(
-    statistic: Callable[[np.ndarray], float], labels: np.ndarray, permutations: int, seed: int = 0
+    statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, permutations: int, seed: int = 0
 ) -> tuple[float, float]:
-    """(observed, p): ``statistic(labels)`` and its one-sided p-value under shuffled labels."""
-    observed = statistic(labels)
+    """(observed, p): ``statistic(labels)`` and its one-sided p-value under shuffled labels (the
+    statistic vectorised as ``permutation_null`` says)."""
+    observed = float(statistic(labels))
     return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed), observed)
 
 

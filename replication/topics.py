@@ -40,8 +40,8 @@ def topic_feature_test(
     """(count, p): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
     the permutation p-value of that count when the prompts' topic labels are shuffled."""
 
-    def count(labels: np.ndarray) -> float:
-        return float(((labels[top_indices] & positive).sum(axis=1) >= TOPIC_MIN_HITS).sum())
+    def count(labels: np.ndarray) -> np.ndarray:
+        return np.asarray(((labels[..., top_indices] & positive).sum(axis=-1) >= TOPIC_MIN_HITS).sum(axis=-1))
 
     observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed)
     return int(observed), p
@@ -76,8 +76,8 @@ def max_hits_test(
     rows = np.vstack([top_indices, np.arange(k)])
     fires = np.vstack([positive, np.ones(k, dtype=bool)])
 
-    def most(labels: np.ndarray) -> float:
-        return float((labels[rows] & fires).sum(axis=1).max())
+    def most(labels: np.ndarray) -> np.ndarray:
+        return np.asarray((labels[..., rows] & fires).sum(axis=-1).max(axis=-1))
 
     null = stats.permutation_null(most, is_topic, PERMUTATIONS, seed)
     observed = int((is_topic[top_indices] & positive).sum(axis=1).max(initial=0))

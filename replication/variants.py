@@ -10,9 +10,11 @@ similarity of their decoder directions.
 
 Ablations. Each is a named set of config overrides, run in ``<run>/variants/<name>/`` and reported
 side by side with the faithful run: sparsity, L0, FVU, dead fraction, and the claims whose verdict
-changes. An ablation that captures anew batches its prompts where the model decodes greedily (the
-batched capture stores the same samples as one prompt at a time), and captures one prompt at a time,
-as the run, where it samples; its row says which, and why.
+changes. An ablation that changes only which positions the capture keeps (per_token) feeds the run's
+own generated sequences through the model once, instead of generating them again. One that generates
+anew batches its prompts where the model decodes greedily (the batched capture stores the same samples
+as one prompt at a time), and captures one prompt at a time, as the run, where it samples; its row
+says which, and why.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from replication.config import ABLATIONS, load_profile
 from replication.errors import ReplicationError
 from replication.metrics import METRICS
 from replication.models import resolve_device
-from replication.pipeline import cached_model, run_stage
+from replication.pipeline import FEEDS_ANY_GENERATION, cached_model, run_stage
 from replication.rundata import RunData
 from replication.stats import best_cosines
 from replication.verdicts import Verdict, evaluate
@@ -43,6 +45,10 @@ ROW_METRICS = (
     "ce_loss_recovered",
     "significant_topic_features",
     "decode_shaped_fraction",
+)
+SEQUENCES_REASON = (
+    "the run's own generated sequences, fed once through the model: the variant changes only which "
+    "positions are kept, so generating again would give the same tokens"
 )
 STABLE_COSINE = 0.9
 RECAPTURE_BATCH_SIZE = 32
@@ -57,6 +63,13 @@ def combine(verdicts: list[Verdict]) -> Verdict:
 def recaptures(overrides: dict[str, Any]) -> bool:
     """Whether a variant with ``overrides`` needs a capture of its own (else it shares the run's)."""
     return any(key.startswith(("model.", "capture.")) for key in overrides)
+
+
+def feeds_run_sequences(overrides: dict[str, Any]) -> bool:
+    """Whether a variant's capture differs from the run's only in what it keeps of the same
+    generation (``capture.positions``): it then feeds the run's own sequences instead of generating."""
+    keys = [key for key in overrides if key.startswith(("model.", "capture."))]
+    return bool(keys) and all(key.removeprefix("capture.") in FEEDS_ANY_GENERATION for key in keys)
 
 
 def capture_batching(reference: RunData, overrides: dict[str, Any]) -> tuple[int, str]:
@@ -193,17 +206,18 @@ def run_ablations(run_dir: Path, claims: list[Claim], names: list[str], progress
     rows: dict[str, Any] = {"faithful": {"description": "the original's method", **faithful}}
     for name in names:
         description, overrides = ABLATIONS[name]
+        directory = run_dir / layout.VARIANT_RUNS / name
         batching: dict[str, Any] = {}
+        settings: dict[str, Any] = {}
         try:
-            if recaptures(overrides):
+            if feeds_run_sequences(overrides):
+                settings = {"capture.sequences_from": os.path.relpath(run_dir, directory)}
+                batching = {"capture_sequences": SEQUENCES_REASON}
+            elif recaptures(overrides):
                 size, reason = capture_batching(reference, overrides)
                 batching = {"capture_batch_size": size, "capture_batch_reason": reason}
-            directory = variant_run(
-                run_dir / layout.VARIANT_RUNS / name,
-                run_dir,
-                {**overrides, **({"capture.batch_size": batching["capture_batch_size"]} if batching else {})},
-                progress,
-            )
+                settings = {"capture.batch_size": size}
+            directory = variant_run(directory, run_dir, {**overrides, **settings}, progress)
         except ReplicationError as exc:  # e.g. a tokenizer without a chat template
             rows[name] = {"description": description, "overrides": overrides, "not_applicable": str(exc)}
             continue

@@ -7,7 +7,8 @@ it loads ``replication/tieorder.py`` by its path (the module needs numpy only) a
    the write-up's dimension-0 list, its five prompts looked up in the corpus: 97, 24, 26, 27, 28;
 2. ``tieorder.argsort`` to equal ``np.argsort`` on many float32 columns with ties (all zeros, a
    few distinct values, ReLU-like codes, NaN, sorted runs, and median-of-three killers that drive
-   the introsort into its heapsort fallback);
+   the introsort into its heapsort fallback) and without, and ``tieorder.top_k(column, 5)`` to
+   equal ``np.argsort(column)[-5:][::-1]`` on each;
 3. with ``--self-test``, a stable sort (which breaks ties otherwise) to be caught as different.
 
     python scripts/check_tie_order.py [--self-test]
@@ -60,7 +61,7 @@ def killer(n: int) -> np.ndarray:
 def columns(seed: int = 0) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     for n in [*range(1, 40), 97, 98, 99, 200, 1000, 8192]:
-        for kind in range(6):
+        for kind in range(7):
             if kind == 0:
                 column = np.zeros(n, dtype=np.float32)
             elif kind == 1:
@@ -72,16 +73,20 @@ def columns(seed: int = 0) -> Iterator[np.ndarray]:
                 column[rng.random(n) < 0.2] = np.nan
             elif kind == 4:
                 column = np.sort(rng.integers(0, 4, n)).astype(np.float32)[::-1].copy()
-            else:
+            elif kind == 5:
                 column = killer(n) if n % 2 == 0 and n >= 64 else rng.permutation(n).astype(np.float32) % 5
+            else:  # all different: top_k's own-numpy path
+                column = rng.permutation(n).astype(np.float32)
             yield column
 
 
-def mismatches(sort: Callable[[np.ndarray], np.ndarray]) -> tuple[int, int]:
+def mismatches(sort: Callable[[np.ndarray], np.ndarray], top: int | None = None) -> tuple[int, int]:
+    """(columns where ``sort`` differs from np.argsort -- in its last ``top`` reversed, if given --, columns)."""
     cases = bad = 0
     for column in columns():
         cases += 1
-        bad += not np.array_equal(sort(column), np.argsort(column))
+        expected = np.argsort(column) if top is None else np.argsort(column)[-top:][::-1]
+        bad += not np.array_equal(sort(column), expected)
     return bad, cases
 
 
@@ -102,6 +107,9 @@ def main(argv: list[str]) -> int:
     bad, cases = mismatches(tieorder.argsort)  # type: ignore[attr-defined]
     failed += bad > 0
     print(f"tieorder.argsort vs numpy {np.__version__} np.argsort: {cases - bad} of {cases} columns equal")
+    bad, cases = mismatches(lambda column: tieorder.top_k(column, 5), top=5)  # type: ignore[attr-defined]
+    failed += bad > 0
+    print(f"tieorder.top_k vs numpy {np.__version__} np.argsort()[-5:][::-1]: {cases - bad} of {cases} columns equal")
     if "--self-test" in argv:
         caught, _ = mismatches(lambda column: np.argsort(column, kind="stable"))
         failed += caught == 0

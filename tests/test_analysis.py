@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from replication import tieorder
+from replication import stats, tieorder
 from replication.analysis import pca_2d, sample_rows, top_activating
 from replication.stats import max_share_tail
 from replication.topics import feature_purity
@@ -37,6 +37,25 @@ def test_top_activating_highest_first() -> None:
 def test_a_dead_feature_lists_the_writeups_dimension_0() -> None:
     """On 98 zeros numpy 1.24.4's argsort ends 28, 27, 26, 24, 97 (nox -s tieorder checks it there)."""
     assert tieorder.top_k(np.zeros(98, dtype=np.float32), 5).tolist() == [97, 24, 26, 27, 28]
+
+
+def test_top_k_is_the_tie_ordered_sort_with_or_without_ties() -> None:
+    """Its shortcut (this numpy's sort where the k + 1 largest differ) gives the emulated sort's top k;
+    a tie among them or at the k-th place takes the emulation."""
+    rng = np.random.default_rng(1)
+    shortcut = 0
+    for n in (3, 5, 6, 7, 20, 98):
+        for column in (
+            rng.permutation(n).astype(np.float32),
+            np.where(rng.random(n) < 0.5, 0.0, rng.random(n)).astype(np.float32),
+            rng.integers(0, 3, n).astype(np.float32),
+        ):
+            top = np.sort(column)[-6:]
+            shortcut += n > 5 and bool(np.all(top[1:] > top[:-1]))
+            assert tieorder.top_k(column, 5).tolist() == tieorder.argsort(column)[-5:][::-1].tolist()
+    assert shortcut >= 4, "some columns must take the shortcut"
+    tied = np.array([0.0, 3.0, 1.0, 3.0, 2.0, 0.5, 0.2], dtype=np.float32)  # a tie at the top
+    assert tieorder.top_k(tied, 5).tolist() == tieorder.argsort(tied)[-5:][::-1].tolist()
 
 
 def test_tie_order_argsort_sorts() -> None:
@@ -88,3 +107,23 @@ def test_feature_purity_p_and_q_values() -> None:
     # Benjamini-Hochberg by hand: q_(i) = min over j >= i of p_(j) * m / j.
     assert rows[0]["q"] == pytest.approx(min(ps[0] * 3, ps[2] * 3 / 2, 1.0))
     assert rows[2]["q"] == pytest.approx(min(ps[2] * 3 / 2, 1.0))
+
+
+def test_permutation_null_is_the_statistic_of_each_shuffle_in_turn() -> None:
+    """The vectorised null: chunk by chunk, the same values as the statistic of each
+    ``rng.permutation`` drawn one after the other, in that order."""
+    rng = np.random.default_rng(3)
+    labels = rng.random(40) < 0.3
+    rows = rng.integers(0, 40, size=(25, 5))
+
+    def most(shuffled: np.ndarray) -> np.ndarray:
+        return shuffled[..., rows].sum(axis=-1).max(axis=-1)
+
+    permutations = stats.PERMUTATION_CHUNK * 2 + 7  # a last chunk of 7
+    draws = np.random.default_rng(11)
+    expected = [float(labels[draws.permutation(40)][rows].sum(axis=1).max()) for _ in range(permutations)]
+    null = stats.permutation_null(most, labels, permutations, seed=11)
+    assert null.shape == (permutations,) and null.tolist() == expected
+    observed, p = stats.permutation_pvalue(most, labels, permutations, seed=11)
+    assert observed == float(labels[rows].sum(axis=1).max())
+    assert p == (1 + sum(v >= observed for v in expected)) / (1 + permutations)

@@ -96,8 +96,8 @@ def test_batched_capture_stores_what_one_at_a_time_stores(tiny_model: LoadedMode
 
 
 def test_batched_sampling_keeps_the_last_call_semantics(tiny_model: LoadedModel, tiny_config: RunConfig) -> None:
-    """A sampling model is batched without the first-token pass; every sample is still its own
-    last call: (1, 1, d) after hook_calls = new_tokens calls, or the unpadded prefill."""
+    """A sampling model is batched in corpus order; every sample is still its own last call:
+    (1, 1, d) after hook_calls = new_tokens calls, or the unpadded prefill."""
     tiny_model.model.generation_config.do_sample = True
     tiny_model.model.generation_config.temperature = 0.6
     prompts = read_prompts(tiny_config.prompts_path())[:6]

@@ -166,6 +166,37 @@ def test_scorer_computes_what_one_pass_per_sequence_computes(
     )
 
 
+@pytest.mark.parametrize(("layer", "shared"), [(0, 12), (10, 12), (11, 12), (10, 4), (10, 1)])
+def test_a_shared_prefix_is_computed_once_with_the_same_result(
+    tiny_model: LoadedModel, tiny_config: RunConfig, layer: int, shared: int
+) -> None:
+    """Sequences that all start with the same tokens (a chat template's system prompt): the prefix
+    runs once, each sequence's own tokens attend to its cached keys and values, and the CE is that of
+    a whole forward pass per sequence. The shortest sequence is the prefix and one token; fewer than
+    SHARED_PREFIX shared tokens take the plain route."""
+    rng = random.Random(layer + shared)
+    prefix = [rng.randrange(512) for _ in range(shared)]
+    tails = [[rng.randrange(512) for _ in range(n)] for n in [1, 2, *(rng.randrange(1, 30) for _ in range(20))]]
+    firsts = {tail[0] for tail in tails}
+    assert len(firsts) > 1, "the sequences must part right after the prefix"
+    sequences = [prefix + tail for tail in tails]
+    sae = build_sae(64, tiny_config.train)
+    scorer = LayerScorer(tiny_model.model, sequences, layer, batch_tokens=100)
+    assert scorer.shared == (shared if shared >= splice.SHARED_PREFIX else 0)
+    assert len(scorer._batches) > 2 and any(len(set(batch.lengths)) > 1 for batch in scorer._batches)
+    for replace in (None, zero_replacement, sae_replacement(sae), lambda h: 0.5 * h):
+        ce, tokens = scorer.cross_entropy(replace)
+        expected, expected_tokens = cross_entropy(tiny_model.model, sequences, layer, replace)
+        assert tokens == expected_tokens
+        assert ce == pytest.approx(expected, rel=1e-6)
+
+
+def test_shared_prefix_leaves_every_sequence_a_token_of_its_own() -> None:
+    assert splice.shared_prefix([[1, 2, 3], [1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert splice.shared_prefix([[1, 2], [1, 2]]) == 1
+    assert splice.shared_prefix([[1, 2], [3, 2]]) == 0
+
+
 def test_scorer_leaves_the_model_whole(tiny_model: LoadedModel) -> None:
     layers = list(tiny_model.model.model.layers)
     scorer = LayerScorer(tiny_model.model, SEQUENCES, 10)

@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
-from replication import variants
+from replication import pipeline, variants
 from replication.__main__ import main
 from replication.artifacts import sha256_file, verify_manifest
 from replication.claims import load_claims
@@ -125,9 +125,19 @@ def test_stable_features_are_the_planted_shared_directions(
     assert summary["features"]["median_best_cosine"][1] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ablations_stage_on_a_run(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+
+    generate = pipeline.capture
+
+    def no_per_token_generation(*args: Any, **kwargs: Any) -> Any:
+        assert args[3].positions != "all", "per_token generated again instead of feeding the run's sequences"
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "capture", no_per_token_generation)
     assert main(["ablations", "--run", str(run), "--quiet"]) == 0
     rows = json.loads((run / "ablations.json").read_text())
     assert list(rows) == ["faithful", "l1_1e-4", "standard_sae", "chat_template", "per_token"]
@@ -146,13 +156,15 @@ def test_ablations_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest
     assert per_token["decode_shaped_fraction"] == 0.0  # a sample holds every fed position, never one row
     tokens = RunData(run / "variants/per_token")
     assert [r["token_ids"] for r in tokens.records] == [r["token_ids"] for r in RunData(run).records]
-    # The tiny model decodes greedily: the recapture is batched, and its row says so; the rows that
-    # share the run's capture say nothing of batches.
-    assert RunData(run).config.capture.batch_size == 1
-    assert per_token["capture_batch_size"] == tokens.config.capture.batch_size == variants.RECAPTURE_BATCH_SIZE > 1
-    assert "greedily" in per_token["capture_batch_reason"]
+    # per_token changes only which positions are kept: it feeds the run's own sequences (no
+    # generation, so no batch), its row says so, and the run's samples.json is its capture's input.
+    assert tokens.config.capture.sequences_from == "../.."
+    assert tokens.config.capture.batch_size == RunData(run).config.capture.batch_size == 1
+    assert "run's own generated sequences" in per_token["capture_sequences"]
     assert per_token["overrides"] == {"capture.positions": "all"}
-    assert not {"capture_batch_size", "capture_batch_reason"} & (set(l1) | set(standard))
+    assert not {"capture_batch_size", "capture_batch_reason"} & (set(l1) | set(standard) | set(per_token))
+    inputs = tokens.manifest["stages"]["capture"]["inputs"]
+    assert inputs["../../capture/samples.json"] == sha256_file(run / "capture/samples.json")
     assert all(s.shape[1] == len(r["token_ids"]) - 1 for s, r in zip(tokens.samples, tokens.records, strict=True))
     for name in ("faithful", "l1_1e-4", "standard_sae", "per_token"):
         variant = RunData(run if name == "faithful" else run / "variants" / name)
@@ -214,3 +226,47 @@ def test_a_sampling_model_recaptures_one_prompt_at_a_time(tiny_run: Path, tmp_pa
     info["generation"]["do_sample"] = True
     (run / "capture/info.json").write_text(json.dumps(info))
     assert variants.capture_batching(RunData(run), {"capture.chat_template": True})[0] == 1
+
+
+def test_a_capture_fed_another_runs_sequences(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """capture.sequences_from feeds the named run's tokens (nothing generated): every position's
+    state, the last one the source's last-call sample; the source's samples.json is an input, so a
+    changed source makes the capture run again; a source that generated otherwise is refused."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    fed = run / "variants" / "fed"
+    args = ["run", "--out", str(fed), "--profile", "tiny", "--quiet", "--capture.positions=all"]
+    source = RunData(run)
+
+    def no_generation(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("generated instead of feeding the source's sequences")
+
+    monkeypatch.setattr(pipeline, "capture", no_generation)
+    assert main([*args, "--capture.sequences_from=../.."]) == 0
+    mine = RunData(fed)
+    assert [r["token_ids"] for r in mine.records] == [r["token_ids"] for r in source.records]
+    for states, last, record in zip(mine.samples, source.samples, source.records, strict=True):
+        assert states.shape[1] == len(record["token_ids"]) - 1
+        if record["source"] == "decode":  # the last fed position is the one the last call saw
+            torch.testing.assert_close(states[:, -1:], last, rtol=1e-5, atol=1e-5)
+    assert "feed_s" in mine.manifest["stages"]["capture"] and "tokens_per_s" not in mine.manifest["stages"]["capture"]
+
+    records = json.loads((run / "capture/samples.json").read_text())
+    records[0]["token_ids"] = records[0]["token_ids"][:-1]
+    (run / "capture/samples.json").write_text(json.dumps(records))
+    assert main([*args, "--capture.sequences_from=../.."]) == 0
+    assert RunData(fed).records[0]["token_ids"] == records[0]["token_ids"]  # ran again on the new input
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["capture"]["max_length"] -= 1
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main([*args, "--capture.sequences_from=../..", "--force"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "generated with other settings (max_length)" in error
+    assert main([*args, "--capture.sequences_from=../../nowhere"]) == 2
+    assert "holds no captured run" in capsys.readouterr().err
+    assert main([*args, "--capture.positions=last_call", "--capture.sequences_from=../.."]) == 2
+    assert "needs capture.positions=all" in capsys.readouterr().err
