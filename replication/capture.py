@@ -21,7 +21,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replication.config import CaptureConfig
 from replication.errors import ReplicationError
-from replication.hooks import decoder_layer, hidden_state, input_device, last_call_hook
+from replication.hooks import (
+    BATCH_TOKENS,
+    SHARED_PREFIX,
+    cached_kv,
+    decoder_layer,
+    expanded_cache,
+    hidden_state,
+    input_device,
+    last_call_hook,
+    right_padded,
+    shared_prefix,
+)
 
 
 @dataclass
@@ -148,20 +159,37 @@ def capture_batch(
     EOS came first -- even while other rows go on decoding. Greedy rows decode the same tokens as
     one at a time; a sampling model draws from one random stream for the whole batch, so its
     draws differ from the one-at-a-time run's.
+
+    Tokens every prompt of the batch starts with (a chat template's system prompt) run once: their
+    keys and values are the cache ``generate`` starts from, the padding goes between them and each
+    prompt's own tokens, and the positions follow the attention mask, so each row sees what it
+    would alone. A prefill sample is the prefix's states followed by the row's own.
     """
     device = input_device(model)
     encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
     lengths = [len(ids) for ids in encoded]
-    t_pad, pad = max(lengths), int(tokenizer.eos_token_id)  # type: ignore[arg-type]
+    shared = shared_prefix([ids.tolist() for ids in encoded]) if len(encoded) > 1 else 0
+    shared = shared if shared >= SHARED_PREFIX else 0
+    module = decoder_layer(model, cfg.layer)
+    prefix_hidden, cache = None, None
+    if shared:
+        with last_call_hook(module) as prefix, torch.no_grad():
+            out = model.get_submodule("model")(input_ids=encoded[0][None, :shared].to(device), use_cache=True)
+        prefix_hidden = prefix.hidden
+        cache = expanded_cache(cached_kv(out.past_key_values, slice(None)), len(prompts))
+    tails = [ids[shared:] for ids in encoded]
+    t_pad, pad = shared + max(len(t) for t in tails), int(tokenizer.eos_token_id)  # type: ignore[arg-type]
     input_ids = torch.full((len(prompts), t_pad), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), t_pad), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, t_pad - len(ids) :], mask[row, t_pad - len(ids) :] = ids, 1
+    input_ids[:, :shared], mask[:, :shared] = encoded[0][:shared], 1
+    for row, tail in enumerate(tails):
+        input_ids[row, t_pad - len(tail) :], mask[row, t_pad - len(tail) :] = tail, 1
     torch.manual_seed(seed)
-    with last_call_hook(decoder_layer(model, cfg.layer), keep_all=True) as store, torch.no_grad():
+    with last_call_hook(module, keep_all=True) as store, torch.no_grad():
         output = model.generate(  # type: ignore[operator]
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
+            past_key_values=cache,
             max_new_tokens=cfg.max_length - min(lengths),
             pad_token_id=pad,
         )
@@ -170,7 +198,11 @@ def capture_batch(
         new = output[row, t_pad:].tolist()[: cfg.max_length - len(ids)]
         n = next((j + 1 for j, token in enumerate(new) if token in stops), len(new))
         call = store.every[n - 1]
-        hidden = call[row : row + 1, t_pad - len(ids) :] if n == 1 else call[row : row + 1, -1:]
+        if n > 1:
+            hidden = call[row : row + 1, -1:]
+        else:  # the prefill: the prefix's states (computed once), then the row's own
+            own = call[row : row + 1, call.shape[1] - len(ids) + shared :]
+            hidden = own if prefix_hidden is None else torch.cat([prefix_hidden, own], dim=1)
         tokens = ids.tolist() + new[:n]
         samples.append(
             Sample(
@@ -231,26 +263,35 @@ class _Reached(Exception):
     """Raised by the hook once the layer's output is kept: the layers after it need not run."""
 
 
-def fed_states(model: PreTrainedModel, layer: int, token_ids: Sequence[int]) -> torch.Tensor:
-    """(T - 1, d): the layer's output at every position of ``token_ids`` but the last, in one pass
-    that stops at the layer."""
+def fed_states(
+    model: PreTrainedModel, layer: int, sequences: Sequence[Sequence[int]], batch_tokens: int = BATCH_TOKENS
+) -> list[torch.Tensor]:
+    """Per sequence, (T - 1, d): the layer's output at every position of its tokens but the last,
+    from forward passes that stop at the layer; sequences of similar length share a batch, padded on
+    the right (a causal model's real positions never see the padding after them)."""
     device = input_device(model)
-    ids = torch.tensor([list(token_ids[:-1])], device=device)
+    fed = [list(ids[:-1]) for ids in sequences]
     kept: list[torch.Tensor] = []
 
     def keep(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        kept.append(hidden_state(output)[0].to("cpu", torch.float32).clone())
+        kept.append(hidden_state(output).to("cpu", torch.float32))
         raise _Reached
 
+    states: dict[int, torch.Tensor] = {}
     handle = decoder_layer(model, layer).register_forward_hook(keep)
     try:
-        with torch.inference_mode():
-            model(input_ids=ids)
-    except _Reached:
-        pass
+        for batch in right_padded(fed, batch_tokens):
+            kept.clear()
+            try:
+                with torch.inference_mode():
+                    model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+            except _Reached:
+                pass
+            for row, (i, n) in enumerate(zip(batch.rows, batch.lengths, strict=True)):
+                states[i] = kept[0][row, :n].clone()
     finally:
         handle.remove()
-    return kept[0]
+    return [states[i] for i in range(len(fed))]
 
 
 def samples_of(records: Sequence[dict[str, Any]]) -> list[Sample]:
@@ -270,12 +311,12 @@ def samples_of(records: Sequence[dict[str, Any]]) -> list[Sample]:
     ]
 
 
-def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int, progress: bool = True) -> None:
+def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int) -> None:
     """Replace each sample's activation by the hooked layer's state at every position the model fed
     itself while generating -- the prompt and every new token but the last -- (1, T - 1, d) for a
-    sequence of T tokens, recomputed in one forward pass over those tokens."""
-    for sample in tqdm(samples, desc="positions", unit="prompt", disable=not progress):
-        sample.activation = fed_states(model, layer, sample.token_ids)[None]
+    sequence of T tokens, recomputed in a forward pass over those tokens (``fed_states``)."""
+    for sample, states in zip(samples, fed_states(model, layer, [s.token_ids for s in samples]), strict=True):
+        sample.activation = states[None]
 
 
 def generation_settings(model: PreTrainedModel) -> dict[str, Any]:

@@ -3,14 +3,14 @@ the splice test replaces a block's output."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from replication.errors import ReplicationError
 
@@ -107,3 +107,63 @@ def input_device(model: PreTrainedModel) -> torch.device:
     embeddings = model.get_input_embeddings()
     assert isinstance(embeddings.weight, torch.Tensor)
     return embeddings.weight.device
+
+
+BATCH_TOKENS = 1024
+"""Padded tokens per batch of a pass over many sequences: bounds the (batch, seq, ...) tensors it holds."""
+
+
+@dataclass
+class PaddedBatch:
+    """Sequences of similar length, right-padded: a causal model's real positions never see the
+    padding after them."""
+
+    rows: list[int]
+    """Indices of its sequences in the list they came from."""
+    lengths: list[int]
+    input_ids: torch.Tensor
+    """(batch, T) on the CPU, padded with 0."""
+    attention_mask: torch.Tensor
+    """(batch, T): 1 on each row's own tokens."""
+
+
+def right_padded(sequences: list[list[int]], batch_tokens: int = BATCH_TOKENS) -> list[PaddedBatch]:
+    """``sequences`` in batches of similar length, shortest first, each at most ``batch_tokens``
+    padded tokens (a longer sequence alone)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    batches = []
+    while order:
+        rows = [order.pop(0)]
+        while order and len(sequences[order[0]]) * (len(rows) + 1) <= max(batch_tokens, 1):
+            rows.append(order.pop(0))
+        lengths = [len(sequences[i]) for i in rows]
+        input_ids = torch.zeros((len(rows), max(lengths)), dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, i in enumerate(rows):
+            input_ids[row, : lengths[row]] = torch.tensor(sequences[i], dtype=torch.long)
+            mask[row, : lengths[row]] = 1
+        batches.append(PaddedBatch(rows, lengths, input_ids, mask))
+    return batches
+
+
+SHARED_PREFIX = 4
+"""Leading tokens all sequences of a batch share, from which they are computed once (fewer: no gain)."""
+
+
+def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share, leaving each at least one token of its own."""
+    shortest = min(len(ids) for ids in sequences)
+    length = 0
+    while length < shortest - 1 and len({ids[length] for ids in sequences}) == 1:
+        length += 1
+    return length
+
+
+def cached_kv(cache: Any, layers: slice) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The keys and values a forward pass left in its ``DynamicCache``, for ``layers``."""
+    return [(layer.keys, layer.values) for layer in cache.layers[layers]]
+
+
+def expanded_cache(kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
+    """A cache holding ``kv`` (one (keys, values) per layer, batch 1) for each of ``batch`` rows."""
+    return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv])

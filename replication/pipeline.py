@@ -89,7 +89,7 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
         samples = samples_of(sequences_source(cfg, run, prompts))
     generate_s = time.perf_counter() - loaded_at
     if cfg.capture.positions == "all":
-        feed_positions(loaded.model, samples, cfg.capture.layer, progress)
+        feed_positions(loaded.model, samples, cfg.capture.layer)
     root = run.root
     tensors = {layout.sample_key(i): s.activation for i, s in enumerate(samples)}
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}

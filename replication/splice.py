@@ -27,13 +27,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
-from replication.hooks import Replace, decoder_layer, input_device, last_call_hook, replaced_output
+from replication.hooks import (
+    BATCH_TOKENS,
+    SHARED_PREFIX,
+    Replace,
+    cached_kv,
+    decoder_layer,
+    expanded_cache,
+    input_device,
+    last_call_hook,
+    replaced_output,
+    right_padded,
+    shared_prefix,
+)
 from replication.sae import SparseAutoencoder
-
-BATCH_TOKENS = 1024
-"""Padded tokens per batch of the scorer: bounds the (batch, seq, vocab) logits it holds at once."""
-SHARED_PREFIX = 4
-"""Leading tokens all sequences share, from which the scorer computes them once (fewer: no gain)."""
 
 
 def cross_entropy(
@@ -92,24 +99,6 @@ class _Prefix:
     """Keys and values of layers 0..L on them: what every sequence's later tokens attend to."""
 
 
-def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens all ``sequences`` share, leaving each at least one token of its own."""
-    shortest = min(len(ids) for ids in sequences)
-    length = 0
-    while length < shortest - 1 and len({ids[length] for ids in sequences}) == 1:
-        length += 1
-    return length
-
-
-def _kv(cache: Any, layers: slice) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers[layers]]
-
-
-def _cache(kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
-    """A cache holding ``kv`` (one (keys, values) per layer, batch 1) for each of ``batch`` rows."""
-    return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv])
-
-
 class LayerScorer:
     """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
     ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
@@ -145,29 +134,20 @@ class LayerScorer:
             with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
                 out = model.get_submodule("model")(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
             assert store.hidden is not None
-            self._prefix = _Prefix(ids, store.hidden, _kv(out.past_key_values, before))
+            self._prefix = _Prefix(ids, store.hidden, cached_kv(out.past_key_values, before))
         tails = [ids[self.shared :] for ids in self.sequences]
-        order = sorted(range(len(tails)), key=lambda i: len(tails[i]))
         self._batches: list[_Batch] = []
-        while order:
-            rows = [order.pop(0)]
-            while order and len(tails[order[0]]) * (len(rows) + 1) <= max(batch_tokens, 1):
-                rows.append(order.pop(0))
-            lengths = [len(tails[i]) for i in rows]
-            input_ids = torch.zeros((len(rows), max(lengths)), dtype=torch.long)
-            mask = torch.zeros((len(rows), self.shared + max(lengths)), dtype=torch.long)
-            mask[:, : self.shared] = 1
-            for row, i in enumerate(rows):
-                input_ids[row, : lengths[row]] = torch.tensor(tails[i])
-                mask[row, self.shared : self.shared + lengths[row]] = 1
-            input_ids, mask = input_ids.to(device), mask.to(device)
-            cache = _cache(self._prefix.kv, len(rows)) if self._prefix is not None else None
+        for padded in right_padded(tails, batch_tokens):
+            input_ids = padded.input_ids.to(device)
+            prefix_mask = torch.ones((len(padded.rows), self.shared), dtype=torch.long)
+            mask = torch.cat([prefix_mask, padded.attention_mask], dim=1).to(device)
+            cache = expanded_cache(self._prefix.kv, len(padded.rows)) if self._prefix is not None else None
             with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
                 model.get_submodule("model")(
                     input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=cache is not None
                 )
             assert store.hidden is not None
-            self._batches.append(_Batch(rows, lengths, input_ids, mask, store.hidden))
+            self._batches.append(_Batch(padded.rows, padded.lengths, input_ids, mask, store.hidden))
 
     def cross_entropy(self, replace: Replace | None) -> tuple[float, int]:
         """What ``cross_entropy(model, sequences, layer, replace)`` computes: the mean next-token
@@ -183,10 +163,10 @@ class LayerScorer:
                 logits = out.logits[0].float()
                 head = F.cross_entropy(logits[:-1], prefix.input_ids[0, 1:], reduction="sum").item()
                 last = F.log_softmax(logits[-1], dim=-1)  # predicts each sequence's first own token
-                kv = prefix.kv + _kv(out.past_key_values, after)
+                kv = prefix.kv + cached_kv(out.past_key_values, after)
             for batch in self._batches:
                 hidden = batch.hidden if replace is None else replace(batch.hidden)
-                cache = _cache(kv, len(batch.rows)) if kv else None
+                cache = expanded_cache(kv, len(batch.rows)) if kv else None
                 logits = self.model(
                     inputs_embeds=hidden,
                     attention_mask=batch.attention_mask,

@@ -20,7 +20,7 @@ class TokenStates:
     """Per sample, every token of prompt + answer as text (the last one was never fed back)."""
     states: list[torch.Tensor]
     """Per sample, (T - 1, d) float32: the hooked layer's output at every position the model fed
-    itself, from one forward pass over the sequence without its last token."""
+    itself, from a forward pass over the sequence without its last token (``capture.fed_states``)."""
     read_out: Callable[[torch.Tensor], torch.Tensor]
     """(d, n) directions -> (vocab, n) logits: unembedding . (final norm's gain * direction)."""
     token_text: Callable[[int], str]
@@ -48,7 +48,7 @@ def token_states(
 
     return TokenStates(
         tokens=[[text(t) for t in ids] for ids in sequences],
-        states=[fed_states(model, layer, ids) for ids in sequences],
+        states=fed_states(model, layer, sequences),
         read_out=read_out,
         token_text=text,
     )

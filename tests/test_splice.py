@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replication import pipeline, splice
+from replication import hooks, pipeline, splice
 from replication.__main__ import main
 from replication.config import RunConfig
 from replication.metrics import METRICS
@@ -182,7 +182,7 @@ def test_a_shared_prefix_is_computed_once_with_the_same_result(
     sequences = [prefix + tail for tail in tails]
     sae = build_sae(64, tiny_config.train)
     scorer = LayerScorer(tiny_model.model, sequences, layer, batch_tokens=100)
-    assert scorer.shared == (shared if shared >= splice.SHARED_PREFIX else 0)
+    assert scorer.shared == (shared if shared >= hooks.SHARED_PREFIX else 0)
     assert len(scorer._batches) > 2 and any(len(set(batch.lengths)) > 1 for batch in scorer._batches)
     for replace in (None, zero_replacement, sae_replacement(sae), lambda h: 0.5 * h):
         ce, tokens = scorer.cross_entropy(replace)
@@ -192,9 +192,9 @@ def test_a_shared_prefix_is_computed_once_with_the_same_result(
 
 
 def test_shared_prefix_leaves_every_sequence_a_token_of_its_own() -> None:
-    assert splice.shared_prefix([[1, 2, 3], [1, 2, 3, 4], [1, 2, 5]]) == 2
-    assert splice.shared_prefix([[1, 2], [1, 2]]) == 1
-    assert splice.shared_prefix([[1, 2], [3, 2]]) == 0
+    assert hooks.shared_prefix([[1, 2, 3], [1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert hooks.shared_prefix([[1, 2], [1, 2]]) == 1
+    assert hooks.shared_prefix([[1, 2], [3, 2]]) == 0
 
 
 def test_scorer_leaves_the_model_whole(tiny_model: LoadedModel) -> None:
