@@ -127,15 +127,33 @@ class PaddedBatch:
     """(batch, T): 1 on each row's own tokens."""
 
 
+BATCH_COST = 64
+"""What one more batch costs, in padded tokens: ``right_padded`` splits where padding costs more."""
+
+
 def right_padded(sequences: list[list[int]], batch_tokens: int = BATCH_TOKENS) -> list[PaddedBatch]:
     """``sequences`` in batches of similar length, shortest first, each at most ``batch_tokens``
-    padded tokens (a longer sequence alone)."""
+    padded tokens (a longer sequence alone): of all the ways to cut the sequences, in order of
+    length, into such batches, the one with the fewest padded tokens, each batch counted as
+    ``BATCH_COST`` tokens more."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    length = [len(sequences[i]) for i in order]
+    # best[j]: the cheapest cut of the j shortest; start[j]: where its last batch starts.
+    best, start = [0] + [0] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        options = [
+            (best[i] + (j - i) * length[j - 1] + BATCH_COST, i)
+            for i in range(j - 1, -1, -1)
+            if i == j - 1 or (j - i) * length[j - 1] <= batch_tokens
+        ]
+        best[j], start[j] = min(options)
+    cuts, j = [], len(order)
+    while j > 0:
+        cuts.append((start[j], j))
+        j = start[j]
     batches = []
-    while order:
-        rows = [order.pop(0)]
-        while order and len(sequences[order[0]]) * (len(rows) + 1) <= max(batch_tokens, 1):
-            rows.append(order.pop(0))
+    for first, end in reversed(cuts):
+        rows = order[first:end]
         lengths = [len(sequences[i]) for i in rows]
         input_ids = torch.zeros((len(rows), max(lengths)), dtype=torch.long)
         mask = torch.zeros_like(input_ids)

@@ -80,13 +80,14 @@ class _Batch:
     rows: list[int]
     """Indices of its sequences in the scorer's list."""
     lengths: list[int]
-    """Each row's tokens after the shared prefix."""
-    input_ids: torch.Tensor
-    """(batch, T) those tokens, right-padded: a causal model's real positions never see the padding after them."""
+    """Each row's fed tokens: its own (after the shared prefix) but the last, which predicts nothing."""
     attention_mask: torch.Tensor
-    """(batch, shared + T): the shared prefix, then the row's own tokens."""
+    """(batch, shared + T): the shared prefix, then the row's fed tokens, right-padded (a causal
+    model's real positions never see the padding after them)."""
     hidden: torch.Tensor
     """(batch, T, d): layer L's output."""
+    targets: torch.Tensor
+    """The tokens the rows' fed positions predict, row after row (sum of ``lengths``)."""
 
 
 @dataclass
@@ -102,7 +103,9 @@ class _Prefix:
 class LayerScorer:
     """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
     ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
-    the later layers and the head. Sequences of similar length share a batch.
+    the later layers, the final norm and the head. Sequences of similar length share a batch; a
+    sequence's last token, which predicts nothing, is not fed, and the head runs on the predicting
+    positions only, not on the padding.
 
     Tokens every sequence starts with (a chat template's system prompt: ``SHARED_PREFIX`` or more)
     are computed once: their layer states and keys and values are the same in every sequence, so each
@@ -124,6 +127,7 @@ class LayerScorer:
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
         device = input_device(model)
         module = decoder_layer(model, layer)
+        base = model.get_submodule("model")
         shared = shared_prefix(self.sequences)
         self.shared = shared if shared >= SHARED_PREFIX else 0
         """Leading tokens computed once for all sequences (0: none)."""
@@ -132,52 +136,64 @@ class LayerScorer:
         if self.shared:
             ids = torch.tensor([self.sequences[0][: self.shared]], device=device)
             with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
-                out = model.get_submodule("model")(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+                out = base(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
             assert store.hidden is not None
             self._prefix = _Prefix(ids, store.hidden, cached_kv(out.past_key_values, before))
         tails = [ids[self.shared :] for ids in self.sequences]
+        self._firsts = [tail[0] for tail in tails]
+        """Each sequence's first own token, which the prefix's last position predicts."""
+        fed = [tail[:-1] for tail in tails]
         self._batches: list[_Batch] = []
-        for padded in right_padded(tails, batch_tokens):
-            input_ids = padded.input_ids.to(device)
-            prefix_mask = torch.ones((len(padded.rows), self.shared), dtype=torch.long)
+        feeding = [i for i, ids in enumerate(fed) if ids]  # with a prefix, a 1-token tail feeds nothing
+        for padded in right_padded([fed[i] for i in feeding], batch_tokens):
+            rows = [feeding[r] for r in padded.rows]
+            prefix_mask = torch.ones((len(rows), self.shared), dtype=torch.long)
             mask = torch.cat([prefix_mask, padded.attention_mask], dim=1).to(device)
-            cache = expanded_cache(self._prefix.kv, len(padded.rows)) if self._prefix is not None else None
+            cache = expanded_cache(self._prefix.kv, len(rows)) if self._prefix is not None else None
             with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
-                model.get_submodule("model")(
-                    input_ids=input_ids, attention_mask=mask, past_key_values=cache, use_cache=cache is not None
+                base(
+                    input_ids=padded.input_ids.to(device),
+                    attention_mask=mask,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
                 )
             assert store.hidden is not None
-            self._batches.append(_Batch(padded.rows, padded.lengths, input_ids, mask, store.hidden))
+            targets = torch.tensor([t for i in rows for t in tails[i][1:]], device=device)
+            self._batches.append(_Batch(rows, padded.lengths, mask, store.hidden, targets))
 
     def cross_entropy(self, replace: Replace | None) -> tuple[float, int]:
         """What ``cross_entropy(model, sequences, layer, replace)`` computes: the mean next-token
         cross-entropy in nats and the number of predicted tokens."""
-        sums: dict[int, float] = {}
+        base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
+        assert isinstance(head, nn.Module)
         after = slice(self.layer + 1, None)
+        common, kv, last = 0.0, [], None
         with only_layers(self.model, after), torch.no_grad():
-            head, kv, last = 0.0, [], None
             if self._prefix is not None:  # the prefix's own predictions, the same in every sequence
                 prefix = self._prefix
                 hidden = prefix.hidden if replace is None else replace(prefix.hidden)
-                out = self.model(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
-                logits = out.logits[0].float()
-                head = F.cross_entropy(logits[:-1], prefix.input_ids[0, 1:], reduction="sum").item()
+                out = base(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
+                logits = head(out.last_hidden_state[0]).float()
+                common = F.cross_entropy(logits[:-1], prefix.input_ids[0, 1:], reduction="sum").item()
                 last = F.log_softmax(logits[-1], dim=-1)  # predicts each sequence's first own token
                 kv = prefix.kv + cached_kv(out.past_key_values, after)
+            sums = {
+                i: common - (last[self._firsts[i]].item() if last is not None else 0.0)
+                for i in range(len(self.sequences))
+            }
             for batch in self._batches:
                 hidden = batch.hidden if replace is None else replace(batch.hidden)
                 cache = expanded_cache(kv, len(batch.rows)) if kv else None
-                logits = self.model(
+                states = base(
                     inputs_embeds=hidden,
                     attention_mask=batch.attention_mask,
                     past_key_values=cache,
                     use_cache=cache is not None,
-                ).logits
-                for row, (i, n) in enumerate(zip(batch.rows, batch.lengths, strict=True)):
-                    predicted, target = logits[row, : n - 1].float(), batch.input_ids[row, 1:n]
-                    own = F.cross_entropy(predicted, target, reduction="sum").item() if n > 1 else 0.0
-                    first = -last[batch.input_ids[row, 0]].item() if last is not None else 0.0
-                    sums[i] = head + first + own
+                ).last_hidden_state
+                predicting = torch.cat([states[row, :n] for row, n in enumerate(batch.lengths)])
+                losses = F.cross_entropy(head(predicting).float(), batch.targets, reduction="none")
+                for i, own in zip(batch.rows, losses.split(batch.lengths), strict=True):
+                    sums[i] += own.sum().item()
         # Summed in sequence order, as the one-pass-per-sequence route does.
         total = 0.0
         for i in range(len(self.sequences)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -12,8 +13,14 @@ def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.
     """tail[h] = P(some label of ``scored`` holds >= h of k items drawn at random without
     replacement from a population with these per-label ``counts``), h = 0..k: the exact
     permutation null of a feature's purity, by enumerating the multivariate hypergeometric."""
-    labels = list(counts)
-    sizes = [counts[label] for label in labels]
+    return _max_share_tail(tuple(counts.items()), k, tuple(scored)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _max_share_tail(counts: tuple[tuple[str, int], ...], k: int, scored: tuple[str, ...]) -> np.ndarray:
+    """``max_share_tail``, once per population (every SAE of a corpus has the same one)."""
+    labels = [label for label, _ in counts]
+    sizes = [size for _, size in counts]
     scored_at = [i for i, label in enumerate(labels) if label in scored]
     prob_max = np.zeros(k + 1)
 
@@ -43,7 +50,9 @@ def permutation_null(
     is vectorised: it maps labels of shape (..., n) to values of shape (...), and sees the shuffles
     (``rng.permutation`` of the labels, one after the other) a chunk at a time."""
     rng = np.random.default_rng(seed)
-    shuffled = np.stack([rng.permutation(labels) for _ in range(permutations)])
+    # Row by row as rng.permutation(labels) would shuffle them, one call after the other.
+    order = rng.permuted(np.tile(np.arange(len(labels)), (permutations, 1)), axis=1)
+    shuffled = np.asarray(labels)[order]
     chunks = [statistic(shuffled[i : i + PERMUTATION_CHUNK]) for i in range(0, permutations, PERMUTATION_CHUNK)]
     return np.concatenate(chunks).astype(float)
 

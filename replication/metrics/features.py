@@ -85,10 +85,11 @@ def redundant_dim_pairs(run: RunData) -> list[tuple[int, int]]:
             groups.setdefault(s, []).append(d["dim"])
         distinct = [s for s in groups if len(s) >= 4]
         pairs = [pair for s in distinct for pair in itertools.combinations(groups[s], 2)]
-        for i, a in enumerate(distinct):
-            for b in distinct[i + 1 :]:
-                if len(a & b) >= 4:
-                    pairs += [(min(x, y), max(x, y)) for x in groups[a] for y in groups[b]]
+        member = np.zeros((len(distinct), 1 + max((max(s) for s in distinct), default=0)), dtype=np.int32)
+        for row, prompts in enumerate(distinct):
+            member[row, list(prompts)] = 1
+        for i, j in zip(*np.nonzero(np.triu(member @ member.T >= 4, k=1)), strict=True):
+            pairs += [(min(x, y), max(x, y)) for x in groups[distinct[i]] for y in groups[distinct[j]]]
         return sorted(pairs)
 
     return run.memo("redundant_pairs", compute)
