@@ -206,7 +206,22 @@ class LayerScorer:
 
     @cached_property
     def zero(self) -> float:
-        return self.cross_entropy(zero_replacement)[0]
+        """``cross_entropy(zero_replacement)``, from one pass: with the layer's output zeroed at every
+        position, the later layers never see a token, so their states -- and the logits -- depend on
+        the position alone, the same in every sequence. The longest sequence's positions give every
+        position's logits; each sequence is scored against its own tokens."""
+        base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
+        assert isinstance(head, nn.Module)
+        like = self._batches[0].hidden if self._batches else self._prefix.hidden  # type: ignore[union-attr]
+        longest = max(len(ids) for ids in self.sequences) - 1
+        with only_layers(self.model, slice(self.layer + 1, None)), torch.no_grad():
+            zeros = torch.zeros((1, longest, like.shape[-1]), dtype=like.dtype, device=like.device)
+            logp = F.log_softmax(head(base(inputs_embeds=zeros).last_hidden_state[0]).float(), dim=-1)
+        total = 0.0
+        for ids in self.sequences:
+            positions = torch.arange(len(ids) - 1, device=logp.device)
+            total -= logp[positions, torch.tensor(ids[1:], device=logp.device)].sum().item()
+        return total / self.tokens
 
 
 def sae_replacement(sae: SparseAutoencoder) -> Replace:

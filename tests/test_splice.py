@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import random
 import shutil
 from collections.abc import Callable
@@ -12,10 +14,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig, LlamaForCausalLM
 
 from replication import hooks, pipeline, splice
 from replication.__main__ import main
-from replication.config import RunConfig
+from replication.config import REPO_ROOT, RunConfig
 from replication.metrics import METRICS
 from replication.models import LoadedModel, resolve_device
 from replication.rundata import RunData
@@ -189,6 +192,8 @@ def test_a_shared_prefix_is_computed_once_with_the_same_result(
         expected, expected_tokens = cross_entropy(tiny_model.model, sequences, layer, replace)
         assert tokens == expected_tokens
         assert ce == pytest.approx(expected, rel=1e-6)
+    zero, _ = cross_entropy(tiny_model.model, sequences, layer, zero_replacement)
+    assert scorer.zero == pytest.approx(zero, rel=1e-6)
 
 
 def test_shared_prefix_leaves_every_sequence_a_token_of_its_own() -> None:
@@ -241,15 +246,44 @@ def test_seeds_share_the_clean_and_zero_ablated_scores(
         scorings.append(replace)
         return scored(self, replace)
 
+    zero = splice.LayerScorer.zero.func
+    zeros = []
+
+    def counted_zero(self: LayerScorer) -> float:
+        zeros.append(self)
+        return zero(self)
+
+    counted = functools.cached_property(counted_zero)
+    counted.__set_name__(splice.LayerScorer, "zero")
     monkeypatch.setattr(splice.LayerScorer, "__init__", counted_init)
     monkeypatch.setattr(splice.LayerScorer, "cross_entropy", counted_scoring)
+    monkeypatch.setattr(splice.LayerScorer, "zero", counted)
     assert main(["splice", "--out", str(run), "--quiet"]) == 0
     assert main(["seeds", "--run", str(run), "--seeds", "3", "--quiet"]) == 0
     assert len(prefixes) == 1
-    assert len(scorings) == 3 + 1 + 1  # clean, zero, one SAE each
-    assert scorings.count(None) == scorings.count(zero_replacement) == 1
+    assert len(scorings) == 3 + 1  # clean, one SAE each
+    assert scorings.count(None) == 1 and len(zeros) == 1  # the zero-ablated CE once, by its own pass
     splices = [
         json.loads((d / "splice/splice.json").read_text()) for d in (run, run / "seeds/seed1", run / "seeds/seed2")
     ]
     assert len({s["ce_sae"] for s in splices}) == 3
     assert {s["ce_clean"] for s in splices} == {splices[0]["ce_clean"]}
+
+
+def test_zero_ablated_ce_of_a_model_with_biases() -> None:
+    """The zero-ablated CE from one pass over the longest sequence: bias-free, the zeroed stream stays
+    zero and every token costs ln(vocab); with biases it becomes a constant of its own, its logits are
+    not uniform, and each sequence's own targets decide the CE -- as the plain route has it."""
+    config = AutoConfig.from_pretrained(REPO_ROOT / "fixtures" / "tiny")
+    config.attention_bias = config.mlp_bias = True
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, 1.0)
+    sequences = random_sequences(12, seed=3)
+    scorer = LayerScorer(model, sequences, 5, batch_tokens=100)
+    expected = cross_entropy(model, sequences, 5, zero_replacement)[0]
+    assert abs(expected - math.log(config.vocab_size)) > 0.01, "the biased model's zero-ablated logits are not uniform"
+    assert scorer.zero == pytest.approx(expected, rel=1e-6)
