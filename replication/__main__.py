@@ -198,14 +198,16 @@ def _report(args: argparse.Namespace, rest: list[str]) -> int:
 def _cards(args: argparse.Namespace, rest: list[str]) -> int:
     from replication.cards import CARDS, write_cards
     from replication.models import resolve_device
-    from replication.pipeline import cached_model
+    from replication.pipeline import cached_fed_states, cached_model
     from replication.tokenstates import token_states
 
     run = finished_run(args)
     claims = load_claims(args.claims)
-    loaded = cached_model(run.config.model, resolve_device(run.config.capture.device))
+    device = resolve_device(run.config.capture.device)
+    loaded = cached_model(run.config.model, device)
     sequences = [r["token_ids"] for r in run.records]
-    states = token_states(loaded.model, loaded.tokenizer, sequences, run.config.capture.layer)
+    fed = cached_fed_states(run.config, device, sequences)  # the per_token ablation's, in one process
+    states = token_states(loaded.model, loaded.tokenizer, sequences, run.config.capture.layer, fed)
     files = write_cards(run, states, claims, every=args.all)
     artifacts.record_addition(args.out, CARDS, files, {"all": args.all}, replaces=CARDS)
     print(f"cards: {len(files) - 1} features -> {args.out / CARDS / 'index.html'}")

@@ -296,7 +296,7 @@ def fed_states(
 
 def samples_of(records: Sequence[dict[str, Any]]) -> list[Sample]:
     """The samples another capture stored (``Sample.record``'s fields), their activations left empty
-    for ``feed_positions`` to fill."""
+    for the fed states to fill."""
     return [
         Sample(
             prompt=r["prompt"],
@@ -309,14 +309,6 @@ def samples_of(records: Sequence[dict[str, Any]]) -> list[Sample]:
         )
         for r in records
     ]
-
-
-def feed_positions(model: PreTrainedModel, samples: Sequence[Sample], layer: int) -> None:
-    """Replace each sample's activation by the hooked layer's state at every position the model fed
-    itself while generating -- the prompt and every new token but the last -- (1, T - 1, d) for a
-    sequence of T tokens, recomputed in a forward pass over those tokens (``fed_states``)."""
-    for sample, states in zip(samples, fed_states(model, layer, [s.token_ids for s in samples]), strict=True):
-        sample.activation = states[None]
 
 
 def generation_settings(model: PreTrainedModel) -> dict[str, Any]:

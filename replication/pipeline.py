@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from replication import analysis, artifacts, layout, provenance
-from replication.capture import capture, feed_positions, generation_settings, read_prompts, samples_of
+from replication.capture import capture, fed_states, generation_settings, read_prompts, samples_of
 from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
 from replication.hooks import decoder_layer, hook_point, input_device, num_layers
@@ -31,8 +31,9 @@ from replication.train import positional_split, positional_split_rows, stack_sam
 
 _LOADED: dict[tuple[ModelConfig, str], LoadedModel] = {}
 _SCORERS: dict[tuple[ModelConfig, str, int, str], LayerScorer] = {}
+_FED: dict[tuple[ModelConfig, str, int, str], list[torch.Tensor]] = {}
 SCORERS_KEPT = 4
-"""Captures whose splice scorer a process keeps (the run's, and those of its variants)."""
+"""Captures whose splice scorer (and fed states) a process keeps (the run's, and those of its variants)."""
 
 
 def cached_model(cfg: ModelConfig, device: torch.device, workload: Workload | None = None) -> LoadedModel:
@@ -43,8 +44,29 @@ def cached_model(cfg: ModelConfig, device: torch.device, workload: Workload | No
     if key not in _LOADED:
         _LOADED.clear()
         _SCORERS.clear()
+        _FED.clear()
         _LOADED[key] = load_model(cfg, device, workload)
     return _LOADED[key]
+
+
+def _sequences_key(
+    cfg: RunConfig, device: torch.device, sequences: list[list[int]]
+) -> tuple[ModelConfig, str, int, str]:
+    digest = hashlib.sha256(json.dumps(sequences).encode()).hexdigest()
+    return (cfg.model, str(device), cfg.capture.layer, digest)
+
+
+def cached_fed_states(cfg: RunConfig, device: torch.device, sequences: list[list[int]]) -> list[torch.Tensor]:
+    """``capture.fed_states`` of ``sequences`` at the run's layer, computed once per process: the
+    per_token ablation stores them for the run's own sequences, and the feature cards shade those
+    tokens with them. Keyed by the model, the layer and the sequences; never changed in place."""
+    loaded = cached_model(cfg.model, device)
+    key = _sequences_key(cfg, device, sequences)
+    if key not in _FED:
+        while len(_FED) >= SCORERS_KEPT:
+            del _FED[next(iter(_FED))]
+        _FED[key] = fed_states(loaded.model, cfg.capture.layer, sequences)
+    return _FED[key]
 
 
 def cached_scorer(cfg: RunConfig, device: torch.device, sequences: list[list[int]]) -> LayerScorer:
@@ -52,8 +74,7 @@ def cached_scorer(cfg: RunConfig, device: torch.device, sequences: list[list[int
     sequences (the run's, its other seeds', the ablations that keep its capture) shares its layer-L
     states and its clean and zero-ablated CE. Keyed by the model, the layer and the sequences."""
     loaded = cached_model(cfg.model, device)
-    digest = hashlib.sha256(json.dumps(sequences).encode()).hexdigest()
-    key = (cfg.model, str(device), cfg.capture.layer, digest)
+    key = _sequences_key(cfg, device, sequences)
     if key not in _SCORERS:
         while len(_SCORERS) >= SCORERS_KEPT:
             del _SCORERS[next(iter(_SCORERS))]
@@ -88,8 +109,10 @@ def _capture(cfg: RunConfig, run: RunData, progress: bool) -> tuple[list[str], d
     else:
         samples = samples_of(sequences_source(cfg, run, prompts))
     generate_s = time.perf_counter() - loaded_at
-    if cfg.capture.positions == "all":
-        feed_positions(loaded.model, samples, cfg.capture.layer)
+    if cfg.capture.positions == "all":  # every position the model fed itself, one row each
+        fed = cached_fed_states(cfg, device, [s.token_ids for s in samples])
+        for sample, states in zip(samples, fed, strict=True):
+            sample.activation = states[None]
     root = run.root
     tensors = {layout.sample_key(i): s.activation for i, s in enumerate(samples)}
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}

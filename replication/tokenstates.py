@@ -27,9 +27,14 @@ class TokenStates:
 
 
 def token_states(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sequences: Sequence[Sequence[int]], layer: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: Sequence[Sequence[int]],
+    layer: int,
+    states: list[torch.Tensor] | None = None,
 ) -> TokenStates:
-    """Every sequence (prompt + generated ids, as captured) through the model once."""
+    """Every sequence (prompt + generated ids, as captured) through the model once, unless its
+    ``states`` (``capture.fed_states`` of these sequences) are given."""
     norm = model.get_submodule("model.norm").get_parameter("weight").detach()
     output = model.get_output_embeddings()
     assert isinstance(output, torch.nn.Linear)
@@ -48,7 +53,7 @@ def token_states(
 
     return TokenStates(
         tokens=[[text(t) for t in ids] for ids in sequences],
-        states=fed_states(model, layer, sequences),
+        states=fed_states(model, layer, sequences) if states is None else states,
         read_out=read_out,
         token_text=text,
     )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from replication import hooks
-from replication.capture import capture, capture_one, encode_prompt, feed_positions, read_prompts, sample_seed
+from replication import hooks, pipeline
+from replication.capture import capture, capture_one, encode_prompt, fed_states, read_prompts, sample_seed
 from replication.config import CaptureConfig, RunConfig
 from replication.errors import ReplicationError
-from replication.models import LoadedModel
+from replication.models import LoadedModel, resolve_device
 
 LAYER = 10
 LONG_PROMPT = "Write a Python function to reverse a linked list."
@@ -144,7 +145,10 @@ def test_per_token_positions_hold_every_fed_state(tiny_model: LoadedModel, tiny_
         tiny_model.model.generation_config.eos_token_id = int(tiny_model.model(ids).logits[0, -1].argmax())
     samples = capture(tiny_model.model, tiny_model.tokenizer, prompts, CaptureConfig(), progress=False)
     last_calls = [s.activation for s in samples]
-    feed_positions(tiny_model.model, samples, LAYER)
+    for sample, states in zip(
+        samples, fed_states(tiny_model.model, LAYER, [s.token_ids for s in samples]), strict=True
+    ):
+        sample.activation = states[None]
     assert {s.source for s in samples} == {"prefill", "decode"}
     for sample, last in zip(samples, last_calls, strict=True):
         fed = len(sample.token_ids) - 1
@@ -184,3 +188,33 @@ def test_chat_template_needs_a_tokenizer_with_one(tiny_model: LoadedModel) -> No
     assert tiny_model.tokenizer.chat_template is None
     with pytest.raises(ReplicationError, match=r"has no chat template"):
         encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=True)
+
+
+def test_fed_states_are_computed_once_per_process_and_sequences(
+    tiny_config: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per_token ablation and the cards ask for the same sequences' states: one pass; other
+    sequences (or another layer) are computed anew."""
+    monkeypatch.setattr(pipeline, "_FED", {})
+    passes = []
+    computed = pipeline.fed_states
+
+    def counted(*args: Any) -> list[torch.Tensor]:
+        passes.append(args[2])
+        return computed(*args)
+
+    monkeypatch.setattr(pipeline, "fed_states", counted)
+    device = resolve_device("cpu")
+    first, second = [[5, 6, 7, 8], [9, 10, 11]], [[5, 6, 7, 9]]
+    states = pipeline.cached_fed_states(tiny_config, device, first)
+    assert pipeline.cached_fed_states(tiny_config, device, first) is states and len(passes) == 1
+    other = pipeline.cached_fed_states(tiny_config, device, second)
+    deeper = pipeline.cached_fed_states(
+        tiny_config.replace(capture=tiny_config.capture.replace(layer=11)), device, first
+    )
+    assert len(passes) == 3
+    model = pipeline.cached_model(tiny_config.model, device).model
+    for got, want in ((states, fed_states(model, LAYER, first)), (other, fed_states(model, LAYER, second))):
+        assert [s.shape for s in got] == [w.shape for w in want]
+        torch.testing.assert_close(torch.cat(got), torch.cat(want), rtol=0, atol=0)
+    assert not torch.equal(deeper[0], states[0])

@@ -85,7 +85,7 @@ def redundant_dim_pairs(run: RunData) -> list[tuple[int, int]]:
             groups.setdefault(s, []).append(d["dim"])
         distinct = [s for s in groups if len(s) >= 4]
         pairs = [pair for s in distinct for pair in itertools.combinations(groups[s], 2)]
-        member = np.zeros((len(distinct), 1 + max((max(s) for s in distinct), default=0)), dtype=np.int32)
+        member = np.zeros((len(distinct), 1 + max((max(s) for s in distinct), default=0)), dtype=np.float32)
         for row, prompts in enumerate(distinct):
             member[row, list(prompts)] = 1
         for i, j in zip(*np.nonzero(np.triu(member @ member.T >= 4, k=1)), strict=True):
