@@ -107,7 +107,25 @@ def load_model(cfg: ModelConfig, device: torch.device, workload: memory.Workload
         model.to(device)  # type: ignore[arg-type]
     elif not placement:  # built in memory: accelerate places it as from_pretrained(device_map=...) would
         _dispatch(model, dtype)
+    own_aligned_memory(model)
     return LoadedModel(model=model, tokenizer=tokenizer, weights=weights, cache=cache)
+
+
+ALIGNMENT = 64
+"""Bytes: where torch's CPU allocator starts every tensor."""
+
+
+def own_aligned_memory(model: PreTrainedModel) -> None:
+    """Give every CPU weight not starting on a ``ALIGNMENT``-byte boundary memory of its own, as
+    torch allocates it. A weight memory-mapped from a safetensors file (the converted-model cache)
+    starts wherever the file puts it, one converted in memory wherever its conversion left it; the
+    CPU kernels take other paths on other alignments and sum in another order, so the same weights
+    would give other bits. Aligned, a model computes the same bits however it was loaded. Tied
+    weights stay tied (the parameter keeps its identity)."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu" and tensor.data_ptr() % ALIGNMENT:
+                tensor.data = tensor.data.clone()
 
 
 def _conversion(dtype: str) -> str:

@@ -49,6 +49,28 @@ def test_local_directory_loads_the_saved_weights(saved: tuple[Path, torch.Tensor
     torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=0)
 
 
+def test_every_cpu_weight_is_aligned_and_ties_stay(saved: tuple[Path, torch.Tensor], tiny_model: LoadedModel) -> None:
+    """Loaded from safetensors (memory-mapped at the file's offsets) or moved off alignment by hand,
+    the weights end in memory of their own on 64-byte boundaries: the same values, the tied
+    embedding still one parameter."""
+    directory, expected = saved
+    loaded = load_model(ModelConfig(source="local", name="x", path=str(directory)), torch.device("cpu"))
+    assert all(p.data_ptr() % models.ALIGNMENT == 0 for p in loaded.model.parameters())
+    torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=0)
+    model = tiny_model.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():  # each weight moved 4 bytes off a boundary
+            buffer = torch.empty(p.numel() + 1, dtype=p.dtype)
+            buffer[1:] = p.detach().reshape(-1)
+            p.data = buffer[1:].view(p.shape)
+    assert all(p.data_ptr() % models.ALIGNMENT for p in model.parameters())
+    models.own_aligned_memory(model)
+    assert all(p.data_ptr() % models.ALIGNMENT == 0 for p in model.parameters())
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
 def test_hugging_face_cache_snapshot_is_found_offline(saved: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
     """HF_HOME/hub/models--org--name/snapshots/<commit>/ with refs/main naming that commit; the first
     repo id is absent from the cache and skipped. huggingface_hub reads the cache location when it

@@ -83,6 +83,15 @@ def test_converted_model_cache_loads_what_the_gguf_gives(
     warm = load_model(cfg, torch.device("cpu"))
     assert warm.cache == "hit" and warm.model is not cold.model
     same(warm)
+    # Decode steps too: the served weights (memory-mapped from the entry) compute the same bits as
+    # the converted ones, so a run stores the same activations whether its cache was cold or warm.
+    capture_cfg = load_profile("smollm2").capture
+    first = capture(cold.model, cold.tokenizer, prompts[:12], capture_cfg, progress=False)
+    second = capture(warm.model, warm.tokenizer, prompts[:12], capture_cfg, progress=False)
+    assert sum(s.source == "decode" for s in first) >= 6
+    for one, other in zip(first, second, strict=True):
+        assert one.token_ids == other.token_ids
+        assert torch.equal(one.activation, other.activation), one.prompt
     (entry,) = (tmp_path / "converted").glob("*/*")
     (entry / "model.safetensors").write_bytes(b"damaged")
     capsys.readouterr()
