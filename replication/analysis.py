@@ -55,6 +55,9 @@ def pca_2d(codes: np.ndarray) -> dict[str, Any]:
     """2-D PCA of codes (rows, d_hidden); all-constant codes have no direction, so no ratio."""
     if codes.shape[0] < 2 or float(codes.var(axis=0).sum()) == 0.0:
         return {"coords": np.zeros((codes.shape[0], 2)).tolist(), "explained_variance_ratio": None}
-    pca = PCA(n_components=2, svd_solver="arpack", random_state=0)  # 2 of ~1000 directions: iterative, exact to 1e-14
+    # 2 of ~1000 directions: ARPACK (iterative, equal to the full SVD to 1e-14), which needs more
+    # than 2 rows and columns; the full SVD below that.
+    solver = "arpack" if min(codes.shape) > 2 else "full"
+    pca = PCA(n_components=2, svd_solver=solver, random_state=0)
     coords = pca.fit_transform(codes.astype(np.float64))
     return {"coords": coords.tolist(), "explained_variance_ratio": pca.explained_variance_ratio_.tolist()}

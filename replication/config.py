@@ -134,7 +134,8 @@ class CaptureConfig(_Frozen):
     """``last_call``: each sample is the hook's last call, as the original. ``all``: every token
     position the model fed itself while generating (the prompt and every new token but the last),
     one row each -- a per-token dataset."""
-    sequences_from: str | None = None
+    # Added after runs were committed: left out of the saved config (and its hash) while unset.
+    sequences_from: str | None = Field(default=None, exclude_if=_unset)
     """With ``positions: all``: a run directory (relative to this run's) whose generated sequences
     this capture feeds instead of generating them again -- a run of the same model, prompts and
     generation settings, so the same tokens. The per_token ablation feeds the run's own."""

@@ -141,11 +141,11 @@ def right_padded(sequences: list[list[int]], batch_tokens: int = BATCH_TOKENS) -
     # best[j]: the cheapest cut of the j shortest; start[j]: where its last batch starts.
     best, start = [0] + [0] * len(order), [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):
-        options = [
-            (best[i] + (j - i) * length[j - 1] + BATCH_COST, i)
-            for i in range(j - 1, -1, -1)
-            if i == j - 1 or (j - i) * length[j - 1] <= batch_tokens
-        ]
+        options = [(best[j - 1] + length[j - 1] + BATCH_COST, j - 1)]  # the j-th alone
+        for i in range(j - 2, -1, -1):  # longer batches ending with it, while within the budget
+            if (j - i) * length[j - 1] > batch_tokens:
+                break
+            options.append((best[i] + (j - i) * length[j - 1] + BATCH_COST, i))
         best[j], start[j] = min(options)
     cuts, j = [], len(order)
     while j > 0:
@@ -168,8 +168,17 @@ SHARED_PREFIX = 4
 """Leading tokens all sequences of a batch share, from which they are computed once (fewer: no gain)."""
 
 
+def can_share_prefix(model: PreTrainedModel) -> bool:
+    """Whether a prefix's keys and values can be computed once and handed to every sequence in a
+    plain ``DynamicCache``: not for a model with sliding-window attention layers, whose cache keeps
+    a window of its own."""
+    return getattr(model.config, "sliding_window", None) is None
+
+
 def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
     """How many leading tokens all ``sequences`` share, leaving each at least one token of its own."""
+    if not sequences:
+        return 0
     shortest = min(len(ids) for ids in sequences)
     length = 0
     while length < shortest - 1 and len({ids[length] for ids in sequences}) == 1:

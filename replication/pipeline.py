@@ -66,7 +66,7 @@ def cached_fed_states(cfg: RunConfig, device: torch.device, sequences: list[list
         while len(_FED) >= SCORERS_KEPT:
             del _FED[next(iter(_FED))]
         _FED[key] = fed_states(loaded.model, cfg.capture.layer, sequences)
-    return _FED[key]
+    return list(_FED[key])
 
 
 def cached_scorer(cfg: RunConfig, device: torch.device, sequences: list[list[int]]) -> LayerScorer:

@@ -27,11 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
+from replication.errors import ReplicationError
 from replication.hooks import (
     BATCH_TOKENS,
     SHARED_PREFIX,
     Replace,
     cached_kv,
+    can_share_prefix,
     decoder_layer,
     expanded_cache,
     input_device,
@@ -100,6 +102,18 @@ class _Prefix:
     """Keys and values of layers 0..L on them: what every sequence's later tokens attend to."""
 
 
+HEAD_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+"""Config fields with which a causal LM's own forward changes the logits after its head."""
+
+
+def plain_head(model: PreTrainedModel) -> None:
+    """The scorer runs the output embedding on the final norm's output itself, as a Llama-style
+    model's forward does; a model whose forward then rescales or caps the logits is refused."""
+    for name in HEAD_MODIFIERS:
+        if getattr(model.config, name, None) not in (None, 1, 1.0):
+            raise ReplicationError(f"the splice test scores a plain LM head; this model's config sets {name}")
+
+
 class LayerScorer:
     """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
     ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
@@ -128,7 +142,8 @@ class LayerScorer:
         device = input_device(model)
         module = decoder_layer(model, layer)
         base = model.get_submodule("model")
-        shared = shared_prefix(self.sequences)
+        plain_head(model)
+        shared = shared_prefix(self.sequences) if can_share_prefix(model) else 0
         self.shared = shared if shared >= SHARED_PREFIX else 0
         """Leading tokens computed once for all sequences (0: none)."""
         self._prefix: _Prefix | None = None

@@ -54,7 +54,7 @@ def permutation_null(
     order = rng.permuted(np.tile(np.arange(len(labels)), (permutations, 1)), axis=1)
     shuffled = np.asarray(labels)[order]
     chunks = [statistic(shuffled[i : i + PERMUTATION_CHUNK]) for i in range(0, permutations, PERMUTATION_CHUNK)]
-    return np.concatenate(chunks).astype(float)
+    return np.concatenate(chunks).astype(float) if chunks else np.zeros(0)
 
 
 def tail_pvalue(null: np.ndarray, observed: float) -> float:

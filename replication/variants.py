@@ -69,7 +69,8 @@ def feeds_run_sequences(overrides: dict[str, Any]) -> bool:
     """Whether a variant's capture differs from the run's only in what it keeps of the same
     generation (``capture.positions``): it then feeds the run's own sequences instead of generating."""
     keys = [key for key in overrides if key.startswith(("model.", "capture."))]
-    return bool(keys) and all(key.removeprefix("capture.") in FEEDS_ANY_GENERATION for key in keys)
+    feeds = all(key.removeprefix("capture.") in FEEDS_ANY_GENERATION for key in keys)
+    return bool(keys) and feeds and overrides.get("capture.positions") == "all"
 
 
 def capture_batching(reference: RunData, overrides: dict[str, Any]) -> tuple[int, str]:

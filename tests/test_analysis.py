@@ -79,6 +79,12 @@ def test_pca_2d() -> None:
     assert np.abs(np.asarray(result["coords"])[:, 0]).std() > np.abs(np.asarray(result["coords"])[:, 1]).std()
     dead = pca_2d(np.zeros((4, 3)))
     assert dead["explained_variance_ratio"] is None
+    for shape in [(2, 5), (6, 2)]:  # too small for ARPACK: the full SVD, the same reference
+        small = rng.normal(size=shape)
+        singular = np.linalg.svd(small - small.mean(axis=0), compute_uv=False)
+        assert pca_2d(small)["explained_variance_ratio"] == pytest.approx(
+            (singular[:2] ** 2 / (singular**2).sum()).tolist()
+        )
 
 
 def test_max_share_tail_by_hand() -> None:
@@ -124,6 +130,7 @@ def test_permutation_null_is_the_statistic_of_each_shuffle_in_turn() -> None:
     expected = [float(labels[draws.permutation(40)][rows].sum(axis=1).max()) for _ in range(permutations)]
     null = stats.permutation_null(most, labels, permutations, seed=11)
     assert null.shape == (permutations,) and null.tolist() == expected
+    assert stats.permutation_null(most, labels, 0).shape == (0,)
     observed, p = stats.permutation_pvalue(most, labels, permutations, seed=11)
     assert observed == float(labels[rows].sum(axis=1).max())
     assert p == (1 + sum(v >= observed for v in expected)) / (1 + permutations)

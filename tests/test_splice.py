@@ -19,6 +19,7 @@ from transformers import AutoConfig, LlamaForCausalLM
 from replication import hooks, pipeline, splice
 from replication.__main__ import main
 from replication.config import REPO_ROOT, RunConfig
+from replication.errors import ReplicationError
 from replication.metrics import METRICS
 from replication.models import LoadedModel, resolve_device
 from replication.rundata import RunData
@@ -200,6 +201,7 @@ def test_shared_prefix_leaves_every_sequence_a_token_of_its_own() -> None:
     assert hooks.shared_prefix([[1, 2, 3], [1, 2, 3, 4], [1, 2, 5]]) == 2
     assert hooks.shared_prefix([[1, 2], [1, 2]]) == 1
     assert hooks.shared_prefix([[1, 2], [3, 2]]) == 0
+    assert hooks.shared_prefix([]) == 0
 
 
 def test_scorer_leaves_the_model_whole(tiny_model: LoadedModel) -> None:
@@ -287,3 +289,18 @@ def test_zero_ablated_ce_of_a_model_with_biases() -> None:
     expected = cross_entropy(model, sequences, 5, zero_replacement)[0]
     assert abs(expected - math.log(config.vocab_size)) > 0.01, "the biased model's zero-ablated logits are not uniform"
     assert scorer.zero == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_head_the_scorer_would_bypass_is_refused_and_sliding_windows_share_nothing(tiny_model: LoadedModel) -> None:
+    """The scorer runs the head itself: a config whose forward caps or scales the logits after it is
+    refused; a model with sliding-window layers keeps each sequence's keys and values to itself."""
+    sequences = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 12]]
+    assert LayerScorer(tiny_model.model, sequences, 10).shared == 5
+    tiny_model.model.config.sliding_window = 4
+    scorer = LayerScorer(tiny_model.model, sequences, 10)
+    assert scorer.shared == 0
+    assert scorer.clean == pytest.approx(cross_entropy(tiny_model.model, sequences, 10, None)[0], rel=1e-6)
+    tiny_model.model.config.sliding_window = None
+    tiny_model.model.config.final_logit_softcapping = 30.0
+    with pytest.raises(ReplicationError, match="sets final_logit_softcapping"):
+        LayerScorer(tiny_model.model, sequences, 10)

@@ -247,6 +247,7 @@ def test_a_capture_fed_another_runs_sequences(
     assert main([*args, "--capture.sequences_from=../.."]) == 0
     mine = RunData(fed)
     assert [r["token_ids"] for r in mine.records] == [r["token_ids"] for r in source.records]
+    assert "decode" in {r["source"] for r in source.records}
     for states, last, record in zip(mine.samples, source.samples, source.records, strict=True):
         assert states.shape[1] == len(record["token_ids"]) - 1
         if record["source"] == "decode":  # the last fed position is the one the last call saw
@@ -270,3 +271,11 @@ def test_a_capture_fed_another_runs_sequences(
     assert "holds no captured run" in capsys.readouterr().err
     assert main([*args, "--capture.positions=last_call", "--capture.sequences_from=../.."]) == 2
     assert "needs capture.positions=all" in capsys.readouterr().err
+
+
+def test_only_a_per_token_variant_feeds_the_runs_sequences() -> None:
+    assert variants.feeds_run_sequences({"capture.positions": "all"})
+    assert not variants.feeds_run_sequences({"capture.positions": "last_call"})
+    assert not variants.feeds_run_sequences({"capture.positions": "all", "capture.chat_template": True})
+    assert not variants.feeds_run_sequences({"capture.positions": "all", "model.dtype": "bfloat16"})
+    assert not variants.feeds_run_sequences({"train.l1_coefficient": 0.0001})
