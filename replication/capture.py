@@ -23,16 +23,14 @@ from replication.config import CaptureConfig
 from replication.errors import ReplicationError
 from replication.hooks import (
     BATCH_TOKENS,
-    SHARED_PREFIX,
     cached_kv,
-    can_share_prefix,
     decoder_layer,
     expanded_cache,
     hidden_state,
     input_device,
     last_call_hook,
+    prefix_to_share,
     right_padded,
-    shared_prefix,
 )
 
 
@@ -169,8 +167,7 @@ def capture_batch(
     device = input_device(model)
     encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
     lengths = [len(ids) for ids in encoded]
-    shared = shared_prefix([ids.tolist() for ids in encoded]) if len(encoded) > 1 and can_share_prefix(model) else 0
-    shared = shared if shared >= SHARED_PREFIX else 0
+    shared = prefix_to_share(model, [ids.tolist() for ids in encoded]) if len(encoded) > 1 else 0
     module = decoder_layer(model, cfg.layer)
     prefix_hidden, cache = None, None
     if shared:

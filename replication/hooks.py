@@ -186,6 +186,13 @@ def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def prefix_to_share(model: PreTrainedModel, sequences: Sequence[Sequence[int]]) -> int:
+    """The leading tokens of ``sequences`` to compute once for all of them: their shared prefix
+    where it is ``SHARED_PREFIX`` tokens or more and the model's cache can hand it out, else 0."""
+    shared = shared_prefix(sequences) if can_share_prefix(model) else 0
+    return shared if shared >= SHARED_PREFIX else 0
+
+
 def cached_kv(cache: Any, layers: slice) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The keys and values a forward pass left in its ``DynamicCache``, for ``layers``."""
     return [(layer.keys, layer.values) for layer in cache.layers[layers]]

@@ -30,17 +30,15 @@ from transformers import DynamicCache, PreTrainedModel
 from replication.errors import ReplicationError
 from replication.hooks import (
     BATCH_TOKENS,
-    SHARED_PREFIX,
     Replace,
     cached_kv,
-    can_share_prefix,
     decoder_layer,
     expanded_cache,
     input_device,
     last_call_hook,
+    prefix_to_share,
     replaced_output,
     right_padded,
-    shared_prefix,
 )
 from replication.sae import SparseAutoencoder
 
@@ -143,8 +141,7 @@ class LayerScorer:
         module = decoder_layer(model, layer)
         base = model.get_submodule("model")
         plain_head(model)
-        shared = shared_prefix(self.sequences) if can_share_prefix(model) else 0
-        self.shared = shared if shared >= SHARED_PREFIX else 0
+        self.shared = prefix_to_share(model, self.sequences)
         """Leading tokens computed once for all sequences (0: none)."""
         self._prefix: _Prefix | None = None
         before = slice(0, layer + 1)
