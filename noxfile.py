@@ -72,7 +72,7 @@ def saelens(session: nox.Session) -> None:
 @nox.session
 def tieorder(session: nox.Session) -> None:
     """numpy 1.24.4, the study's, in its own environment without this package: its argsort must list a
-    dead feature's prompts as the write-up's dimension 0 does, and equal replication/tieorder.py on
+    dead feature's prompts as the write-up's dimension 0 does, and equal replication/sae/tieorder.py on
     many columns with ties."""
     session.install(NUMPY_OF_THE_STUDY)
     session.run("python", "scripts/check_tie_order.py", "--self-test")

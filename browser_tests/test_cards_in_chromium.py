@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
-from replication import cards
 from replication.config import REPO_ROOT
-from replication.metrics.implied import writeup_dimension0
-from replication.rundata import RunData
+from replication.evaluation.metrics.implied import writeup_dimension0
+from replication.outputs import cards
+from replication.rundir.reader import RunData
 
 RUN = Path(os.environ.get("CARDS_RUN", REPO_ROOT / "runs" / "smollm2"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from replication import artifacts, layout
-from replication.claims import CLAIMS_DIR, load_claims
+from replication import api
 from replication.config import ABLATIONS, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
-from replication.rundata import RunData
-from replication.verdicts import evaluate_all, write_verdicts
+from replication.evaluation.claims import CLAIMS_DIR, load_claims
+from replication.rundir import layout
 
 DEFAULT_PROFILE = "smollm2"
 STAGE_HELP = {
@@ -121,122 +120,75 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
 
 
 def _stage(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.pipeline import run_stage  # loads the model libraries: only the stages need them
-
     cfg = resolve_config(args, rest)
     run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
     for stage in layout.STAGES if args.command == "run" else (args.command,):
-        if not run_stage(stage, cfg, run_dir, progress=not args.quiet, force=args.force):
+        if not api.run(cfg, run_dir, stages=(stage,), progress=not args.quiet, force=args.force):
             print(f"{stage}: up to date (same config and inputs), skipped; --force re-runs it")
     print(f"{args.command}: done -> {run_dir}")
     return 0
 
 
-def finished_run(args: argparse.Namespace) -> RunData:
-    """The run of ``--run``, after its files were checked against the manifest; one-line errors."""
-    if args.out.exists() and not args.out.is_dir():
-        raise ReplicationError(f"--run {args.out} is a file, not a run directory")
-    manifest = artifacts.verify_manifest(args.out)
-    run = RunData(args.out)
-    if run.config.hash() != manifest["config_hash"]:
-        raise ReplicationError(f"{args.out / layout.CONFIG} does not match the manifest's config hash")
-    return run
-
-
 def _verify(args: argparse.Namespace, rest: list[str]) -> int:
-    run = finished_run(args)
-    for result in evaluate_all(load_claims(args.claims), run):
+    for result in api.Run(args.out, args.claims).verdicts():
         print(result.line())
     return 0
 
 
 def _seeds(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.variants import run_seeds
-
-    run = finished_run(args)
-    summary = run_seeds(run.root, load_claims(args.claims), args.seeds, args.sampling_seeds, progress=not args.quiet)
-    changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
-    print(f"seeds: {args.seeds} seeds, {changed} claims inconclusive across seeds -> {args.out / layout.SEEDS}")
+    print(api.Run(args.out, args.claims).seeds(args.seeds, args.sampling_seeds, progress=not args.quiet))
     return 0
 
 
 def _ablations(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.variants import run_ablations
-
-    run = finished_run(args)
-    names = args.only.split(",") if args.only else list(ABLATIONS)
-    rows = run_ablations(run.root, load_claims(args.claims), names, progress=not args.quiet)
-    print(f"ablations: {', '.join(names)} -> {args.out / layout.ABLATIONS} ({len(rows) - 1} rows)")
+    names = args.only.split(",") if args.only else None
+    print(api.Run(args.out, args.claims).ablations(names, progress=not args.quiet))
     return 0
 
 
 def _export(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.export import export_run
-
-    run = finished_run(args)
-    for name, entry in export_run(run.root)["saes"].items():
-        where = args.out / layout.EXPORT / name if entry["exported"] else f"not exported: {entry['reason']}"
-        print(f"export: {name} -> {where}")
+    print(api.Run(args.out).export())
     return 0
 
 
 def _report(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.report import write_report
-
-    run = finished_run(args)
-    results = evaluate_all(load_claims(args.claims), run)
-    files = [write_verdicts(run, results)]
-    output = args.output or args.out / layout.REPORT
     command = "python -m replication " + shlex.join(args.argv)
-    written = write_report(run, results, output, command)
-    files += [f for f in written if f.resolve().is_relative_to(args.out.resolve())]
-    artifacts.record_addition(args.out, "report", files, {})
-    print(f"report: {len(results)} claims -> {output}")
+    print(api.Run(args.out, args.claims).report(args.output, command))
     return 0
 
 
 def _cards(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.cards import CARDS, write_cards
-    from replication.models import resolve_device
-    from replication.pipeline import cached_fed_states, cached_model
-    from replication.tokenstates import token_states
-
-    run = finished_run(args)
-    claims = load_claims(args.claims)
-    device = resolve_device(run.config.capture.device)
-    loaded = cached_model(run.config.model, device)
-    sequences = [r["token_ids"] for r in run.records]
-    fed = cached_fed_states(run.config, device, sequences)  # the per_token ablation's, in one process
-    states = token_states(loaded.model, loaded.tokenizer, sequences, run.config.capture.layer, fed)
-    files = write_cards(run, states, claims, every=args.all)
-    artifacts.record_addition(args.out, CARDS, files, {"all": args.all}, replaces=CARDS)
-    print(f"cards: {len(files) - 1} features -> {args.out / CARDS / 'index.html'}")
+    print(api.Run(args.out, args.claims).cards(every=args.all, progress=not args.quiet))
     return 0
 
 
 def _compare(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.compare import compare_runs
+    from replication.evaluation.compare import compare_runs
 
-    finished_run(args)
-    reference = finished_run(argparse.Namespace(out=args.reference))
-    comparison = compare_runs(args.out, reference.root, load_claims(CLAIMS_DIR))
+    api.Run(args.out)
+    reference = api.Run(args.reference)
+    comparison = compare_runs(args.out, reference.path, load_claims(CLAIMS_DIR))
     print(f"compare: {comparison.line()}")
     return 0 if comparison.reproduced else 1
 
 
 def _replicate(args: argparse.Namespace, rest: list[str]) -> int:
-    """Each step's own handler, in one process: the model each step needs is loaded once."""
+    """The whole study in one process (``api.replicate``): the model each step needs is loaded once."""
     args.command = "run"
     cfg = resolve_config(args, rest)
-    args.out = args.out if args.out is not None else Path("runs") / cfg.profile
-    _stage(args, rest)
-    step = {"out": args.out, "claims": args.claims, "quiet": args.quiet, "argv": args.argv}
-    _verify(argparse.Namespace(**step), [])
-    _seeds(argparse.Namespace(**step, seeds=5, sampling_seeds=3), [])
-    _ablations(argparse.Namespace(**step, only=None), [])
-    _export(argparse.Namespace(**step), [])
-    _cards(argparse.Namespace(**step, all=False), [])
-    return _report(argparse.Namespace(**step, output=args.output), [])
+    out = args.out if args.out is not None else Path("runs") / cfg.profile
+    command = "python -m replication " + shlex.join(args.argv)
+    api.replicate(
+        cfg,
+        out,
+        claims_dir=args.claims,
+        output=args.output,
+        command=command,
+        progress=not args.quiet,
+        force=args.force,
+        echo=print,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

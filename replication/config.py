@@ -189,7 +189,7 @@ class AnalyzeConfig(_Frozen):
     """Prompts listed per dimension, highest code value first."""
     tie_order: TieOrder = "numpy_1_24"
     """How equal code values are ordered in a top-k list: ``numpy_1_24`` as the original's
-    ``np.argsort`` did (``replication.tieorder``; a dead feature then lists prompts 97, 24, 26, 27,
+    ``np.argsort`` did (``replication.sae.tieorder``; a dead feature then lists prompts 97, 24, 26, 27,
     28, the write-up's dimension 0), ``current`` as this machine's numpy does."""
 
 

@@ -1,7 +1,7 @@
 """Check the package's tie order against numpy 1.24.4 itself, in an environment of its own.
 
 Runs where ``numpy==1.24.4`` is installed and this package is NOT (``nox -s tieorder`` builds one):
-it loads ``replication/tieorder.py`` by its path (the module needs numpy only) and requires
+it loads ``replication/sae/tieorder.py`` by its path (the module needs numpy only) and requires
 
 1. numpy 1.24.4's ``np.argsort(np.zeros(98))[-5:][::-1]`` -- the top 5 of a dead feature -- to be
    the write-up's dimension-0 list, its five prompts looked up in the corpus: 97, 24, 26, 27, 28;
@@ -31,7 +31,7 @@ EXPECTED_NUMPY = "1.24.4"
 
 
 def load_tieorder() -> object:
-    spec = importlib.util.spec_from_file_location("tieorder", ROOT / "replication" / "tieorder.py")
+    spec = importlib.util.spec_from_file_location("tieorder", ROOT / "replication" / "sae" / "tieorder.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

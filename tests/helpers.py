@@ -6,8 +6,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from replication.config import REPO_ROOT
+import numpy as np
+import torch
+
+from replication.config import REPO_ROOT, RunConfig
+from replication.rundir import artifacts, layout
+from replication.rundir.reader import RunData
+from replication.sae.autoencoder import SparseAutoencoder
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 """The type of the ``cli`` fixture."""
@@ -24,3 +32,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def fake_run(
+    root: Path,
+    *,
+    config: RunConfig | None = None,
+    info: dict[str, Any] | None = None,
+    records: list[dict[str, Any]] | None = None,
+    activations: list[torch.Tensor] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    sae: SparseAutoencoder | None = None,
+    codes: np.ndarray | None = None,
+    top: dict[str, Any] | None = None,
+) -> RunData:
+    """A run directory holding only the files given, written where and as the stages write them, and
+    a fresh ``RunData`` reading them back: a metric sees exactly what it would read from a run."""
+    root.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        artifacts.write_config(root, config.to_dict())
+    if info is not None:
+        artifacts.write_json(root / layout.CAPTURE_INFO, info)
+    if records is not None:
+        artifacts.write_json(root / layout.SAMPLES, records)
+    if activations is not None:
+        tensors = {layout.sample_key(i): a.clone() for i, a in enumerate(activations)}
+        artifacts.save_tensors(root / layout.ACTIVATIONS, tensors, {})
+    if history is not None:
+        artifacts.write_json(root / layout.HISTORY, history)
+    if sae is not None:
+        sae.save(root / layout.TRAIN_DIR)
+    if codes is not None:
+        artifacts.save_tensors(root / layout.CODES, {"codes": torch.from_numpy(np.asarray(codes))}, {})
+    if top is not None:
+        artifacts.write_json(root / layout.TOP_PROMPTS, top)
+    return RunData(root)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from replication import stats, tieorder
-from replication.analysis import pca_2d, sample_rows, top_activating
-from replication.stats import max_share_tail
-from replication.topics import feature_purity
+from replication.evaluation import stats
+from replication.evaluation.stats import max_share_tail
+from replication.evaluation.topics import feature_purity, purity_null
+from replication.sae import tieorder
+from replication.sae.data import sample_rows
+from replication.stages.analyze import pca_2d, top_activating
 
 
 def test_sample_rows_take_the_last_row_of_prefill_samples() -> None:
@@ -104,7 +106,7 @@ def test_feature_purity_p_and_q_values() -> None:
     top = np.array([[0, 1, 2, 3, 4], [0, 5, 1, 6, 2], [5, 6, 7, 8, 0]])
     positive = np.ones_like(top, dtype=bool)
     positive[2, 4] = False  # a zero code does not count as a hit
-    rows = feature_purity(top, positive, labels, [10, 11, 12])
+    rows = feature_purity(top, positive, labels, [10, 11, 12], purity_null(labels, 5))
     assert [(r["dim"], r["topic"], r["hits"]) for r in rows] == [(10, "a", 5), (11, "a", 3), (12, "b", 4)]
     assert rows[0]["purity"] == 1.0
     assert rows[0]["p"] == pytest.approx(2 / 252)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from replication import hooks, pipeline
-from replication.capture import capture, capture_one, encode_prompt, fed_states, read_prompts, sample_seed
 from replication.config import CaptureConfig, RunConfig
 from replication.errors import ReplicationError
-from replication.models import LoadedModel, resolve_device
+from replication.model.loading import LoadedModel, resolve_device
+from replication.model.tokenstates import fed_states
+from replication.stages.capture import capture, capture_one, encode_prompt, read_prompts, sample_seed
+from replication.stages.context import Context
 
 LAYER = 10
 LONG_PROMPT = "Write a Python function to reverse a linked list."
@@ -100,15 +100,16 @@ def test_batched_capture_stores_what_one_at_a_time_stores(tiny_model: LoadedMode
 def test_a_batch_sharing_a_system_prompt_stores_what_one_at_a_time_stores(
     tiny_model: LoadedModel, tiny_config: RunConfig
 ) -> None:
-    """Prompts in a chat template with a system prompt: the batch computes the shared tokens once
-    and decodes from their cache, with the padding after them -- the same tokens as one prompt at a
-    time, and each sample the same states, a prefill sample's prefix rows included."""
+    """Prompts in a chat template with a system prompt, of different lengths: the batch (left-padded)
+    stores the same tokens as one prompt at a time, and each sample the same states, a prefill
+    sample's system-prompt rows included."""
     tokenizer = tiny_model.tokenizer
     tokenizer.chat_template = "<|system|>\nYou are a helpful assistant.\n" + CHAT_TEMPLATE
     prompts = read_prompts(tiny_config.prompts_path())[:9]
     config = CaptureConfig(chat_template=True, max_length=100)
     encoded = [encode_prompt(tokenizer, p, chat_template=True)["input_ids"][0].tolist() for p in prompts]
-    assert hooks.shared_prefix(encoded) >= hooks.SHARED_PREFIX and len({len(ids) for ids in encoded}) > 2
+    system = tokenizer("<|system|>\nYou are a helpful assistant.\n", add_special_tokens=False)["input_ids"]
+    assert all(ids[: len(system)] == system for ids in encoded) and len({len(ids) for ids in encoded}) > 2
     with torch.no_grad():  # one prompt's first new token is EOS: a prefill sample
         first = tiny_model.model(torch.tensor([encoded[4]])).logits[0, -1].argmax()
         tiny_model.model.generation_config.eos_token_id = int(first)
@@ -190,32 +191,29 @@ def test_chat_template_needs_a_tokenizer_with_one(tiny_model: LoadedModel) -> No
         encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=True)
 
 
-def test_fed_states_are_computed_once_per_process_and_sequences(
-    tiny_config: RunConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The per_token ablation and the cards ask for the same sequences' states: one pass; other
-    sequences (or another layer) are computed anew."""
-    monkeypatch.setattr(pipeline, "_FED", {})
-    passes = []
-    computed = pipeline.fed_states
-
-    def counted(*args: Any) -> list[torch.Tensor]:
-        passes.append(args[2])
-        return computed(*args)
-
-    monkeypatch.setattr(pipeline, "fed_states", counted)
+def test_fed_states_are_computed_once_per_context_and_sequences(tiny_config: RunConfig) -> None:
+    """The per_token ablation and the cards ask one context for the same sequences' states: one pass
+    of the model; other sequences (or another layer) are computed anew."""
+    ctx = Context()
     device = resolve_device("cpu")
-    first, second = [[5, 6, 7, 8], [9, 10, 11]], [[5, 6, 7, 9]]
-    states = pipeline.cached_fed_states(tiny_config, device, first)
-    again = pipeline.cached_fed_states(tiny_config, device, first)
-    assert all(a is b for a, b in zip(again, states, strict=True)) and len(passes) == 1
-    other = pipeline.cached_fed_states(tiny_config, device, second)
-    deeper = pipeline.cached_fed_states(
-        tiny_config.replace(capture=tiny_config.capture.replace(layer=11)), device, first
-    )
-    assert len(passes) == 3
-    model = pipeline.cached_model(tiny_config.model, device).model
+    model = ctx.model(tiny_config.model, device).model
+    passes = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda *args: passes.append(1))
+    try:
+        first, second = [[5, 6, 7, 8], [9, 10, 11]], [[5, 6, 7, 9]]
+        states = ctx.fed_states(tiny_config, device, first)
+        again = ctx.fed_states(tiny_config, device, first)
+        assert len(passes) == 1 and all(a is b for a, b in zip(again, states, strict=True))
+        other = ctx.fed_states(tiny_config, device, second)
+        deeper = ctx.fed_states(tiny_config.replace(capture=tiny_config.capture.replace(layer=11)), device, first)
+        assert len(passes) == 3
+    finally:
+        handle.remove()
     for got, want in ((states, fed_states(model, LAYER, first)), (other, fed_states(model, LAYER, second))):
         assert [s.shape for s in got] == [w.shape for w in want]
         torch.testing.assert_close(torch.cat(got), torch.cat(want), rtol=0, atol=0)
+        for ids, state in zip(first if got is states else second, got, strict=True):
+            with torch.no_grad():  # a pass of the sequence alone, through the whole model
+                alone = model(torch.tensor([ids[:-1]]), output_hidden_states=True).hidden_states[LAYER + 1][0]
+            torch.testing.assert_close(state, alone, rtol=1e-5, atol=1e-5)
     assert not torch.equal(deeper[0], states[0])

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from replication import cards
 from replication.__main__ import main
-from replication.claims import load_claims
 from replication.config import REPO_ROOT
-from replication.models import LoadedModel
-from replication.rundata import RunData
+from replication.evaluation.claims import load_claims
+from replication.model.loading import LoadedModel
+from replication.outputs import cards
+from replication.rundir.reader import RunData
 
 REFERENCE_CARDS = REPO_ROOT / "runs" / "smollm2" / cards.CARDS
 
@@ -149,9 +149,11 @@ def test_cards_cite_the_claims_that_point_at_them(carded: Path) -> None:
         assert linked == [d for d in dims if ("faithful", d) in drawn]
         for dim in linked[: cards.PER_CLAIM]:
             assert claim.id in drawn[("faithful", dim)].read_text()
-    dead = cards.CITED["dead_features"](run)
-    if 0 in dead:  # the write-up's dimension 0 is drawn whenever it is dead
-        assert ("faithful", 0) in drawn
+    top = json.loads((carded / "analyze/top_prompts.json").read_text())["dimensions"]
+    dead = [d["dim"] for d in top if all(t["value"] < 5e-5 for t in d["top"])]  # all print as 0.0000
+    assert dead, "the tiny run has dead dimensions"
+    claim = next(c for c in load_claims() if c.metric == "dead_features")
+    assert cards.cited_dims(claim, run) == dead  # the dead-feature claim cites exactly them
 
 
 def test_cards_are_self_contained(carded: Path) -> None:

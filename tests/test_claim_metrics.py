@@ -14,23 +14,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import fake_run
 
-from replication import artifacts, layout, tieorder
 from replication.config import REPO_ROOT, load_profile
 from replication.errors import ReplicationError
-from replication.metrics import METRICS
-from replication.metrics.features import WHITEBOX_PROMPT
-from replication.metrics.implied import SELECTED, TIE_ORDER, writeup_dimension0
-from replication.rundata import RunData, Untestable
-from replication.sae import SparseAutoencoder
-from replication.topics import OTHER, PERMUTATIONS, topic_labels
-
-
-def fake_run(root: Path, **files: Any) -> RunData:
-    """A RunData that reads nothing: each ``name=value`` is what its cached property returns."""
-    run = RunData(root)
-    run.__dict__.update(files)  # functools.cached_property reads the instance dict first
-    return run
+from replication.evaluation.metrics import METRICS
+from replication.evaluation.metrics.implied import SELECTED, TIE_ORDER, writeup_dimension0
+from replication.evaluation.metrics.part4 import WHITEBOX_PROMPT
+from replication.evaluation.topics import OTHER, PERMUTATIONS, topic_labels
+from replication.rundir import artifacts, layout
+from replication.rundir.reader import RunData, Untestable
+from replication.sae import tieorder
+from replication.sae.autoencoder import SparseAutoencoder
 
 
 def compute(name: str, run: RunData) -> Any:
@@ -87,9 +82,9 @@ def test_n_prompts_and_token_means_from_samples_json(tmp_path: Path) -> None:
 
 def test_samples_per_prompt(tmp_path: Path) -> None:
     # 6 stored samples for 3 prompts: 2.0 (not 3 / 6 = 0.5).
-    run = fake_run(tmp_path, records=records([1, 1, 1], [5, 5, 5]), samples=[torch.zeros(1, 1, 4)] * 6)
+    run = fake_run(tmp_path, records=records([1, 1, 1], [5, 5, 5]), activations=[torch.zeros(1, 1, 4)] * 6)
     assert compute("samples_per_prompt", run) == 2.0
-    run = fake_run(tmp_path, records=records([1, 1, 1, 1], [5, 5, 5, 5]), samples=[torch.zeros(1, 1, 4)] * 4)
+    run = fake_run(tmp_path, records=records([1, 1, 1, 1], [5, 5, 5, 5]), activations=[torch.zeros(1, 1, 4)] * 4)
     assert compute("samples_per_prompt", run) == 1.0
 
 
@@ -101,15 +96,15 @@ def test_decode_shaped_fraction_from_the_activations_file(tmp_path: Path) -> Non
     run = RunData(tmp_path)
     assert compute("decode_shaped_fraction", run) == 0.75
     # A (1, 4, 1) sample is 4 rows of width 1, not a decode step.
-    assert compute("decode_shaped_fraction", fake_run(tmp_path, samples=[torch.ones(1, 4, 1)])) == 0.0
+    assert compute("decode_shaped_fraction", fake_run(tmp_path, activations=[torch.ones(1, 4, 1)])) == 0.0
 
 
 def test_activation_width(tmp_path: Path) -> None:
     # Every sample's last axis is 4 (their sequence axes are 1 and 3).
-    run = fake_run(tmp_path, samples=[torch.ones(1, 1, 4), torch.ones(1, 3, 4), torch.ones(1, 1, 4)])
+    run = fake_run(tmp_path, activations=[torch.ones(1, 1, 4), torch.ones(1, 3, 4), torch.ones(1, 1, 4)])
     assert compute("activation_width", run) == 4
     with pytest.raises(ReplicationError, match=r"several widths: \[4, 5\]"):
-        compute("activation_width", fake_run(tmp_path, samples=[torch.ones(1, 1, 4), torch.ones(1, 1, 5)]))
+        compute("activation_width", fake_run(tmp_path, activations=[torch.ones(1, 1, 4), torch.ones(1, 1, 5)]))
 
 
 def test_nonzero_and_above_001_fractions(tmp_path: Path) -> None:
@@ -120,7 +115,7 @@ def test_nonzero_and_above_001_fractions(tmp_path: Path) -> None:
     # 12 values. Non-zero: 0.005, -0.02, 3, 0.001, -5, 0.5, 0.01, 0.011 -> 8 / 12.
     # |x| > 0.01: -0.02, 3, -5, 0.5, 0.011 -> 5 / 12 (0.01 itself is not above 0.01; the
     # negatives count by their magnitude).
-    run = fake_run(tmp_path, samples=samples)
+    run = fake_run(tmp_path, activations=samples)
     assert compute("nonzero_fraction", run) == pytest.approx(8 / 12)
     assert compute("above_001_fraction", run) == pytest.approx(5 / 12)
 
@@ -129,13 +124,13 @@ def test_raw_spread_p99_over_median(tmp_path: Path) -> None:
     # One sample of 101 values +-0, 1, -2, 3, ..., 100: |x| is 0..100, whose 99th percentile is
     # the value at position 0.99 * 100 = 99, i.e. 99, and whose median is 50: 99 / 50 = 1.98.
     values = torch.tensor([(-1.0) ** i * i for i in range(101)]).reshape(1, 1, 101)
-    assert compute("raw_spread_p99_over_median", fake_run(tmp_path, samples=[values])) == pytest.approx(1.98)
+    assert compute("raw_spread_p99_over_median", fake_run(tmp_path, activations=[values])) == pytest.approx(1.98)
     # The same values split over two samples of two rows: every row counts, so still 1.98.
     halves = [values[..., :50].reshape(1, 2, 25), values[..., 50:100].reshape(1, 2, 25)]
     rest = values[..., 100:].reshape(1, 1, 1).expand(1, 1, 25).clone()  # 25 more values of |x| = 100
     # |x| now 0..99 and 25 x 100 (125 values): median = the 63rd smallest = 62; 99th percentile at
     # position 0.99 * 124 = 122.76, among the 100s: 100. 100 / 62.
-    run = fake_run(tmp_path, samples=[*halves, rest])
+    run = fake_run(tmp_path, activations=[*halves, rest])
     assert compute("raw_spread_p99_over_median", run) == pytest.approx(100 / 62)
 
 
@@ -145,7 +140,7 @@ def test_plotted_spread_uses_each_samples_last_row(tmp_path: Path) -> None:
         torch.tensor([[[-5.0, 6.0, -7.0, 8.0, -9.0]]]),
     ]
     # Plotted |x|: 0..9. 99th percentile at position 0.99 * 9 = 8.91: 8.91; median 4.5; 8.91 / 4.5 = 1.98.
-    run = fake_run(tmp_path, samples=samples)
+    run = fake_run(tmp_path, activations=samples)
     assert compute("plotted_spread_p99_over_median", run) == pytest.approx(8.91 / 4.5)
     # With the 1000s (all rows, 15 values) it would be 1000 / 7: the raw metric sees them.
     assert compute("raw_spread_p99_over_median", run) == pytest.approx(1000 / 7)
@@ -199,7 +194,6 @@ def test_corpus_topic_fraction(tmp_path: Path) -> None:
 
 
 def test_sae_widths_from_the_saved_sae(tmp_path: Path) -> None:
-    (tmp_path / layout.TRAIN_DIR).mkdir()
     SparseAutoencoder(3, 7).save(tmp_path / layout.TRAIN_DIR)  # encoder 3 -> 7
     run = RunData(tmp_path)
     assert compute("sae_d_in", run) == 3
@@ -212,7 +206,6 @@ def test_tied_weights(tmp_path: Path) -> None:
     assert compute("tied_weights", fake_run(tmp_path, sae=sae)) is False  # independent random inits
     with torch.no_grad():
         sae.decoder.weight.copy_(sae.encoder.weight.T)
-    (tmp_path / layout.TRAIN_DIR).mkdir()
     sae.save(tmp_path / layout.TRAIN_DIR)
     assert compute("tied_weights", RunData(tmp_path)) is True
     with torch.no_grad():
@@ -250,9 +243,9 @@ def test_training_settings_from_config_yaml(tmp_path: Path) -> None:
     assert compute("max_epochs", run) == 33
 
 
-def test_training_settings_of_the_original() -> None:
+def test_training_settings_of_the_original(tmp_path: Path) -> None:
     # The write-up: ReLU decoder, L1 0.001, lr 0.001, patience 5, 50 epochs max; the seed profile is faithful.
-    run = fake_run(Path("unused"), config=load_profile("seed"))
+    run = fake_run(tmp_path, config=load_profile("seed"))
     assert [compute(name, run) for name in ("decoder_activation", "l1_coefficient", "learning_rate")] == [
         "relu",
         0.001,
@@ -383,9 +376,8 @@ def test_val_fvu_by_hand(tmp_path: Path) -> None:
     # sum ||x - x_hat||^2 = 1 + 0 + 1 = 2. mean(x) = (1, 1); sum ||x - mean||^2 = 4 + 4 + 8 = 16.
     # FVU = 2 / 16 = 0.125. (The training rows are all positive: their FVU would be 0.)
     config = load_profile("tiny", {"train.train_fraction": 0.6})
-    (tmp_path / layout.TRAIN_DIR).mkdir()
     identity_sae().save(tmp_path / layout.TRAIN_DIR)
-    run = fake_run(tmp_path, samples=samples, config=config)
+    run = fake_run(tmp_path, activations=samples, config=config)
     assert compute("val_fvu", run) == pytest.approx(0.125)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from replication.claims import OPS, Claim
+from replication.evaluation.claims import OPS, Claim
 
 SCALE = {"d_model": 576.0, "n_layers": 30.0, "n_prompts": 98.0}
 

@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 import yaml
 from helpers import Cli
+from pydantic import ValidationError
 from safetensors.numpy import load_file, save_file
 
 from replication.__main__ import main
-from replication.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
-from replication.rundata import RunData
-from replication.verdicts import evaluate
+from replication.evaluation.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
+from replication.evaluation.verdicts import evaluate
+from replication.rundir.reader import RunData
 
 REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
 SHARED_WRITEUP = REPO_ROOT.parent / "shared" / "seed" / "writeup.md"
@@ -139,6 +140,73 @@ def test_bad_claim_is_named(tmp_path: Path, change: dict[str, Any], message: str
     with pytest.raises(ReplicationError) as info:
         load_claims(tmp_path)
     assert str(info.value).startswith(message)
+
+
+NOT_FINITE = [(float("nan"), ".nan", "nan"), (float("inf"), ".inf", "inf"), (float("-inf"), "-.inf", "-inf")]
+"""A number, its YAML spelling and how the error shows it."""
+READS = {  # a reading whose op uses the key, so only its number is wrong
+    "value": {"op": "approx", "value": 98, "abs": 1},
+    "low": {"op": "between", "low": 0, "high": 100},
+    "high": {"op": "between", "low": 0, "high": 100},
+    "abs": {"op": "approx", "value": 98, "abs": 1},
+    "rel": {"op": "approx", "value": 98, "rel": 0.1},
+}
+
+
+@pytest.mark.parametrize("key", list(READS))
+@pytest.mark.parametrize(("number", "spelling", "shown"), NOT_FINITE, ids=[s for _, _, s in NOT_FINITE])
+def test_a_number_that_is_not_finite_is_named(
+    tmp_path: Path, key: str, number: float, spelling: str, shown: str
+) -> None:
+    claim = {**GOOD, **READS[key], key: number}
+    write_claims(tmp_path, [claim])
+    assert f"{key}: {spelling}\n" in (tmp_path / "a.yaml").read_text()  # as a claim file spells it
+    with pytest.raises(ReplicationError) as info:
+        load_claims(tmp_path)
+    assert str(info.value) == f"a.yaml: claim x.one: field {key!r} must be finite, not {shown}"
+
+
+@pytest.mark.parametrize("key", list(READS))
+def test_a_number_that_is_not_finite_is_named_in_an_alternative(tmp_path: Path, key: str) -> None:
+    alternative = {"metric": "n_prompts", "op": "eq", "value": 98, **READS[key], key: float("nan")}
+    write_claims(tmp_path, [{**GOOD, "alternatives": [{"metric": "n_prompts", "op": "eq", "value": 1}, alternative]}])
+    with pytest.raises(ReplicationError) as info:
+        load_claims(tmp_path)
+    assert str(info.value) == f"a.yaml: claim x.one: alternative 2: field {key!r} must be finite, not nan"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"op": "ge", "value": True}, "a.yaml: claim x.one: field 'value' must be a number or an expression"),
+        ({"op": "approx", "rel": False}, "a.yaml: claim x.one: tolerance must be a number >= 0 (field 'rel')"),
+        ({"op": "approx", "abs": -0.5}, "a.yaml: claim x.one: tolerance must be a number >= 0 (field 'abs')"),
+        ({"op": "ge", "value": "1" + "0" * 308 + " * 10"}, "a.yaml: claim x.one: bad expression '1000"),
+        ({"source": "b.yaml"}, "a.yaml: claim x.one: unknown field 'source'"),
+        ({"id": " "}, "a.yaml: claim  : field 'id' is missing or not a string"),
+        ({"profiles": []}, "a.yaml: claim x.one: profiles must be a non-empty list"),
+    ],
+)
+def test_a_bool_or_an_infinite_expression_is_no_number(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    write_claims(tmp_path, [{**GOOD, **change}])
+    with pytest.raises(ReplicationError) as info:
+        load_claims(tmp_path)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_a_claim_that_is_not_a_mapping_is_named_by_its_place(tmp_path: Path) -> None:
+    write_claims(tmp_path, [GOOD, "just a sentence"])
+    with pytest.raises(ReplicationError) as info:
+        load_claims(tmp_path)
+    assert str(info.value) == "a.yaml: claim #2: must be a mapping"
+
+
+def test_loaded_claims_are_frozen_and_hashable() -> None:
+    claims = load_claims()
+    assert len(set(claims)) == len(claims)
+    assert all(isinstance(c.profiles, tuple) and isinstance(c.alternatives, tuple) for c in claims)
+    with pytest.raises(ValidationError, match="frozen"):
+        claims[0].id = "changed"  # type: ignore[misc]
 
 
 def test_duplicate_ids_and_malformed_yaml(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ import yaml
 from helpers import Cli
 from safetensors.numpy import load_file
 
-from replication import layout
 from replication.__main__ import main
-from replication.artifacts import sha256_file, stage_outputs
 from replication.config import config_from_dict
+from replication.rundir import layout
+from replication.rundir.artifacts import sha256_file, stage_outputs
 
 
 def test_run_writes_every_artifact_listed_in_the_manifest(tiny_run: Path) -> None:
@@ -73,7 +73,7 @@ def test_two_runs_are_byte_identical(tiny_run: Path, tmp_path: Path, cli: Cli) -
     result = cli("run", "--profile", "tiny", "--out", str(second), "--quiet")
     assert result.returncode == 0, result.stderr
     outputs = stage_outputs(tiny_run)
-    assert len(outputs) == 20 and stage_outputs(second) == outputs
+    assert len(outputs) == 22 and stage_outputs(second) == outputs  # capture 5, train 5, analyze 3, splice 1, control 8
     for name in outputs:
         assert sha256_file(second / name) == sha256_file(tiny_run / name), name
 

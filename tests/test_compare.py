@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from replication import artifacts, compare, layout
 from replication.__main__ import main
-from replication.claims import Claim, load_claims
-from replication.compare import ATOL, compare_runs
-from replication.rundata import RunData
-from replication.verdicts import Result, evaluate_all, write_verdicts
+from replication.evaluation import compare
+from replication.evaluation.claims import Claim, load_claims
+from replication.evaluation.compare import ATOL, compare_runs
+from replication.evaluation.verdicts import Result, evaluate_all, write_verdicts
+from replication.rundir import artifacts, layout
+from replication.rundir.reader import RunData
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from replication.claims import COVERAGE, load_claims, load_coverage
 from replication.errors import ReplicationError
+from replication.evaluation.claims import COVERAGE, load_claims, load_coverage
 
 
 def test_every_sentence_of_the_writeup_is_in_the_map() -> None:

@@ -12,9 +12,9 @@ from packaging.version import Version
 from safetensors.torch import load_file
 
 from replication.__main__ import main
-from replication.artifacts import verify_manifest
-from replication.export import SAELENS_VERSION
-from replication.rundata import RunData
+from replication.outputs.export import SAELENS_VERSION
+from replication.rundir.artifacts import verify_manifest
+from replication.rundir.reader import RunData
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replication.health import dead_fraction, feature_density, fvu, l0, mean_predictor_fvu
+from replication.evaluation.health import dead_fraction, feature_density, fvu, l0, mean_predictor_fvu
 
 
 def test_l0_counts_non_zero_dimensions() -> None:

@@ -7,11 +7,11 @@ import random
 import pytest
 import torch
 
-from replication import hooks
-from replication.capture import encode_prompt
 from replication.errors import ReplicationError
-from replication.hooks import decoder_layer, hidden_state, hook_point, last_call_hook
-from replication.models import LoadedModel
+from replication.model.batching import sorted_batches
+from replication.model.hooks import decoder_layer, hidden_state, hook_point, last_call_hook
+from replication.model.loading import LoadedModel
+from replication.stages.capture import encode_prompt
 
 LAYER = 10
 LONG_PROMPT = "Write a Python function to reverse a linked list."
@@ -55,17 +55,16 @@ def test_layer_beyond_model(tiny_model: LoadedModel) -> None:
         decoder_layer(tiny_model.model, 12)
 
 
-def test_right_padded_batches_cost_the_fewest_padded_tokens() -> None:
-    """Every sequence once, in order of length, each batch within the token budget (a longer
-    sequence alone), right-padded with a mask; and no other cut of the sorted sequences into
-    contiguous batches costs fewer padded tokens (BATCH_COST a batch), checked against all 2^(n-1)."""
+def test_sorted_batches_hold_every_sequence_within_the_budget() -> None:
+    """Every sequence once, shortest first, each batch within the token budget (a longer sequence
+    alone), right-padded with a mask; a batch closes only when the next sequence would not fit."""
     rng = random.Random(0)
-    sequences = [[rng.randrange(9) + 1 for _ in range(n)] for n in (3, 9, 4, 12, 2, 30, 5, 11, 8, 3)]
+    sequences = [[rng.randrange(9) + 1 for _ in range(n)] for n in (3, 9, 4, 12, 2, 30, 5, 11, 8, 3, 50)]
     budget = 40
-    batches = hooks.right_padded(sequences, budget)
-    assert sorted(i for b in batches for i in b.rows) == list(range(len(sequences)))
-    lengths = [len(sequences[i]) for b in batches for i in b.rows]
-    assert lengths == sorted(lengths)
+    batches = sorted_batches(sequences, budget)
+    assert [i for b in batches for i in b.rows] == [4, 0, 9, 2, 6, 8, 1, 7, 3, 5, 10]  # by length, ties by index
+    # 5 x 5 = 25 padded tokens, then 8 would make 6 x 8 = 48 > 40; 3 x 11 = 33; 12, 30 and 50 alone
+    assert [len(b.rows) for b in batches] == [5, 3, 1, 1, 1]
     for batch in batches:
         width = max(batch.lengths)
         assert batch.input_ids.shape == batch.attention_mask.shape == (len(batch.rows), width)
@@ -73,19 +72,3 @@ def test_right_padded_batches_cost_the_fewest_padded_tokens() -> None:
         for row, i in enumerate(batch.rows):
             assert batch.input_ids[row, : len(sequences[i])].tolist() == sequences[i]
             assert batch.attention_mask[row].tolist() == [1] * len(sequences[i]) + [0] * (width - len(sequences[i]))
-
-    def cost(cut: list[list[int]]) -> int:
-        return sum(len(rows) * max(rows) + hooks.BATCH_COST for rows in cut)
-
-    ordered = sorted(len(s) for s in sequences)
-    cuts = []
-    for mask in range(2 ** (len(ordered) - 1)):
-        cut, start = [], 0
-        for k in range(1, len(ordered)):
-            if mask >> (k - 1) & 1:
-                cut.append(ordered[start:k])
-                start = k
-        cut.append(ordered[start:])
-        if all(len(rows) == 1 or len(rows) * max(rows) <= budget for rows in cut):
-            cuts.append(cost(cut))
-    assert cost([[len(sequences[i]) for i in b.rows] for b in batches]) == min(cuts)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from replication import memory, pipeline
 from replication.__main__ import main
 from replication.config import REPO_ROOT, load_profile
 from replication.errors import ReplicationError
-from replication.memory import GIB, Workload
+from replication.model import memory
+from replication.model.memory import GIB, Workload
 
 SCALED = REPO_ROOT / "fixtures" / "llama-3.1-8b-scaled"
 SEED = REPO_ROOT / "fixtures" / "llama-3.1-8b"
@@ -68,7 +68,6 @@ def test_a_run_that_cannot_fit_stops_before_loading_with_one_line(
 ) -> None:
     """The tiny profile against 1 MiB free: exit 2, one line, no run directory."""
     monkeypatch.setattr(memory, "free_memory", lambda device, device_map: (2**20, "the CPU"))
-    monkeypatch.setattr(pipeline, "_LOADED", {})  # not the model another test left loaded
     out = tmp_path / "run"
     assert main(["capture", "--profile", "tiny", "--out", str(out), "--quiet"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

@@ -9,19 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import fake_run
 
 from replication.config import load_profile
-from replication.metrics import METRICS
-from replication.metrics.features import redundant_dim_pairs
-from replication.rundata import RunData
-from replication.topics import OTHER, PERMUTATIONS, topic_feature_test, topic_labels
-
-
-def fake_run(root: Path, **files: Any) -> RunData:
-    """A RunData that reads nothing: each ``name=value`` is what its cached property returns."""
-    run = RunData(root)
-    run.__dict__.update(files)  # functools.cached_property reads the instance dict first
-    return run
+from replication.evaluation.metrics import METRICS
+from replication.evaluation.metrics.part4 import redundant_dim_pairs
+from replication.evaluation.topics import OTHER, PERMUTATIONS, topic_feature_test, topic_labels
 
 
 def dim(index: int, top: list[int], values: list[float] | None = None) -> dict[str, Any]:
@@ -177,11 +170,11 @@ def samples(lengths: list[int], d: int = 4) -> list[torch.Tensor]:
     ],
 )
 def test_padding_row_fraction(tmp_path: Path, lengths: list[int], expected: float) -> None:
-    run = fake_run(tmp_path, samples=samples(lengths), config=load_profile("tiny"))
+    run = fake_run(tmp_path, activations=samples(lengths), config=load_profile("tiny"))
     assert METRICS["padding_row_fraction"].compute(run) == pytest.approx(expected, abs=1e-12)
 
 
 def test_padding_row_fraction_is_0_for_a_per_token_dataset(tmp_path: Path) -> None:
     config = load_profile("tiny", {"capture.positions": "all"})
-    run = fake_run(tmp_path, samples=samples([1, 3, 1, 2]), config=config)
+    run = fake_run(tmp_path, activations=samples([1, 3, 1, 2]), config=config)
     assert METRICS["padding_row_fraction"].compute(run) == 0.0

@@ -12,9 +12,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from replication import modelcache
-from replication.artifacts import sha256_file
-from replication.models import LoadedModel
+from replication.model import cache as modelcache
+from replication.model.loading import LoadedModel
+from replication.rundir.artifacts import sha256_file
 
 PROMPT = "Write a Python function to reverse a linked list."
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from replication import models
 from replication.__main__ import main
 from replication.config import REPO_ROOT, ModelConfig, RunConfig, config_from_dict, load_profile
 from replication.errors import ReplicationError
-from replication.models import LoadedModel, load_model
+from replication.model import loading as models
+from replication.model.loading import LoadedModel, load_model
 
 PROMPT = "Write a Python function to reverse a linked list."
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
@@ -85,7 +85,7 @@ def test_hugging_face_cache_snapshot_is_found_offline(saved: tuple[Path, torch.T
         f"""
         import sys, torch
         from replication.config import ModelConfig
-        from replication.models import load_model
+        from replication.model.loading import load_model
         cfg = ModelConfig(source="local", name="x", repo_ids=("org/absent", "org/name"))
         loaded = load_model(cfg, torch.device("cpu"))
         ids = loaded.tokenizer({PROMPT!r}, return_tensors="pt")["input_ids"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from replication.__main__ import main
-from replication.claims import load_claims
 from replication.config import REPO_ROOT
-from replication.figures import FIGURES
+from replication.evaluation.claims import load_claims
+from replication.outputs.figures import FIGURES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

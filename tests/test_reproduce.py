@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from helpers import Cli
 
-from replication.claims import load_claims
-from replication.compare import compare_runs
 from replication.config import REPO_ROOT
-from replication.rundata import RunData
-from replication.verdicts import evaluate_all
+from replication.evaluation.claims import load_claims
+from replication.evaluation.compare import compare_runs
+from replication.evaluation.verdicts import evaluate_all
+from replication.rundir.reader import RunData
 
 REFERENCE = REPO_ROOT / "runs" / "smollm2"
 

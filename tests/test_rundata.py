@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from replication import layout
 from replication.config import REPO_ROOT
-from replication.rundata import RunData
+from replication.rundir import layout
+from replication.rundir.reader import RunData
 
 
 def test_reading_a_run_imports_no_model_loading_code() -> None:
     code = (
         "import sys\n"
-        "import replication.rundata, replication.metrics, replication.claims, replication.report\n"
-        "import replication.export, replication.figures, replication.__main__\n"
+        "import replication.rundir.reader, replication.evaluation.metrics, replication.evaluation.claims, replication.outputs.report\n"
+        "import replication.outputs.export, replication.outputs.figures, replication.__main__\n"
         "print(sorted(m for m in sys.modules if m in {'transformers', 'gguf', 'accelerate'}"
-        " or m in {'replication.pipeline', 'replication.models', 'replication.capture'}))"
+        " or m in {'replication.stages.runner', 'replication.model.loading', 'replication.stages.capture'}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert result.stdout.strip() == "[]"
@@ -46,8 +46,9 @@ def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
     stages = json.loads((tiny_run / layout.MANIFEST).read_text())["stages"]
     assert list(stages["capture"]["inputs"]) == [layout.CORPUS]
     assert list(stages["train"]["inputs"]) == [layout.ACTIVATIONS]
-    assert list(stages["analyze"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES, layout.SAE, layout.LAST_CODES]
-    assert list(stages["splice"]["inputs"]) == [layout.SAMPLES, layout.SAE]
+    sae = [layout.SAE_CFG, layout.SAE]  # its architecture, then its weights
+    assert list(stages["analyze"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES, *sae, layout.LAST_CODES]
+    assert list(stages["splice"]["inputs"]) == [layout.SAMPLES, *sae]
     # The control reads its own SAE back for its analysis: a stage's own outputs are not its inputs.
     assert list(stages["control"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES]
     files = json.loads((tiny_run / layout.MANIFEST).read_text())["files"]
@@ -57,7 +58,7 @@ def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
 def test_rundata_notes_each_read_and_computes_memos_once(tiny_run: Path) -> None:
     run = RunData(tiny_run)
     assert run.reads == {}
-    assert len(run.samples) == 98
+    assert len(run.activations) == 98
     assert list(run.reads) == [layout.ACTIVATIONS]
     calls = []
 
@@ -69,5 +70,5 @@ def test_rundata_notes_each_read_and_computes_memos_once(tiny_run: Path) -> None
     assert calls == [1]
     # The split is positional, no padding rows: the first int(0.8 * 98) = 78 samples' real rows train.
     train, val = run.split
-    assert train.shape[0] == sum(s.shape[1] for s in run.samples[:78])
-    np.testing.assert_array_equal(val[-1], run.samples[-1][0, -1].numpy())
+    assert train.shape[0] == sum(s.shape[1] for s in run.activations[:78])
+    np.testing.assert_array_equal(val[-1], run.activations[-1][0, -1].numpy())

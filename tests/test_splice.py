@@ -16,16 +16,24 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, LlamaForCausalLM
 
-from replication import hooks, pipeline, splice
-from replication.__main__ import main
+from replication import api
 from replication.config import REPO_ROOT, RunConfig
-from replication.errors import ReplicationError
-from replication.metrics import METRICS
-from replication.models import LoadedModel, resolve_device
-from replication.rundata import RunData
-from replication.sae import SparseAutoencoder
-from replication.splice import LayerScorer, cross_entropy, sae_replacement, splice_test, zero_replacement
-from replication.train import build_sae
+from replication.evaluation.metrics import METRICS
+from replication.model.batching import sorted_batches
+from replication.model.loading import LoadedModel, resolve_device
+from replication.rundir.reader import RunData
+from replication.sae.autoencoder import SparseAutoencoder
+from replication.sae.training import build_sae
+from replication.stages import splice
+from replication.stages.context import Context
+from replication.stages.splice import (
+    LayerScorer,
+    cross_entropy,
+    prefix_to_share,
+    sae_replacement,
+    splice_test,
+    zero_replacement,
+)
 
 SEQUENCES = [[5, 17, 42, 9, 3], [7, 8, 99, 100, 2, 11, 12]]
 
@@ -157,8 +165,9 @@ def test_scorer_computes_what_one_pass_per_sequence_computes(
     sequences = random_sequences(30, seed=layer)
     sae = build_sae(64, tiny_config.train)
     scorer = LayerScorer(tiny_model.model, sequences, layer, batch_tokens=200)
-    assert len(scorer._batches) > 3, "the sequences must be split into several padded batches"
-    assert any(len(set(batch.lengths)) > 1 for batch in scorer._batches), "a batch must hold padding"
+    batches = sorted_batches([ids[:-1] for ids in sequences], 200)  # what the scorer feeds
+    assert len(batches) > 3, "the sequences must be split into several padded batches"
+    assert any(len(set(batch.lengths)) > 1 for batch in batches), "a batch must hold padding"
     for replace in (None, zero_replacement, sae_replacement(sae), lambda h: 0.5 * h):
         ce, tokens = scorer.cross_entropy(replace)
         expected, expected_tokens = cross_entropy(tiny_model.model, sequences, layer, replace)
@@ -186,8 +195,10 @@ def test_a_shared_prefix_is_computed_once_with_the_same_result(
     sequences = [prefix + tail for tail in tails]
     sae = build_sae(64, tiny_config.train)
     scorer = LayerScorer(tiny_model.model, sequences, layer, batch_tokens=100)
-    assert scorer.shared == (shared if shared >= hooks.SHARED_PREFIX else 0)
-    assert len(scorer._batches) > 2 and any(len(set(batch.lengths)) > 1 for batch in scorer._batches)
+    computed_once = 0 if scorer.prefix is None else scorer.prefix.input_ids.shape[1]
+    assert computed_once == (shared if shared >= 4 else 0)  # SHARED_PREFIX tokens or more
+    batches = sorted_batches([tail[:-1] for tail in tails if len(tail) > 1], 100)  # what the scorer feeds
+    assert len(batches) > 2 and any(len(set(batch.lengths)) > 1 for batch in batches)
     for replace in (None, zero_replacement, sae_replacement(sae), lambda h: 0.5 * h):
         ce, tokens = scorer.cross_entropy(replace)
         expected, expected_tokens = cross_entropy(tiny_model.model, sequences, layer, replace)
@@ -197,11 +208,13 @@ def test_a_shared_prefix_is_computed_once_with_the_same_result(
     assert scorer.zero == pytest.approx(zero, rel=1e-6)
 
 
-def test_shared_prefix_leaves_every_sequence_a_token_of_its_own() -> None:
-    assert hooks.shared_prefix([[1, 2, 3], [1, 2, 3, 4], [1, 2, 5]]) == 2
-    assert hooks.shared_prefix([[1, 2], [1, 2]]) == 1
-    assert hooks.shared_prefix([[1, 2], [3, 2]]) == 0
-    assert hooks.shared_prefix([]) == 0
+def test_shared_prefix_leaves_every_sequence_a_token_of_its_own(tiny_model: LoadedModel) -> None:
+    model = tiny_model.model
+    assert prefix_to_share(model, [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7], [1, 2, 3, 4, 5, 6, 8]]) == 5
+    assert prefix_to_share(model, [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]]) == 4  # the shortest keeps one
+    assert prefix_to_share(model, [[1, 2, 3, 9], [1, 2, 3, 8]]) == 0  # 3 shared: fewer than SHARED_PREFIX
+    assert prefix_to_share(model, [[1, 2, 3, 4, 5], [0, 2, 3, 4, 5]]) == 0
+    assert prefix_to_share(model, []) == 0
 
 
 def test_scorer_leaves_the_model_whole(tiny_model: LoadedModel) -> None:
@@ -220,7 +233,7 @@ def test_scorer_leaves_the_model_whole(tiny_model: LoadedModel) -> None:
 def test_splice_json_is_the_one_pass_per_sequence_result(tiny_run: Path) -> None:
     run = RunData(tiny_run)
     stored = json.loads((tiny_run / "splice" / "splice.json").read_text())
-    model = pipeline.cached_model(run.config.model, resolve_device("cpu")).model
+    model = Context().model(run.config.model, resolve_device("cpu")).model
     sequences = [r["token_ids"] for r in run.records]
     replaces = {"ce_clean": None, "ce_sae": sae_replacement(run.sae), "ce_zero": zero_replacement}
     for key, replace in replaces.items():
@@ -236,7 +249,6 @@ def test_seeds_share_the_clean_and_zero_ablated_scores(
     shutil.copytree(tiny_run, run)
     shutil.rmtree(run / "splice")  # the run's own splice test is redone in this process too
     prefixes, scorings = [], []
-    monkeypatch.setattr(pipeline, "_SCORERS", {})
     built = splice.LayerScorer.__init__
     scored = splice.LayerScorer.cross_entropy
 
@@ -260,8 +272,9 @@ def test_seeds_share_the_clean_and_zero_ablated_scores(
     monkeypatch.setattr(splice.LayerScorer, "__init__", counted_init)
     monkeypatch.setattr(splice.LayerScorer, "cross_entropy", counted_scoring)
     monkeypatch.setattr(splice.LayerScorer, "zero", counted)
-    assert main(["splice", "--out", str(run), "--quiet"]) == 0
-    assert main(["seeds", "--run", str(run), "--seeds", "3", "--quiet"]) == 0
+    ctx = Context()  # what replicate shares between the run and its seeds
+    api.run(RunData(run).config, run, stages=("splice",), ctx=ctx)
+    api.Run(run).seeds(3, ctx=ctx)
     assert len(prefixes) == 1
     assert len(scorings) == 3 + 1  # clean, one SAE each
     assert scorings.count(None) == 1 and len(zeros) == 1  # the zero-ablated CE once, by its own pass
@@ -291,16 +304,15 @@ def test_zero_ablated_ce_of_a_model_with_biases() -> None:
     assert scorer.zero == pytest.approx(expected, rel=1e-6)
 
 
-def test_a_head_the_scorer_would_bypass_is_refused_and_sliding_windows_share_nothing(tiny_model: LoadedModel) -> None:
-    """The scorer runs the head itself: a config whose forward caps or scales the logits after it is
-    refused; a model with sliding-window layers keeps each sequence's keys and values to itself."""
+def test_sliding_windows_share_no_prefix(tiny_model: LoadedModel) -> None:
+    """A model with sliding-window layers keeps each sequence's keys and values to itself."""
     sequences = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 12]]
-    assert LayerScorer(tiny_model.model, sequences, 10).shared == 5
+    prefix = LayerScorer(tiny_model.model, sequences, 10).prefix
+    assert prefix is not None and prefix.input_ids[0].tolist() == [5, 6, 7, 8, 9]
     tiny_model.model.config.sliding_window = 4
-    scorer = LayerScorer(tiny_model.model, sequences, 10)
-    assert scorer.shared == 0
-    assert scorer.clean == pytest.approx(cross_entropy(tiny_model.model, sequences, 10, None)[0], rel=1e-6)
-    tiny_model.model.config.sliding_window = None
-    tiny_model.model.config.final_logit_softcapping = 30.0
-    with pytest.raises(ReplicationError, match="sets final_logit_softcapping"):
-        LayerScorer(tiny_model.model, sequences, 10)
+    try:
+        scorer = LayerScorer(tiny_model.model, sequences, 10)
+        assert scorer.prefix is None
+        assert scorer.clean == pytest.approx(cross_entropy(tiny_model.model, sequences, 10, None)[0], rel=1e-6)
+    finally:
+        tiny_model.model.config.sliding_window = None

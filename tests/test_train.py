@@ -8,14 +8,8 @@ import torch.nn.functional as F
 
 from replication.config import TrainConfig
 from replication.errors import ReplicationError
-from replication.train import (
-    EarlyStopping,
-    minibatches,
-    positional_split,
-    positional_split_rows,
-    stack_samples,
-    train_sae,
-)
+from replication.sae.data import positional_split, positional_split_rows, stack_samples
+from replication.sae.training import EarlyStopping, minibatches, train_sae
 
 
 def test_stack_samples_zero_pads_the_sequence_axis() -> None:

@@ -13,22 +13,24 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
-from replication import pipeline, variants
 from replication.__main__ import main
-from replication.artifacts import sha256_file, verify_manifest
-from replication.claims import load_claims
 from replication.config import REPO_ROOT
-from replication.metrics.features import purity
-from replication.rundata import RunData
-from replication.sae import SparseAutoencoder
-from replication.variants import best_cosines, combine
-from replication.verdicts import evaluate_all
+from replication.evaluation.claims import load_claims
+from replication.evaluation.metrics.part4 import purity
+from replication.evaluation.stats import best_cosines
+from replication.evaluation.verdicts import evaluate_all
+from replication.experiments import ablations, seeds
+from replication.rundir.artifacts import sha256_file, verify_manifest
+from replication.rundir.reader import RunData
+from replication.sae.autoencoder import SparseAutoencoder
+from replication.stages import steps
+from replication.stages.context import Context
 
 
 def test_combined_verdict() -> None:
-    assert combine(["replicated", "replicated"]) == "replicated"
-    assert combine(["not replicated"] * 3) == "not replicated"
-    assert combine(["replicated", "not replicated", "replicated"]) == "inconclusive"
+    assert seeds.combine(["replicated", "replicated"]) == "replicated"
+    assert seeds.combine(["not replicated"] * 3) == "not replicated"
+    assert seeds.combine(["replicated", "not replicated", "replicated"]) == "inconclusive"
 
 
 def test_best_cosines_find_permuted_and_scaled_directions() -> None:
@@ -52,7 +54,7 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
     assert set(summary["claims"]) == set(seed0)
     for cid, entry in summary["claims"].items():
         assert len(entry["verdicts"]) == len(entry["measured"]) == 3
-        assert entry["combined"] == combine(entry["verdicts"])
+        assert entry["combined"] == (entry["verdicts"][0] if len(set(entry["verdicts"])) == 1 else "inconclusive")
         assert entry["verdicts"][0] == seed0[cid]
     seed_dirs = [run, run / "seeds" / "seed1", run / "seeds" / "seed2"]
     # Other seeds share the capture (hard links: same bytes) and train different weights.
@@ -103,7 +105,9 @@ def test_stable_features_are_the_planted_shared_directions(
     replaced, negated = live[:6], live[4:9]  # live[4] and live[5] are touched in both seeds
     rng = np.random.default_rng(0)
 
-    def fake_variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], progress: bool) -> Path:
+    def fake_variant_run(
+        directory: Path, run_dir: Path, overrides: dict[str, Any], ctx: Context, progress: bool
+    ) -> Path:
         shutil.copytree(run_dir, directory, ignore=shutil.ignore_patterns("seeds"))
         planted = decoder.copy()
         if overrides == {"train.seed": 1}:
@@ -117,8 +121,8 @@ def test_stable_features_are_the_planted_shared_directions(
         sae.save(directory / "train")
         return directory
 
-    monkeypatch.setattr(variants, "variant_run", fake_variant_run)
-    summary = variants.run_seeds(run, load_claims(), 3)
+    monkeypatch.setattr(seeds, "variant_run", fake_variant_run)
+    summary = seeds.run_seeds(run, load_claims(), 3)
     assert summary["features"]["live"] == len(live)
     assert summary["features"]["stable"] == len(live) - 9  # live[0:9] touched in one seed or the other
     # seed 2 only negated 5 of the live directions: its median best cosine is still 1
@@ -131,13 +135,13 @@ def test_ablations_stage_on_a_run(
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
 
-    generate = pipeline.capture
+    generate = steps.capture
 
     def no_per_token_generation(*args: Any, **kwargs: Any) -> Any:
         assert args[3].positions != "all", "per_token generated again instead of feeding the run's sequences"
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "capture", no_per_token_generation)
+    monkeypatch.setattr(steps, "capture", no_per_token_generation)
     assert main(["ablations", "--run", str(run), "--quiet"]) == 0
     rows = json.loads((run / "ablations.json").read_text())
     assert list(rows) == ["faithful", "l1_1e-4", "standard_sae", "chat_template", "per_token"]
@@ -165,7 +169,7 @@ def test_ablations_stage_on_a_run(
     assert not {"capture_batch_size", "capture_batch_reason"} & (set(l1) | set(standard) | set(per_token))
     inputs = tokens.manifest["stages"]["capture"]["inputs"]
     assert inputs["../../capture/samples.json"] == sha256_file(run / "capture/samples.json")
-    assert all(s.shape[1] == len(r["token_ids"]) - 1 for s, r in zip(tokens.samples, tokens.records, strict=True))
+    assert all(s.shape[1] == len(r["token_ids"]) - 1 for s, r in zip(tokens.activations, tokens.records, strict=True))
     for name in ("faithful", "l1_1e-4", "standard_sae", "per_token"):
         variant = RunData(run if name == "faithful" else run / "variants" / name)
         splice = json.loads((variant.root / "splice/splice.json").read_text())
@@ -203,7 +207,8 @@ def test_sampling_seeds_capture_anew(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(texts) == 3  # three draws, three different captures
     for entry in summary["claims"].values():
         assert len(entry["sampling_verdicts"]) == len(entry["sampling_measured"]) == 2
-        assert entry["combined"] == combine(entry["verdicts"] + entry["sampling_verdicts"])
+        every = entry["verdicts"] + entry["sampling_verdicts"]  # one verdict if all agree, else inconclusive
+        assert entry["combined"] == (every[0] if every.count(every[0]) == len(every) else "inconclusive")
     assert main(["seeds", "--run", str(run), "--sampling-seeds", "0"]) == 2
     capsys.readouterr()
 
@@ -214,18 +219,22 @@ def test_a_sampling_model_recaptures_one_prompt_at_a_time(tiny_run: Path, tmp_pa
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     reference = RunData(run)
-    assert variants.capture_batching(reference, {"capture.positions": "all"})[0] == variants.RECAPTURE_BATCH_SIZE
-    assert variants.capture_batching(reference, {"capture.batch_size": 4}) == (4, "set by the ablation's overrides")
+    ctx = Context()
+    assert ablations.capture_batching(reference, {"capture.positions": "all"}, ctx)[0] == ablations.RECAPTURE_BATCH_SIZE
+    assert ablations.capture_batching(reference, {"capture.batch_size": 4}, ctx) == (
+        4,
+        "set by the ablation's overrides",
+    )
     model = tmp_path / "tiny-sampling"
     shutil.copytree(REPO_ROOT / "fixtures" / "tiny", model)
     gen = json.loads((model / "generation_config.json").read_text())
     (model / "generation_config.json").write_text(json.dumps({**gen, "do_sample": True}))
-    size, reason = variants.capture_batching(reference, {"model.path": str(model)})
+    size, reason = ablations.capture_batching(reference, {"model.path": str(model)}, ctx)
     assert size == 1 and "samples while generating" in reason
     info = json.loads((run / "capture/info.json").read_text())
     info["generation"]["do_sample"] = True
     (run / "capture/info.json").write_text(json.dumps(info))
-    assert variants.capture_batching(RunData(run), {"capture.chat_template": True})[0] == 1
+    assert ablations.capture_batching(RunData(run), {"capture.chat_template": True}, ctx)[0] == 1
 
 
 def test_a_capture_fed_another_runs_sequences(
@@ -243,12 +252,12 @@ def test_a_capture_fed_another_runs_sequences(
     def no_generation(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("generated instead of feeding the source's sequences")
 
-    monkeypatch.setattr(pipeline, "capture", no_generation)
+    monkeypatch.setattr(steps, "capture", no_generation)
     assert main([*args, "--capture.sequences_from=../.."]) == 0
     mine = RunData(fed)
     assert [r["token_ids"] for r in mine.records] == [r["token_ids"] for r in source.records]
     assert "decode" in {r["source"] for r in source.records}
-    for states, last, record in zip(mine.samples, source.samples, source.records, strict=True):
+    for states, last, record in zip(mine.activations, source.activations, source.records, strict=True):
         assert states.shape[1] == len(record["token_ids"]) - 1
         if record["source"] == "decode":  # the last fed position is the one the last call saw
             torch.testing.assert_close(states[:, -1:], last, rtol=1e-5, atol=1e-5)
@@ -274,8 +283,8 @@ def test_a_capture_fed_another_runs_sequences(
 
 
 def test_only_a_per_token_variant_feeds_the_runs_sequences() -> None:
-    assert variants.feeds_run_sequences({"capture.positions": "all"})
-    assert not variants.feeds_run_sequences({"capture.positions": "last_call"})
-    assert not variants.feeds_run_sequences({"capture.positions": "all", "capture.chat_template": True})
-    assert not variants.feeds_run_sequences({"capture.positions": "all", "model.dtype": "bfloat16"})
-    assert not variants.feeds_run_sequences({"train.l1_coefficient": 0.0001})
+    assert ablations.feeds_run_sequences({"capture.positions": "all"})
+    assert not ablations.feeds_run_sequences({"capture.positions": "last_call"})
+    assert not ablations.feeds_run_sequences({"capture.positions": "all", "capture.chat_template": True})
+    assert not ablations.feeds_run_sequences({"capture.positions": "all", "model.dtype": "bfloat16"})
+    assert not ablations.feeds_run_sequences({"train.l1_coefficient": 0.0001})

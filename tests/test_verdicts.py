@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from replication import implied, layout, metrics, topics
-from replication.claims import Claim, Reading, load_claims
 from replication.config import TrainConfig
-from replication.rundata import RunData, Untestable
-from replication.train import train_sae
-from replication.verdicts import Outcome, Result, control_of, evaluate, evaluate_all, outcome
+from replication.evaluation import metrics, topics
+from replication.evaluation import writeup as implied
+from replication.evaluation.claims import Claim, Reading, load_claims
+from replication.evaluation.verdicts import Outcome, Result, control_of, evaluate, evaluate_all, outcome
+from replication.rundir import layout
+from replication.rundir.reader import RunData, Untestable
+from replication.sae.training import train_sae
 
 
 def claim(**fields: object) -> Claim:

@@ -1,0 +1,1 @@
+"""Evaluation of a finished run: statistics, topics, SAE health, claims, metrics, verdicts, compare."""

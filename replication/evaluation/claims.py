@@ -1,0 +1,304 @@
+"""Claims of the write-up (claims/*.yaml): what each states, how it is read, and their validation.
+
+A claim quotes the write-up verbatim, says what kind of evidence its verdict is (``setup``,
+``measured``, ``implied``, ``reading``), names a metric (``evaluation.metrics``) and a comparison with
+its tolerance -- its primary reading -- and may list alternative readings of the same sentence, shown
+as sensitivity. It lists the profiles where it can be tested. Expected values may scale with the
+profile: ``"{d_model}"``, ``"2 * {d_model}"``, ``"{n_layers}"``. Verdicts: ``evaluation.verdicts``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from replication.config import REPO_ROOT
+from replication.errors import ReplicationError
+from replication.evaluation.metrics import METRICS
+
+CLAIMS_DIR = REPO_ROOT / "claims"
+WRITEUP = REPO_ROOT / "fixtures" / "writeup.md"
+Profile = Literal["seed", "smollm2", "tiny"]
+PROFILES: tuple[Profile, ...] = ("seed", "smollm2", "tiny")
+OPS = ("eq", "approx", "between", "ge", "le", "gt", "lt")
+Kind = Literal["setup", "measured", "implied", "reading"]
+KINDS: tuple[Kind, ...] = ("setup", "measured", "implied", "reading")
+"""setup: the run used the stated configuration (conformance, not a finding); measured: a quantity
+of the run that could have come out otherwise; implied: derived from the write-up's own numbers
+and the known method, no run needed; reading: an interpretation tested against a null and the
+untrained control."""
+
+
+def _error(message: str) -> PydanticCustomError:
+    """A check's own message, shown as it is (braces and all: it goes in as context)."""
+    return PydanticCustomError("claim", "{message}", {"message": message})
+
+
+def _as_tuple(value: Any) -> Any:
+    """YAML gives lists; a tuple keeps the claim hashable. Anything else fails the tuple type."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Text = Annotated[str, StringConstraints(pattern=r"\S")]  # not blank
+Tolerance = Annotated[int | float, Field(ge=0)]
+
+
+class Reading(BaseModel):
+    """One way to check a sentence: a metric and a comparison."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, use_attribute_docstrings=True)
+
+    metric: Text
+    """A name in replication.evaluation.metrics.METRICS."""
+    op: Text
+    """eq | approx (value, abs or rel) | between (low, high) | ge | le | gt | lt (value)."""
+    value: Any = None
+    low: Any = None
+    high: Any = None
+    abs: Tolerance | None = None
+    rel: Tolerance | None = None
+    why: str = ""
+    """Why this measure and tolerance (shown in the report)."""
+
+    @field_validator("value", "low", "high", "abs", "rel", mode="before")
+    @classmethod
+    def _finite(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _error(f"field {info.field_name!r} must be finite, not {value}")
+        return value
+
+    @field_validator("metric", "op")
+    @classmethod
+    def _known(cls, name: str, info: ValidationInfo) -> str:
+        if info.field_name == "metric" and name not in METRICS:
+            raise _error(f"unknown metric {name!r}")
+        if info.field_name == "op" and name not in OPS:
+            raise _error(f"op {name!r} is not one of {', '.join(OPS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _operands(self) -> Self:
+        """The op's operands are there (numbers or expressions unless eq); expressions evaluate."""
+        for key in ("low", "high") if self.op == "between" else ("value",):
+            operand = getattr(self, key)
+            if operand is None:
+                raise _error(f"op {self.op} needs field {key!r}")
+            if self.op != "eq" and (isinstance(operand, bool) or not isinstance(operand, int | float | str)):
+                raise _error(f"field {key!r} must be a number or an expression")
+        if self.op == "approx" and (self.abs is None) == (self.rel is None):
+            raise _error("op approx needs exactly one of 'abs' or 'rel'")
+        for key in ("value", "low", "high"):
+            try:
+                _scaled(getattr(self, key), {"d_model": 1.0, "n_layers": 1.0, "n_prompts": 1.0})
+            except ReplicationError as exc:
+                raise _error(str(exc)) from None
+        return self
+
+    def expected(self, scale: dict[str, float]) -> str:
+        """The claimed value as text, scaled to the run."""
+        if self.op == "between":
+            low, high = (format_value(_scaled(v, scale)) for v in (self.low, self.high))
+            return f"in [{low}, {high}]"
+        value = format_value(_scaled(self.value, scale))
+        if self.op == "approx":
+            tol = f"± {self.abs}" if self.abs is not None else f"± {(self.rel or 0.0) * 100:g}%"
+            return f"≈ {value} {tol}"
+        symbol = {"eq": "=", "ge": "≥", "le": "≤", "gt": ">", "lt": "<"}[self.op]
+        return f"{symbol} {value}"
+
+    def holds(self, measured: Any, scale: dict[str, float]) -> bool:
+        if self.op == "eq":
+            return bool(measured == _scaled(self.value, scale))
+        if isinstance(measured, bool) or not isinstance(measured, int | float):
+            return False  # e.g. "never" reached: a number was claimed
+        if self.op == "between":
+            return bool(_scaled(self.low, scale) <= measured <= _scaled(self.high, scale))
+        value = _scaled(self.value, scale)
+        if self.op == "approx":
+            tol = self.abs if self.abs is not None else (self.rel or 0.0) * abs(value)
+            return bool(abs(measured - value) <= tol)
+        compare = {"ge": operator.ge, "le": operator.le, "gt": operator.gt, "lt": operator.lt}[self.op]
+        return bool(compare(measured, value))
+
+
+class Claim(Reading):
+    """One checkable sentence of the write-up, its primary reading inline."""
+
+    id: Text
+    section: Text
+    quote: Text
+    """Verbatim from the write-up."""
+    kind: Kind
+    profiles: Annotated[tuple[Profile, ...], BeforeValidator(_as_tuple), Field(min_length=1)]
+    """Where the claim can be tested; elsewhere it is "not testable at this profile"."""
+    alternatives: Annotated[tuple[Reading, ...], BeforeValidator(_as_tuple)] = ()
+    """Other readings of the same sentence: shown as sensitivity, never the verdict."""
+    source: str = ""
+    """The claim file it came from."""
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def load_claims(directory: Path = CLAIMS_DIR, writeup: Path = WRITEUP) -> list[Claim]:
+    """Every claim of every ``*.yaml`` file in ``directory``, validated; one-line errors."""
+    files = sorted(p for p in directory.glob("*.yaml") if p.name != COVERAGE.name)
+    if not files:
+        raise ReplicationError(f"no claim file (*.yaml) in {directory}")
+    text = writeup.read_text(encoding="utf-8")
+    claims: list[Claim] = []
+    seen: dict[str, str] = {}
+    for path in files:
+        for claim in _load_file(path, text):
+            if claim.id in seen:
+                raise ReplicationError(f"{path.name}: claim {claim.id}: duplicate id (also in {seen[claim.id]})")
+            seen[claim.id] = path.name
+            claims.append(claim)
+    return claims
+
+
+def _load_file(path: Path, writeup: str) -> Iterable[Claim]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ReplicationError(f"{path.name}{line}: malformed YAML") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplicationError(f"{path.name}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+        raise ReplicationError(f"{path.name}: expected a mapping with a 'claims' list")
+    section = data.get("section")
+    for index, raw in enumerate(data["claims"]):
+        yield _claim(raw, path.name, index, section, writeup)
+
+
+def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim:
+    cid = raw.get("id") if isinstance(raw, dict) else None
+    where = f"{name}: claim {cid if isinstance(cid, str) else f'#{index + 1}'}"
+    if isinstance(raw, dict) and "source" in raw:  # the loader's to set, never the file's
+        raise ReplicationError(f"{where}: unknown field 'source'")
+    try:
+        claim = Claim.model_validate({"section": section, **raw, "source": name} if isinstance(raw, dict) else raw)
+    except ValidationError as exc:
+        raise ReplicationError(f"{where}: {_one_line(exc.errors()[0])}") from None
+    if claim.quote not in writeup:
+        raise ReplicationError(f"{where}: quote is not verbatim in the write-up")
+    return claim
+
+
+_FIELD_ERRORS = {
+    "kind": f"kind must be one of {', '.join(KINDS)}",
+    "profiles": f"profiles must be a non-empty list of {', '.join(PROFILES)}",
+    "alternatives": "alternatives must be a list of readings",
+    **{key: f"tolerance must be a number >= 0 (field {key!r})" for key in ("abs", "rel")},
+    "why": "field 'why' must be a string",
+}
+
+
+def _one_line(error: ErrorDetails) -> str:
+    """Pydantic's first error in the loader's words, naming the alternative and the key at fault."""
+    loc, prefix = error["loc"], ""
+    if loc[:1] == ("alternatives",) and len(loc) > 1:
+        loc, prefix = loc[2:], f"alternative {int(loc[1]) + 1}: "
+    if error["type"] == "claim":  # a check of ours: its message names the key
+        return prefix + error["msg"]
+    if not loc:
+        return prefix + "must be a mapping"
+    key = loc[0]
+    if error["type"] in ("extra_forbidden", "invalid_key"):
+        return prefix + f"unknown field {key!r}"
+    return prefix + _FIELD_ERRORS.get(str(key), f"field {key!r} is missing or not a string")
+
+
+_NUMERIC = re.compile(r"[\d\s.+\-*/()]+")
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _scaled(value: Any, scale: dict[str, float]) -> Any:
+    """A claim operand: a literal, or an arithmetic expression over {d_model}, {n_layers}, ..."""
+    if not isinstance(value, str) or not (("{" in value) or _NUMERIC.fullmatch(value)):
+        return value
+    try:
+        tree = ast.parse(value.replace("{", "").replace("}", ""), mode="eval")
+        result = _evaluate(tree.body, scale)
+        if not math.isfinite(result):  # e.g. 1e308 * 10: a claimed number is finite
+            raise OverflowError
+    except (SyntaxError, KeyError, ZeroDivisionError, RecursionError, MemoryError, OverflowError):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ReplicationError(f"bad expression {shown!r}") from None
+    return int(result) if float(result).is_integer() else result
+
+
+def _evaluate(node: ast.AST, scale: dict[str, float]) -> float:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return scale[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+        return float(_ARITH[type(node.op)](_evaluate(node.left, scale), _evaluate(node.right, scale)))
+    raise KeyError(type(node).__name__)
+
+
+COVERAGE = CLAIMS_DIR / "coverage.yaml"
+"""Every sentence of the write-up, in order and verbatim, with its claims or why it has none."""
+_MARKUP = re.compile(r"(?:\s|#|\*|-|\d+\.(?=\s))*")
+
+
+def load_coverage(path: Path = COVERAGE, writeup: Path = WRITEUP, claims: Path = CLAIMS_DIR) -> list[dict[str, Any]]:
+    """The coverage map, checked: its sentences, in order, leave nothing of the write-up but markup;
+    each names known claims or a reason, not both. One-line errors."""
+    try:
+        entries = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("sentences")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+        raise ReplicationError(f"{path.name}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(entries, list):
+        raise ReplicationError(f"{path.name}: expected a mapping with a 'sentences' list")
+    text = writeup.read_text(encoding="utf-8")
+    known = {claim.id for claim in load_claims(claims, writeup)}
+    position = 0
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path.name}: sentence {number}"
+        sentence = entry.get("text") if isinstance(entry, dict) else None
+        if not isinstance(sentence, str) or sentence not in text:
+            raise ReplicationError(f"{where}: not verbatim in the write-up")
+        found = text.find(sentence, position)
+        gap = text[position:found] if found >= 0 else text[position:]
+        if found < 0 or not _MARKUP.fullmatch(gap):
+            missed = " ".join(gap.split())[:60] if found >= 0 else sentence[:60]
+            raise ReplicationError(f"{where}: the write-up's text before it, {missed!r}, is not in the coverage map")
+        position = found + len(sentence)
+        ids, reason = entry.get("claims"), entry.get("none")
+        if ids and reason:
+            raise ReplicationError(f"{where}: claims or a reason, not both")
+        if not ids and not (isinstance(reason, str) and reason.strip()):
+            raise ReplicationError(f"{where}: needs claims or a reason ('none')")
+        unknown = [cid for cid in ids or [] if cid not in known]
+        if unknown:
+            raise ReplicationError(f"{where}: unknown claim {unknown[0]!r}")
+    if not _MARKUP.fullmatch(text[position:]):
+        rest = " ".join(text[position:].split())[:60]
+        raise ReplicationError(f"{path.name}: the write-up's text {rest!r} at its end is not in the coverage map")
+    return entries

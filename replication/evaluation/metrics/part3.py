@@ -1,0 +1,211 @@
+"""Metrics of Part 3: the SAE, its training history, its health, and the splice test."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from replication.evaluation import health
+from replication.evaluation.metrics.registry import metric, register
+from replication.rundir import layout
+from replication.rundir.reader import RunData
+from replication.sae.data import stack_samples
+
+
+@metric(layout.SAE)
+def sae_d_in(run: RunData) -> int:
+    """Input width of the trained SAE's encoder."""
+    return run.sae.d_in
+
+
+@metric(layout.SAE)
+def sae_d_hidden(run: RunData) -> int:
+    """Code width of the trained SAE (encoder output)."""
+    return run.sae.d_hidden
+
+
+@metric(layout.CODES)
+def encoder_activation(run: RunData) -> str:
+    """The encoder's output activation as its codes show it: "relu" when every code is >= 0 and some
+    are exactly 0 (negative pre-activations cut), else "other"."""
+    return "relu" if bool((run.codes >= 0).all() and (run.codes == 0).any()) else "other"
+
+
+def _train_setting(field: str, run: RunData) -> Any:
+    """A training setting the run used, read from its saved config."""
+    return getattr(run.config.train, field)
+
+
+for _name, _field, _definition in (
+    ("decoder_activation", "decoder_activation", "The activation on the decoder output (relu = the original)."),
+    ("l1_coefficient", "l1_coefficient", "The L1 coefficient the run trained with."),
+    ("learning_rate", "lr", "The Adam learning rate the run trained with."),
+    ("patience", "patience", "Early-stopping patience the run trained with."),
+    ("max_epochs", "max_epochs", "Upper bound on epochs the run trained with."),
+):
+    register(_name, layout.CONFIG, _definition, partial(_train_setting, _field))
+
+
+@metric(layout.HISTORY)
+def history_tracks_metrics(run: RunData) -> bool:
+    """Every epoch's record holds the reconstruction loss, the L1 loss and the sparsity."""
+    return all({"train_mse", "l1_loss", "sparsity", "val_loss"} <= set(row) for row in run.history)
+
+
+@metric(layout.HISTORY)
+def sparsity_epoch1(run: RunData) -> float:
+    """Fraction of training codes with |z| < 0.01 in epoch 1."""
+    return run.history[0]["sparsity"]
+
+
+@metric(layout.HISTORY)
+def first_full_sparsity_epoch(run: RunData) -> int | str:
+    """First epoch whose sparsity prints as 1.0000 (>= 0.99995); "never" if none did."""
+    epochs = [int(r["epoch"]) for r in run.history if r["sparsity"] >= 0.99995]
+    return epochs[0] if epochs else "never"
+
+
+@metric(layout.HISTORY)
+def stop_epoch(run: RunData) -> int:
+    """The last epoch trained before early stopping (or the epoch limit)."""
+    return len(run.history)
+
+
+@metric(layout.HISTORY)
+def first_train_loss(run: RunData) -> float:
+    """Epoch 1's train loss (MSE + L1 term)."""
+    return run.history[0]["train_loss"]
+
+
+@metric(layout.HISTORY)
+def final_train_loss(run: RunData) -> float:
+    """The last epoch's train loss (MSE + L1 term), as the original printed it."""
+    return run.history[-1]["train_loss"]
+
+
+@metric(layout.HISTORY)
+def final_val_loss(run: RunData) -> float:
+    """The last epoch's validation MSE."""
+    return run.history[-1]["val_loss"]
+
+
+@metric(layout.HISTORY)
+def train_loss_drop(run: RunData) -> float:
+    """Epoch 1's train loss over the last epoch's (17 -> 0.013 is about 1300)."""
+    return run.history[0]["train_loss"] / run.history[-1]["train_loss"]
+
+
+@metric(layout.SAE)
+def val_fvu(run: RunData) -> float:
+    """Fraction of variance unexplained by the best SAE on the validation samples' real rows
+    (padding excluded): 0 is perfect, 1.0 is no better than predicting their mean."""
+    val = run.split[1]
+    return health.fvu(val, run.reconstruct(val))
+
+
+@metric(layout.ACTIVATIONS)
+def val_mean_predictor_fvu(run: RunData) -> float:
+    """The baseline: FVU of predicting every validation row by the training rows' mean."""
+    train, val = run.split
+    return health.mean_predictor_fvu(val, train.mean(axis=0))
+
+
+@metric(layout.SAE)
+def train_fvu(run: RunData) -> float:
+    """FVU of the best SAE on the training samples' real rows (padding excluded)."""
+    train = run.split[0]
+    return health.fvu(train, run.reconstruct(train))
+
+
+def _splice_value(key: str, run: RunData) -> float | None:
+    """One number of the splice test; None for a run without a splice stage."""
+    return None if run.splice is None else run.splice[key]  # type: ignore[no-any-return]
+
+
+for _key, _definition in (
+    ("ce_clean", "Mean next-token cross-entropy (nats) of the model on the captured sequences."),
+    ("ce_sae", "The same with the hooked layer's output replaced, at every position, by the SAE's reconstruction."),
+    ("ce_zero", "The same with the hooked layer's output replaced by zeros."),
+    (
+        "ce_loss_recovered",
+        "(ce_zero - ce_sae) / (ce_zero - ce_clean): 1 = the spliced SAE loses nothing, 0 = no better than "
+        "zeroing the layer's output, < 0 = worse than that.",
+    ),
+):
+    register(_key, layout.SPLICE, _definition, partial(_splice_value, _key))
+
+
+@metric(layout.CODES)
+def never_active_fraction(run: RunData) -> float:
+    """Fraction of code dimensions that are zero on every encoded sample (dead on the dataset)."""
+    return health.dead_fraction(run.codes)
+
+
+@metric(layout.ACTIVATIONS)
+def padding_row_fraction(run: RunData) -> float:
+    """Fraction of the SAE's training rows that are zero padding (0 when every sample is (1,1,d),
+    and for a per-token dataset, which is never padded)."""
+    if run.config.capture.positions == "all":
+        return 0.0
+    t_max = stack_samples(run.activations).shape[1]
+    real = sum(s.shape[1] for s in run.activations)
+    return 1.0 - real / (t_max * len(run.activations))
+
+
+@metric(layout.CODES)
+def sample_code_l0(run: RunData) -> float:
+    """Mean number of non-zero code dimensions per encoded sample (best SAE)."""
+    return float((run.codes > 0).sum(axis=1).mean())
+
+
+@metric(layout.CODES)
+def sample_code_zero_fraction(run: RunData) -> float:
+    """Fraction of the encoded samples' code values that are exactly 0 (best SAE)."""
+    return float((run.codes == 0).mean())
+
+
+@metric(layout.CODES)
+def median_nonzero_code(run: RunData) -> float | None:
+    """Median of the non-zero code values of the encoded samples (None if all are zero)."""
+    positive = run.codes[run.codes > 0]
+    return float(np.median(positive)) if positive.size else None
+
+
+@metric(layout.SAE)
+def tied_weights(run: RunData) -> bool:
+    """Whether the decoder's weight is the encoder's, transposed (tied), in the trained SAE."""
+    return bool(torch.equal(run.sae.decoder.weight, run.sae.encoder.weight.T))
+
+
+@metric(layout.HISTORY)
+def loss_is_mse_plus_l1(run: RunData) -> bool:
+    """Every epoch's train loss is its reconstruction MSE plus l1_coefficient x its L1 term (to 1e-5)."""
+    coefficient = run.config.train.l1_coefficient
+    return all(
+        abs(r["train_loss"] - (r["train_mse"] + coefficient * r["l1_loss"])) <= 1e-5 * max(abs(r["train_loss"]), 1e-12)
+        for r in run.history
+    )
+
+
+@metric(layout.HISTORY)
+def early_drop_share(run: RunData) -> float | None:
+    """Share of the first-to-last drop of the train loss made in the first half of the epochs (None
+    for fewer than 3 epochs or no drop)."""
+    losses = [r["train_loss"] for r in run.history]
+    if len(losses) < 3 or losses[0] == losses[-1]:
+        return None
+    half = (len(losses) - 1) // 2
+    return (losses[0] - losses[half]) / (losses[0] - losses[-1])
+
+
+@metric(layout.HISTORY)
+def val_loss_late_range(run: RunData) -> float | None:
+    """Spread of the validation loss over the last ``patience`` epochs, (max - min) / min (None for
+    fewer than 2 epochs)."""
+    tail = [r["val_loss"] for r in run.history][-run.config.train.patience :]
+    if len(tail) < 2:
+        return None
+    return (max(tail) - min(tail)) / min(tail)

@@ -1,0 +1,229 @@
+"""Metrics of Part 4: dead and live features, top prompts, redundancy, and topic features."""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from replication.evaluation import stats, topics
+from replication.evaluation.metrics.implied import writeup_dimension0, writeup_listed_prompts
+from replication.evaluation.metrics.parts12 import prompt_topics
+from replication.evaluation.metrics.registry import counted, flat_dims, metric, register
+from replication.rundir import layout
+from replication.rundir.reader import PRINTS_AS_ZERO, RunData, Untestable
+
+WHITEBOX_PROMPT = "Can you explain the difference between white-box and black-box testing?"
+
+
+def purity_null(run: RunData) -> np.ndarray:
+    """``topics.purity_null`` of the run's prompts: once for every view of the run sharing its store
+    (the control, the seeds, the ablations with its prompts and top k)."""
+    labels, k = prompt_topics(run), run.config.analyze.top_k
+    return run.shared_memo(("purity_null", tuple(labels), k), lambda: topics.purity_null(labels, k))
+
+
+def purity(run: RunData) -> list[dict[str, Any]]:
+    """``topics.feature_purity`` of every live dimension's top prompts, once per run."""
+
+    def compute() -> list[dict[str, Any]]:
+        if not run.live:
+            return []
+        labels = prompt_topics(run)
+        return topics.feature_purity(*run.live_top, labels, [d["dim"] for d in run.live], purity_null(run))
+
+    return run.memo("purity", compute)
+
+
+def topic_test(run: RunData, topic: str) -> tuple[int, float] | None:
+    """``topics.topic_feature_test`` on the live dimensions, once per topic and run (its count and
+    its p-value are two metrics of one permutation test); None when no dimension is live."""
+
+    def compute() -> tuple[int, float] | None:
+        if not run.live:
+            return None
+        is_topic = np.array([t == topic for t in prompt_topics(run)])
+        return topics.topic_feature_test(*run.live_top, is_topic)
+
+    return run.memo(f"topic_test:{topic}", compute)
+
+
+@counted(layout.TOP_PROMPTS, "dead_features")
+def dead_dims(run: RunData) -> list[int]:
+    """Code dimensions whose top-5 values all print as 0.0000 (< 5e-5) on the 98 samples."""
+    return [d["dim"] for d in run.top["dimensions"] if d["top"][0]["value"] < PRINTS_AS_ZERO]
+
+
+@metric(layout.TOP_PROMPTS)
+def median_top_activation(run: RunData) -> float | None:
+    """Median over live dimensions of the top prompt's code value (None if none is live)."""
+    return float(np.median([d["top"][0]["value"] for d in run.live])) if run.live else None
+
+
+@counted(layout.TOP_PROMPTS, "whitebox_top_dims")
+def whitebox_dims(run: RunData) -> list[int]:
+    """Live dimensions whose top prompt is the white-box/black-box testing question."""
+    return [d["dim"] for d in run.live if d["top"][0]["prompt"] == WHITEBOX_PROMPT]
+
+
+def _positive_sets(run: RunData) -> list[frozenset[int]]:
+    """Each live dimension's top prompts with a code > 0: a zero slot is filled by tie order, not by
+    the feature."""
+    return [frozenset(t["index"] for t in d["top"] if t["value"] > 0) for d in run.live]
+
+
+@counted(layout.TOP_PROMPTS, "redundant_pairs")
+def redundant_dim_pairs(run: RunData) -> list[tuple[int, int]]:
+    """Pairs of live dimensions sharing at least 4 of their top-5 prompts with a code > 0."""
+
+    def compute() -> list[tuple[int, int]]:
+        groups: dict[frozenset[int], list[int]] = {}
+        for d, s in zip(run.live, _positive_sets(run), strict=True):
+            groups.setdefault(s, []).append(d["dim"])
+        distinct = [s for s in groups if len(s) >= 4]
+        pairs = [pair for s in distinct for pair in itertools.combinations(groups[s], 2)]
+        member = np.zeros((len(distinct), 1 + max((max(s) for s in distinct), default=0)), dtype=np.float32)
+        for row, prompts in enumerate(distinct):
+            member[row, list(prompts)] = 1
+        for i, j in zip(*np.nonzero(np.triu(member @ member.T >= 4, k=1)), strict=True):
+            pairs += [(min(x, y), max(x, y)) for x in groups[distinct[i]] for y in groups[distinct[j]]]
+        return sorted(pairs)
+
+    return run.memo("redundant_pairs", compute)
+
+
+@metric(layout.TOP_PROMPTS)
+def redundant_pairs_expected(run: RunData) -> float:
+    """The number of such pairs that random prompt sets of the same sizes give (hypergeometric)."""
+    return stats.pairs_sharing_tail([len(s) for s in _positive_sets(run)], len(run.records), 4)
+
+
+@metric(layout.TOP_PROMPTS, dims=lambda run: flat_dims(redundant_dim_pairs(run)))
+def redundant_pvalue(run: RunData) -> float:
+    """P(at least redundant_pairs such pairs | random prompt sets), Poisson with mean redundant_pairs_expected."""
+    return stats.poisson_tail(len(redundant_dim_pairs(run)), redundant_pairs_expected(run))
+
+
+@metric(layout.TOP_PROMPTS, dims=whitebox_dims)
+def whitebox_top_pvalue(run: RunData) -> float | None:
+    """P(at least whitebox_top_dims live dimensions put the white-box question first | the live
+    dimensions' first prompts spread evenly over the prompts of its sample type): binomial. Prefill
+    and decode-step samples come first at very different rates, so the rate is that of the white-box
+    sample's own type: (live dimensions whose first prompt is of that type) / (prompts of that type)
+    / (live dimensions). None if none is live or the prompt is not in the corpus."""
+    if not run.live or WHITEBOX_PROMPT not in run.prompts:
+        return None
+    source = [r["source"] for r in run.records]
+    kind = source[run.prompts.index(WHITEBOX_PROMPT)]
+    firsts = sum(source[d["top"][0]["index"]] == kind for d in run.live)
+    rate = firsts / source.count(kind) / len(run.live)
+    return stats.binomial_tail(len(whitebox_dims(run)), len(run.live), rate)
+
+
+@metric(layout.TOP_PROMPTS, dims=dead_dims)
+def dead_dims_with_writeup_list(run: RunData) -> float | None:
+    """Fraction of dead dimensions whose top 5 are the write-up's dimension-0 prompts in its order
+    (None when no dimension is dead)."""
+    dead = dead_dims(run)
+    if not dead:
+        return None
+    listed = writeup_dimension0()
+    return sum([t["index"] for t in run.top["dimensions"][d]["top"]] == listed for d in dead) / len(dead)
+
+
+def best_for_topic(topic: str, run: RunData) -> list[int]:
+    """The live dimensions whose positive top 5 hold the most ``topic`` prompts (none if no hit)."""
+    hits = topic_hits(run, topic)
+    most = max(hits.values(), default=0)
+    return [dim for dim, h in hits.items() if h == most > 0]
+
+
+def with_topic(topic: str, run: RunData) -> list[int]:
+    """The live dimensions with at least ``topics.TOPIC_MIN_HITS`` ``topic`` prompts in their positive top 5."""
+    return [dim for dim, h in topic_hits(run, topic).items() if h >= topics.TOPIC_MIN_HITS]
+
+
+def topic_hits(run: RunData, topic: str) -> dict[int, int]:
+    """Per live dimension, how many of its top-5 prompts with a code > 0 carry ``topic``."""
+    if not run.live:
+        return {}
+    is_topic = np.array([t == topic for t in prompt_topics(run)])
+    indices, positive = run.live_top
+    hits = (is_topic[indices] & positive).sum(axis=1)
+    return {d["dim"]: int(h) for d, h in zip(run.live, hits, strict=True)}
+
+
+def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:
+    """``topics.max_hits_test`` on the live dimensions, once per topic and run."""
+
+    def compute() -> topics.MaxHits | None:
+        if not run.live:
+            return None
+        is_topic = np.array([t == topic for t in prompt_topics(run)])
+        return topics.max_hits_test(*run.live_top, is_topic)
+
+    return run.memo(f"max_hits:{topic}", compute)
+
+
+WRITEUP_FEATURE = {"oop": 1, "javascript_web": 2, "testing": 3}
+"""The write-up's feature whose listed prompts show how strong a feature of the topic it describes."""
+
+
+def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
+    """The max-hits p-value; when it is not significant and the test could not have found a feature
+    as strong as the write-up's own example (its listed top 5 holds h topic prompts), Untestable."""
+    test = max_hits(run, topic)
+    if test is None:
+        return None
+    labels = topics.topic_labels(writeup_listed_prompts(WRITEUP_FEATURE[topic]))
+    strength = labels.count(topic)
+    if test.p >= topics.ALPHA and test.power.get(strength, 0.0) < 0.5:
+        return Untestable(
+            f"the write-up's own feature holds {strength} of 5 '{topic}' prompts; this test finds a planted "
+            f"feature that strong with power {test.power.get(strength, 0.0):.2f} (best reachable p {test.best_p:.2g})"
+        )
+    return test.p
+
+
+@counted(layout.TOP_PROMPTS, "significant_topic_features")
+def significant_topic_dims(run: RunData) -> list[int]:
+    """Live dimensions whose top-5 prompts are purer in one topic than shuffled labels give: exact
+    permutation p-value of their purity, Benjamini-Hochberg q < 0.05 over all live dimensions."""
+    return [row["dim"] for row in purity(run) if row.get("q", 1.0) < topics.ALPHA]
+
+
+def _topic_result(topic: str, item: int, run: RunData) -> float | None:
+    """The count (item 0) or the p-value (item 1) of ``topic_test``; None when no dimension is live."""
+    result = topic_test(run, topic)
+    return None if result is None else result[item]
+
+
+for _topic in topics.TESTED:
+    register(
+        f"topic_max_pvalue_{_topic}",
+        layout.TOP_PROMPTS,
+        f"Family-wise test that SOME live dimension is a '{_topic}' feature: the most '{_topic}' prompts "
+        "(fixtures/topics.yaml) among any live dimension's top-5 positive prompts, against the same maximum under "
+        f"{topics.PERMUTATIONS} shuffles of the topic labels (seed 0). Not testable when even a perfect feature "
+        f"could not reach p < {topics.ALPHA}.",
+        partial(_max_hits_pvalue, _topic),
+        partial(best_for_topic, _topic),
+    )
+    register(
+        f"topic_features_{_topic}",
+        layout.TOP_PROMPTS,
+        f"Live dimensions with >= {topics.TOPIC_MIN_HITS} '{_topic}' prompts (fixtures/topics.yaml) among their "
+        "top-5 positive prompts.",
+        partial(_topic_result, _topic, 0),
+        partial(with_topic, _topic),
+    )
+    register(
+        f"topic_pvalue_{_topic}",
+        layout.TOP_PROMPTS,
+        f"Permutation p-value of topic_features_{_topic}: {topics.PERMUTATIONS} shuffles of the prompts' topic "
+        "labels (seed 0); small = more such features than chance gives.",
+        partial(_topic_result, _topic, 1),
+        partial(with_topic, _topic),
+    )

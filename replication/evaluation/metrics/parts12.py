@@ -1,0 +1,132 @@
+"""Metrics of Parts 1 and 2: the hooked layer, the prompts, what was generated and stored."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from replication.errors import ReplicationError
+from replication.evaluation import topics
+from replication.evaluation.metrics.registry import metric
+from replication.rundir import layout
+from replication.rundir.reader import RunData
+from replication.sae.data import sample_rows
+
+
+def prompt_topics(run: RunData) -> list[str]:
+    """Each prompt's topic label (``topics.topic_labels``), once per run."""
+    return run.memo("topics", lambda: topics.topic_labels(run.prompts))
+
+
+@metric(layout.CAPTURE_INFO)
+def hook_relative_depth(run: RunData) -> float:
+    """Hooked layer index / number of decoder layers (10 / 32 = 0.31 for Llama-3.1-8B)."""
+    return float(run.info["layer"] / run.info["n_layers"])
+
+
+@metric(layout.CAPTURE_INFO)
+def hook_layer(run: RunData) -> int:
+    """The 0-based index of the decoder block whose output the hook stores."""
+    return int(run.info["layer"])
+
+
+# ---- Part 2 ---------------------------------------------------------------------------------
+
+
+@metric(layout.SAMPLES)
+def n_prompts(run: RunData) -> int:
+    """Number of prompts the run generated answers for."""
+    return len(run.records)
+
+
+@metric(layout.ACTIVATIONS)
+def samples_per_prompt(run: RunData) -> float:
+    """Stored activation samples divided by prompts."""
+    return len(run.activations) / len(run.records)
+
+
+@metric(layout.SAMPLES)
+def mean_new_tokens(run: RunData) -> float:
+    """Mean number of tokens generated after the prompt (max_length=50 counts the prompt)."""
+    return float(np.mean([r["new_tokens"] for r in run.records]))
+
+
+@metric(layout.SAMPLES)
+def mean_total_tokens(run: RunData) -> float:
+    """Mean length of the whole output sequence, prompt included (what max_length bounds)."""
+    return float(np.mean([r["total_tokens"] for r in run.records]))
+
+
+@metric(layout.ACTIVATIONS)
+def decode_shaped_fraction(run: RunData) -> float:
+    """Fraction of samples of shape (1, 1, d_model), i.e. from a decode step, not the prefill."""
+    return float(np.mean([tuple(s.shape[:2]) == (1, 1) for s in run.activations]))
+
+
+@metric(layout.ACTIVATIONS)
+def activation_width(run: RunData) -> int:
+    """The last axis of the stored samples (the model's hidden size)."""
+    widths = {int(s.shape[-1]) for s in run.activations}
+    if len(widths) != 1:
+        raise ReplicationError(f"samples of several widths: {sorted(widths)}")
+    return widths.pop()
+
+
+@metric(layout.ACTIVATIONS)
+def nonzero_fraction(run: RunData) -> float:
+    """Fraction of stored raw activation values that are not exactly 0."""
+    return float((run.raw != 0).mean())
+
+
+@metric(layout.ACTIVATIONS)
+def above_001_fraction(run: RunData) -> float:
+    """Fraction of stored raw activation values with |x| > 0.01."""
+    return float((np.abs(run.raw) > 0.01).mean())
+
+
+@metric(layout.ACTIVATIONS)
+def raw_spread_p99_over_median(run: RunData) -> float:
+    """How widely raw values vary: the 99th percentile of |x| over its median."""
+    magnitude = np.abs(run.raw)
+    return float(np.percentile(magnitude, 99) / np.median(magnitude))
+
+
+@metric(layout.ACTIVATIONS)
+def plotted_spread_p99_over_median(run: RunData) -> float:
+    """What the write-up's part2.png shows -- one row per sample, the row the analysis encodes, 98 x
+    d_model values --: the 99th percentile of |x| over its median."""
+    magnitude = np.abs(sample_rows(run.activations)[0].numpy())
+    return float(np.percentile(magnitude, 99) / np.median(magnitude))
+
+
+@metric(layout.ORIGINAL_FORMAT)
+def original_format_ok(run: RunData) -> bool:
+    """activations_data.json is a list, one item per prompt in order, each exactly {prompt,
+    generated_text, activations} with activations of the stored sample's shape."""
+    path = run.path(layout.ORIGINAL_FORMAT)
+    # By the file's sha256 and what it is checked against: the control, the seeds and the ablations
+    # that keep the run's capture share its files, and parsing the JSON is the check's whole cost.
+    shapes = json.dumps([(r["prompt"], r["shape"]) for r in run.records])
+    key = ("original_format_ok", run.reads[run.name(layout.ORIGINAL_FORMAT)], shapes)
+    return run.shared_memo(key, lambda: _original_format_ok(json.loads(path.read_text()), run.records))
+
+
+def _original_format_ok(items: Any, records: list[dict[str, Any]]) -> bool:
+    return (
+        isinstance(items, list)
+        and len(items) == len(records)
+        and all(
+            set(item) == {"prompt", "generated_text", "activations"}
+            and item["prompt"] == record["prompt"]
+            and list(np.shape(item["activations"])) == record["shape"]
+            for item, record in zip(items, records, strict=False)
+        )
+    )
+
+
+@metric(layout.SAMPLES)
+def corpus_topic_fraction(run: RunData) -> float:
+    """Fraction of prompts that fixtures/topics.yaml labels with a programming / CS / AI topic."""
+    return float(np.mean([t != topics.OTHER for t in prompt_topics(run)]))

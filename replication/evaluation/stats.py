@@ -1,0 +1,108 @@
+"""Pure statistics: hypergeometric tails, permutation p-values, Poisson and binomial tails, Benjamini-Hochberg."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import scipy.stats
+
+
+def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.ndarray:
+    """tail[h] = P(some label of ``scored`` holds >= h of k items drawn at random without
+    replacement from a population with these per-label ``counts``), h = 0..k: the exact
+    permutation null of a feature's purity, by enumerating the multivariate hypergeometric."""
+    labels = list(counts)
+    sizes = list(counts.values())
+    scored_at = [i for i, label in enumerate(labels) if label in scored]
+    prob_max = np.zeros(k + 1)
+
+    def compositions(i: int, left: int) -> Iterator[list[int]]:
+        if i == len(sizes) - 1:
+            if left <= sizes[i]:
+                yield [left]
+            return
+        for take in range(min(left, sizes[i]) + 1):
+            for rest in compositions(i + 1, left - take):
+                yield [take, *rest]
+
+    for draw in compositions(0, k):
+        prob = scipy.stats.multivariate_hypergeom.pmf(x=draw, m=sizes, n=k)
+        prob_max[max((draw[i] for i in scored_at), default=0)] += prob
+    return np.minimum(np.cumsum(prob_max[::-1])[::-1], 1.0)
+
+
+PERMUTATION_CHUNK = 256
+"""Shuffles a vectorised statistic sees at once: bounds the (chunk, ...) arrays it builds."""
+
+
+def permutation_null(
+    statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, permutations: int, seed: int = 0
+) -> np.ndarray:
+    """``statistic`` of ``permutations`` shuffles of the labels: its null distribution. The statistic
+    is vectorised: it maps labels of shape (..., n) to values of shape (...), and sees the shuffles
+    (``rng.permutation`` of the labels, one after the other) a chunk at a time."""
+    rng = np.random.default_rng(seed)
+    # Row by row as rng.permutation(labels) would shuffle them, one call after the other.
+    order = rng.permuted(np.tile(np.arange(len(labels)), (permutations, 1)), axis=1)
+    shuffled = np.asarray(labels)[order]
+    chunks = [statistic(shuffled[i : i + PERMUTATION_CHUNK]) for i in range(0, permutations, PERMUTATION_CHUNK)]
+    return np.concatenate(chunks).astype(float) if chunks else np.zeros(0)
+
+
+def tail_pvalue(null: np.ndarray, observed: float) -> float:
+    """One-sided permutation p-value of a value at least as large: (1 + #null >= observed) / (1 + #null)."""
+    return float((1 + (null >= observed).sum()) / (1 + len(null)))
+
+
+def permutation_pvalue(
+    statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, permutations: int, seed: int = 0
+) -> tuple[float, float]:
+    """(observed, p): ``statistic(labels)`` and its one-sided p-value under shuffled labels (the
+    statistic vectorised as ``permutation_null`` says)."""
+    observed = float(statistic(labels))
+    return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed), observed)
+
+
+def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> float:
+    """Expected number of pairs, among sets of these ``sizes`` drawn at random from ``population``
+    items, that share at least ``shared`` items (hypergeometric, summed over pairs)."""
+    counts = np.bincount(np.asarray(sizes, dtype=int))
+    expected = 0.0
+    for a, n_a in enumerate(counts):
+        for b, n_b in enumerate(counts):
+            if b < a or not n_a or not n_b:
+                continue
+            pairs = n_a * (n_a - 1) / 2 if a == b else n_a * n_b
+            expected += pairs * float(scipy.stats.hypergeom.sf(shared - 1, population, a, b))
+    return expected
+
+
+def poisson_tail(observed: int, expected: float) -> float:
+    """P(X >= observed) for X ~ Poisson(expected): the chance of this many rare events or more; a
+    tail below the smallest double is given as that double, not as 0."""
+    return max(float(scipy.stats.poisson.sf(observed - 1, expected)), float(np.finfo(float).tiny))
+
+
+def binomial_tail(observed: int, trials: int, rate: float) -> float:
+    """P(X >= observed) for X ~ Binomial(trials, rate)."""
+    return float(scipy.stats.binom.sf(observed - 1, trials, rate))
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg q-values (scipy's implementation), in the order given."""
+    if not pvalues:
+        return []
+    return [float(q) for q in scipy.stats.false_discovery_control(list(pvalues))]
+
+
+STABLE_COSINE = 0.9
+"""A feature reproduces in another SAE when its best decoder cosine there is at least this."""
+
+
+def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each column (feature direction) of ``reference`` (d, n), its best cosine with a column of
+    ``other`` (d, m)."""
+    ref = reference / np.maximum(np.linalg.norm(reference, axis=0, keepdims=True), 1e-12)
+    oth = other / np.maximum(np.linalg.norm(other, axis=0, keepdims=True), 1e-12)
+    return np.asarray((ref.T @ oth).max(axis=1))

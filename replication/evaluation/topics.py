@@ -1,0 +1,123 @@
+"""Part 4's topics: each prompt's topic label, per-feature topic purity, and topic-feature counts."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from replication.config import REPO_ROOT
+from replication.evaluation import stats
+
+TOPICS_FILE = REPO_ROOT / "fixtures" / "topics.yaml"
+TOPIC_MIN_HITS = 3
+"""A topic feature: at least 3 of its top-5 (positive) prompts carry the topic."""
+PERMUTATIONS = 2000
+ALPHA = 0.05
+"""The significance level of every test of Part 4 (p, or Benjamini-Hochberg q, below it)."""
+TESTED = ("javascript_web", "testing", "oop")
+"""The topics of the write-up's three topic features, each tested for a feature of its own."""
+PLANTINGS = 20
+"""Synthetic features planted per number of topic prompts, to measure a test's power."""
+OTHER = "other"
+"""The label of a prompt that no topic rule matches; it never counts as a topic."""
+
+
+def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
+    """Each prompt's topic: the first topic of ``fixtures/topics.yaml`` with a matching pattern."""
+    rules = yaml.safe_load(path.read_text())["topics"]
+    compiled = {topic: [re.compile(p, re.IGNORECASE) for p in pats] for topic, pats in rules.items()}
+    return [
+        next((t for t, pats in compiled.items() if any(p.search(prompt) for p in pats)), OTHER) for prompt in prompts
+    ]
+
+
+def topic_feature_test(
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, seed: int = 0
+) -> tuple[int, float]:
+    """(count, p): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
+    the permutation p-value of that count when the prompts' topic labels are shuffled."""
+
+    def count(labels: np.ndarray) -> np.ndarray:
+        return np.asarray(((labels[..., top_indices] & positive).sum(axis=-1) >= TOPIC_MIN_HITS).sum(axis=-1))
+
+    observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed)
+    return int(observed), p
+
+
+@dataclass(frozen=True)
+class MaxHits:
+    """The family-wise test that SOME feature's top k is rich in a topic."""
+
+    observed: int
+    """The largest number of topic prompts among any feature's positive top-k prompts."""
+    p: float
+    """Its permutation p-value: shuffled topic labels, the same maximum over all features."""
+    best_p: float
+    """The smallest p the design can reach: a feature with min(k, topic size) topic prompts."""
+    power: dict[int, float]
+    """Detection rate at p < ALPHA of a planted feature with h topic prompts in its top k, by h."""
+
+    @property
+    def testable(self) -> bool:
+        return self.best_p < ALPHA
+
+
+def max_hits_test(
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, seed: int = 0, plantings: int = PLANTINGS
+) -> MaxHits:
+    """Max over features of topic hits in the positive top k, against its permutation null; its power
+    measured by planting synthetic features -- h random topic prompts and k - h others, all firing --
+    among the real ones and running the same test."""
+    k = top_indices.shape[1]
+    # Under shuffled labels any row of k distinct prompts is alike: one extra row stands for a planted one.
+    rows = np.vstack([top_indices, np.arange(k)])
+    fires = np.vstack([positive, np.ones(k, dtype=bool)])
+
+    def most(labels: np.ndarray) -> np.ndarray:
+        return np.asarray((labels[..., rows] & fires).sum(axis=-1).max(axis=-1))
+
+    null = stats.permutation_null(most, is_topic, PERMUTATIONS, seed)
+    observed = int((is_topic[top_indices] & positive).sum(axis=1).max(initial=0))
+    topic, others = np.flatnonzero(is_topic), np.flatnonzero(~is_topic)
+    reachable = min(k, len(topic))
+    rng = np.random.default_rng(seed)
+    power = {}
+    for h in range(1, reachable + 1):
+        found = 0
+        for _ in range(plantings):
+            planted = np.concatenate([rng.choice(topic, h, replace=False), rng.choice(others, k - h, replace=False)])
+            hits = int(is_topic[planted].sum())
+            found += stats.tail_pvalue(null, max(observed, hits)) < ALPHA
+        power[h] = found / plantings
+    return MaxHits(observed, stats.tail_pvalue(null, observed), stats.tail_pvalue(null, reachable), power)
+
+
+def purity_null(labels: list[str], k: int) -> np.ndarray:
+    """tail[h] = P(some topic holds >= h of k prompts drawn at random): the exact null of a feature's
+    purity, the same for every SAE of a corpus ("other" never counts)."""
+    return stats.max_share_tail(dict(Counter(labels)), k, sorted({label for label in labels if label != OTHER}))
+
+
+def feature_purity(
+    top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int], tail: np.ndarray
+) -> list[dict[str, Any]]:
+    """Per feature (row of ``top_indices``, its top-k prompts): the topic holding most of its
+    positive top-k prompts ("other" never counts), its purity = hits / k, the exact p-value of that
+    many hits or more for some topic under shuffled labels (``tail``: ``purity_null`` of the labels),
+    and the Benjamini-Hochberg q-value over all the features given."""
+    k = top_indices.shape[1]
+    topics = sorted({label for label in labels if label != OTHER})
+    rows = []
+    for dim, indices, pos in zip(dims, top_indices, positive, strict=True):
+        hits = Counter(labels[i] for i, p in zip(indices, pos, strict=True) if p and labels[i] != OTHER)
+        topic, n = max(hits.items(), key=lambda item: (item[1], -topics.index(item[0])), default=(None, 0))
+        rows.append({"dim": int(dim), "topic": topic, "hits": n, "purity": n / k, "p": float(tail[n])})
+    for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows]), strict=True):
+        row["q"] = q
+    return rows

@@ -1,0 +1,1 @@
+"""The model layer: loading offline, the converted-model cache, the memory check, hooks, batching, token states."""

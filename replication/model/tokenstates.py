@@ -1,0 +1,60 @@
+"""Every position's hooked-layer state of a captured sequence, its tokens as text, and the read-out of
+SAE directions through the final norm and the unembedding: what the per_token ablation and the cards need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from replication.model.batching import BATCH_TOKENS, sorted_batches
+from replication.model.hooks import decoder_layer, input_device, last_call_hook, only_layers
+
+
+def fed_states(
+    model: PreTrainedModel, layer: int, sequences: Sequence[Sequence[int]], batch_tokens: int = BATCH_TOKENS
+) -> list[torch.Tensor]:
+    """Per sequence, (T - 1, d) float32 on the CPU: the layer's output at every position of its tokens
+    but the last (which is never fed back), from passes through blocks 0..layer only; sequences of
+    similar length share a batch, padded on the right (a causal model's real positions never see the
+    padding after them)."""
+    device = input_device(model)
+    fed = [list(ids[:-1]) for ids in sequences]
+    module = decoder_layer(model, layer)
+    states: dict[int, torch.Tensor] = {}
+    for batch in sorted_batches(fed, batch_tokens):
+        with only_layers(model, slice(0, layer + 1)), last_call_hook(module) as store, torch.inference_mode():
+            model.get_submodule("model")(
+                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+            )
+        assert store.hidden is not None
+        kept = store.hidden.to("cpu", torch.float32)
+        for row, (i, n) in enumerate(zip(batch.rows, batch.lengths, strict=True)):
+            states[i] = kept[row, :n].clone()
+    return [states[i] for i in range(len(fed))]
+
+
+def token_text(tokenizer: PreTrainedTokenizerBase, token: int) -> str:
+    """The token as text; a piece of a multi-byte character as its vocabulary entry (e.g. <0xE2>)."""
+    decoded = str(tokenizer.decode([token], clean_up_tokenization_spaces=False))
+    return decoded if "\ufffd" not in decoded else str(tokenizer.convert_ids_to_tokens(token))
+
+
+def read_out(model: PreTrainedModel, directions: torch.Tensor) -> torch.Tensor:
+    """(d, n) directions -> (vocab, n) logits on the CPU: unembedding . (final norm's gain * direction).
+    Approximate by design: the later layers are skipped and the norm's division by the RMS is not."""
+    norm = model.get_submodule("model.norm").get_parameter("weight").detach()
+    output = model.get_output_embeddings()
+    assert isinstance(output, torch.nn.Linear)
+    scaled = directions.to(norm.device, norm.dtype) * norm[:, None]
+    with torch.inference_mode():
+        logits: torch.Tensor = output.weight.detach() @ scaled
+    return logits.to("cpu", torch.float32)
+
+
+def extremes(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, k) ids of each column's k largest logits, largest first, and of its k smallest, smallest
+    first (a stable sort: equal logits keep vocabulary order, reversed for the smallest)."""
+    order = torch.argsort(logits, dim=0, descending=True, stable=True)
+    return order[:k].T.contiguous(), order.flip(0)[:k].T.contiguous()

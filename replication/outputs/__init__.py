@@ -1,0 +1,1 @@
+"""Outputs of a finished run: the report, figures, SAELens export, feature cards."""

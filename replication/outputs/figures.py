@@ -1,0 +1,150 @@
+"""The write-up's six figures, and two SAE-health figures, drawn from a finished run's files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
+
+from replication.config import REPO_ROOT
+from replication.evaluation import health
+from replication.rundir import artifacts, layout
+from replication.rundir.reader import RunData
+from replication.sae.data import sample_rows
+
+FIGURE_PROMPTS = REPO_ROOT / "fixtures" / "figure_prompts.txt"
+PNG_META = {"Software": None}  # no version string: the same figure gives the same bytes
+
+
+def _listed_vectors(run: RunData) -> tuple[list[str], np.ndarray]:
+    """The write-up's listed prompts present in the run, and their sample rows."""
+    rows = sample_rows(run.activations)[0].numpy()
+    chosen = [p for p in FIGURE_PROMPTS.read_text(encoding="utf-8").splitlines() if p in run.prompts]
+    return chosen, rows[[run.prompts.index(p) for p in chosen]]
+
+
+def part2(run: RunData) -> Figure:
+    """The 98 samples' activations, one row each (the row the analysis encodes)."""
+    rows = sample_rows(run.activations)[0].numpy()
+    fig = Figure(figsize=(10, 5))
+    ax = fig.subplots()
+    limit = float(np.percentile(np.abs(rows), 99)) or 1.0
+    image = ax.imshow(rows, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="activation (clipped at the 99th percentile of |x|)")
+    ax.set(xlabel="dimension", ylabel="sample (prompt index)", title="Layer-10 activations, one row per sample")
+    return fig
+
+
+def part2_1(run: RunData) -> Figure:
+    """t-SNE of the listed prompts' activations, as the original (perplexity 10, random_state 42)."""
+    chosen, vectors = _listed_vectors(run)
+    fig = Figure(figsize=(8, 6))
+    ax = fig.subplots()
+    if len(chosen) > 10:  # t-SNE needs more points than its perplexity
+        embedded = TSNE(n_components=2, perplexity=10, random_state=42).fit_transform(vectors)
+        ax.scatter(embedded[:, 0], embedded[:, 1])
+        for (px, py), label in zip(embedded, chosen, strict=True):
+            ax.annotate(label[:32], (px, py), fontsize=7)
+    ax.set(title=f"t-SNE of the write-up's {len(chosen)} listed prompts (perplexity 10, seed 42)")
+    return fig
+
+
+def part2_2(run: RunData) -> Figure:
+    """Cosine similarity between the listed prompts' activations."""
+    chosen, vectors = _listed_vectors(run)
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    image = ax.imshow(unit @ unit.T, cmap="viridis", vmin=-1, vmax=1)
+    fig.colorbar(image, ax=ax, label="cosine similarity")
+    ax.set_xticks(range(len(chosen)), [c[:24] for c in chosen], rotation=90, fontsize=6)
+    ax.set_yticks(range(len(chosen)), [c[:24] for c in chosen], fontsize=6)
+    ax.set_title("Cosine similarity of the listed prompts' activations")
+    return fig
+
+
+def training_loss(run: RunData) -> Figure:
+    epochs = [r["epoch"] for r in run.history]
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot(epochs, [r["train_loss"] for r in run.history], "o-", label="train loss (MSE + L1 term)")
+    ax.plot(epochs, [r["val_loss"] for r in run.history], "s-", label="validation MSE")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Training loss")
+    ax.legend()
+    return fig
+
+
+def sparsity_curve(run: RunData) -> Figure:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.plot([r["epoch"] for r in run.history], [r["sparsity"] for r in run.history], "o-")
+    ax.set(xlabel="epoch", ylabel="fraction of training codes with |z| < 0.01", ylim=(0, 1.02), title="Sparsity")
+    return fig
+
+
+def pca_plot(run: RunData) -> Figure:
+    """PCA of the last epoch's training codes, as the original plotted it."""
+    coords = np.asarray(run.pca["coords"])
+    ratio = run.pca["explained_variance_ratio"]
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    ax.scatter(coords[:, 0], coords[:, 1], s=8, alpha=0.6)
+    ax.set(
+        xlabel=f"PC 1 ({ratio[0]:.1%})" if ratio else "PC 1",
+        ylabel=f"PC 2 ({ratio[1]:.1%})" if ratio else "PC 2",
+        title="PCA of the last epoch's training codes",
+    )
+    return fig
+
+
+def l0_hist(run: RunData) -> Figure:
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.hist(health.l0(run.codes), bins=30)
+    ax.set(xlabel="non-zero code dimensions (L0)", ylabel="samples", title="L0 of the encoded samples")
+    return fig
+
+
+def density_figure(run: RunData) -> Figure:
+    density = health.feature_density(run.codes)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.hist(np.log10(density[density > 0]), bins=30)
+    ax.set(
+        xlabel="log10 fraction of samples on which a feature fires",
+        ylabel="features",
+        title=f"Feature density ({int((density == 0).sum())} features never fire, not shown)",
+    )
+    return fig
+
+
+DRAW: dict[str, Callable[[RunData], Figure]] = {
+    "part2": part2,
+    "part2_1": part2_1,
+    "part2_2": part2_2,
+    "training_loss": training_loss,
+    "sparsity_curve": sparsity_curve,
+    "pca_plot": pca_plot,
+    "l0_hist": l0_hist,
+    "feature_density": density_figure,
+}
+FIGURES = tuple(DRAW)[:6]
+"""The write-up's six figures; the others are SAE health beyond it."""
+HEALTH_FIGURES = tuple(DRAW)[6:]
+
+
+def draw_all(run: RunData) -> dict[str, Path]:
+    """Every figure as a PNG in ``<run>/figures/``, by name."""
+    paths = {}
+    for name, draw in DRAW.items():
+        paths[name] = run.root / layout.figure(name)
+        _save(draw(run), paths[name])
+    return paths
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    artifacts.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata=PNG_META))

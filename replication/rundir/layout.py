@@ -1,0 +1,100 @@
+"""The run directory's layout: every file name of a run, spelled once, as paths relative to the run.
+
+config.yaml                      the resolved config of the latest stage
+manifest.json                    config + hash, environment, per-stage facts, sha256 of files
+capture/activations.safetensors  sample_000 ... one (1, T, d) float32 tensor per prompt
+capture/samples.json             per sample: prompt, text, token counts, prefill/decode, shape
+capture/activations_data.json    the original's format: [{prompt, generated_text, activations}]
+capture/info.json                model, weights, depth, width, decoding rule, device, dtype
+capture/prompts.txt              the corpus as used
+train/sae.safetensors            the best (reloaded) SAE, its architecture in the metadata
+train/history.json               one row per epoch
+train/last_codes.safetensors     codes of the last epoch's training pass (the PCA's input)
+train/summary.json               rows, best and last epoch
+analyze/codes.safetensors        one code row per sample (N, d_hidden)
+analyze/top_prompts.json         top-k prompts per code dimension, and the row rule
+analyze/pca.json                 2-D PCA of the last epoch's training codes
+splice/splice.json               CE clean / with the SAE spliced in / zero-ablated
+verdicts.json                    every claim's verdict (written by the report step)
+seeds.json, seeds/               seed robustness and the retrained runs (not committed)
+ablations.json, variants/        the ablations and their runs (not committed)
+export/index.json, export/NAME/  SAEs in SAELens's format
+figures/NAME.png, REPORT.md      the report and its figures
+tokens/states.safetensors, ...   every position's layer state and token text, for the cards
+cards/index.html, cards/SAE/     the feature cards (offline HTML)
+"""
+
+from __future__ import annotations
+
+STAGES = ("capture", "train", "analyze", "splice", "control")
+"""The pipeline's stages in order; each writes its files into the directory of its name."""
+CONTROL = "control"
+"""The untrained control's directory: its own train/ and analyze/, the run's capture."""
+SAE_STAGES = ("train/", "analyze/", "splice/")
+"""The files that depend on the SAE: a control (or another overlay) has its own."""
+CORPUS = "corpus"
+"""Not a file of the run: the manifest's name for the prompt file a capture read (its sha256)."""
+
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+
+ACTIVATIONS = "capture/activations.safetensors"
+SAMPLES = "capture/samples.json"
+ORIGINAL_FORMAT = "capture/activations_data.json"
+CAPTURE_INFO = "capture/info.json"
+PROMPTS = "capture/prompts.txt"
+CAPTURE_FILES = (ACTIVATIONS, SAMPLES, ORIGINAL_FORMAT, CAPTURE_INFO, PROMPTS)
+
+TRAIN_DIR = "train"
+SAE_WEIGHTS = "sae.safetensors"
+"""The file an SAE saves itself to, inside its directory (``SparseAutoencoder.save``)."""
+SAE = f"{TRAIN_DIR}/{SAE_WEIGHTS}"
+SAE_CFG_NAME = "cfg.json"
+SAE_CFG = f"{TRAIN_DIR}/{SAE_CFG_NAME}"
+"""The SAE's architecture beside its weights (d_in, d_hidden, decoder activation and norm)."""
+LAST_CODES = "train/last_codes.safetensors"
+HISTORY = "train/history.json"
+TRAIN_SUMMARY = "train/summary.json"
+TRAIN_FILES = (SAE_CFG, SAE, LAST_CODES, HISTORY, TRAIN_SUMMARY)
+
+CODES = "analyze/codes.safetensors"
+TOP_PROMPTS = "analyze/top_prompts.json"
+PCA = "analyze/pca.json"
+ANALYZE_FILES = (CODES, TOP_PROMPTS, PCA)
+
+SPLICE = "splice/splice.json"
+
+VERDICTS = "verdicts.json"
+SEEDS_JSON = "seeds.json"
+SEED_RUNS = "seeds"
+ABLATIONS_JSON = "ablations.json"
+VARIANT_RUNS = "variants"
+EXPORT = "export"
+EXPORT_INDEX = f"{EXPORT}/index.json"
+SAELENS_CFG = "cfg.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_REFERENCE = "reference_codes.safetensors"
+"""Inside ``export/NAME/``: SAELens's own two file names, and our codes to check them against."""
+BENCH = "bench.json"
+"""``nox -s bench``'s side-by-side wall times, recorded in the reference run for the report."""
+TOKENS_STAGE = "tokens"
+"""The token-states stage: what the feature cards need of the model, written before they are drawn."""
+TOKEN_STATES = "tokens/states.safetensors"
+"""``sample_NNN``: (T - 1, d), the hooked layer's state at every position the model fed itself."""
+TOKEN_TEXT = "tokens/tokens.json"
+"""Every token of each sequence as text, and each SAE feature's decoder read-out (promoted, suppressed)."""
+TOKENS_FILES = (TOKEN_STATES, TOKEN_TEXT)
+CARDS = "cards"
+CARDS_INDEX = f"{CARDS}/index.html"
+"""The feature cards: ``cards/index.html`` and ``cards/<sae>/dimNNNN.html``."""
+FIGURES = "figures"
+REPORT = "REPORT.md"
+
+
+def sample_key(index: int) -> str:
+    """The tensor name of sample ``index`` in ``capture/activations.safetensors``."""
+    return f"sample_{index:03d}"
+
+
+def figure(name: str) -> str:
+    return f"{FIGURES}/{name}.png"

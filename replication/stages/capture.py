@@ -1,0 +1,258 @@
+"""Part 2: generate an answer per prompt and keep the hooked layer's LAST forward call.
+
+The original registered a forward hook on ``model.model.layers[10]`` that overwrote its stored
+output on every call. During ``generate`` the first call is the prefill over the whole prompt,
+(1, prompt_len, d); every later call is one decode step, (1, 1, d). The stored sample is therefore
+the hidden state of the last call: (1, 1, d) when a decode step ran last -- the write-up's
+"(1, 1, 4096)" -- and (1, prompt_len, d) when EOS was the first new token, so only the prefill ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from replication.config import CaptureConfig
+from replication.errors import ReplicationError
+from replication.model.hooks import decoder_layer, input_device, last_call_hook
+
+
+@dataclass
+class Sample:
+    """One prompt's capture: the last call's hidden state and what produced it."""
+
+    prompt: str
+    generated_text: str
+    """Decode of the whole output sequence (prompt included), special tokens skipped."""
+    prompt_tokens: int
+    new_tokens: int
+    hook_calls: int
+    token_ids: list[int] = field(repr=False)
+    """The whole output sequence (prompt + new tokens), as ``generate`` returned it."""
+    activation: torch.Tensor = field(repr=False)
+    """(1, T, d) float32 on the CPU: T = 1 after a decode step, T = prompt_tokens after prefill."""
+
+    @property
+    def source(self) -> Literal["prefill", "decode"]:
+        """Which forward call the sample comes from: only the prefill ran, or a decode step."""
+        return "prefill" if self.hook_calls == 1 else "decode"
+
+    def record(self, index: int) -> dict[str, Any]:
+        return {
+            "index": index,
+            "prompt": self.prompt,
+            "generated_text": self.generated_text,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "total_tokens": self.prompt_tokens + self.new_tokens,
+            "hook_calls": self.hook_calls,
+            "source": self.source,
+            "shape": list(self.activation.shape),
+            "token_ids": self.token_ids,
+        }
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt a line; blank lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplicationError(f"prompt file {path} is unreadable: {type(exc).__name__}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ReplicationError(f"prompt file {path} holds no prompt")
+    return prompts
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The generator seed of prompt ``index``: independent of the other prompts and their order."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask, (1, T): the raw prompt, as the original, or chat-wrapped."""
+    if chat_template:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ReplicationError("capture.chat_template=true but this tokenizer has no chat template")
+        messages = [{"role": "user", "content": prompt}]
+        encoded: Any = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
+    else:
+        encoded = tokenizer(prompt, return_tensors="pt")
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def check_budget(prompt: str, prompt_tokens: int, cfg: CaptureConfig) -> None:
+    """max_length counts the prompt: a prompt of max_length tokens or more leaves no new token."""
+    if prompt_tokens >= cfg.max_length:
+        raise ReplicationError(
+            f"prompt {prompt[:40]!r} has {prompt_tokens} tokens, not fewer than capture.max_length={cfg.max_length}"
+        )
+
+
+def capture_one(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    cfg: CaptureConfig,
+    seed: int,
+) -> Sample:
+    """Generate as the original did and return the hooked layer's last-call hidden state."""
+    device = input_device(model)
+    encoded = {k: v.to(device) for k, v in encode_prompt(tokenizer, prompt, cfg.chat_template).items()}
+    prompt_tokens = encoded["input_ids"].shape[1]
+    check_budget(prompt, prompt_tokens, cfg)
+    torch.manual_seed(seed)
+    with last_call_hook(decoder_layer(model, cfg.layer)) as store, torch.no_grad():
+        # No sampling arguments: the model's own generation config decides, as in the original.
+        eos = tokenizer.eos_token_id
+        output = model.generate(**encoded, max_length=cfg.max_length, pad_token_id=eos)  # type: ignore[operator]
+    assert store.hidden is not None  # generate always runs the prefill
+    return Sample(
+        prompt=prompt,
+        generated_text=str(tokenizer.decode(output[0], skip_special_tokens=True)),
+        prompt_tokens=prompt_tokens,
+        new_tokens=output.shape[1] - prompt_tokens,
+        hook_calls=store.calls,
+        token_ids=output[0].tolist(),
+        activation=store.hidden.to("cpu", torch.float32).clone(),
+    )
+
+
+def eos_ids(model: PreTrainedModel) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set(eos) if isinstance(eos, list) else {int(eos)} if eos is not None else set()
+
+
+def capture_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    cfg: CaptureConfig,
+    seed: int,
+) -> list[Sample]:
+    """Several prompts in one ``generate``, each sample what ``capture_one`` would store.
+
+    Left padding with an attention mask (pad = EOS, as the original). ``max_length`` counts each
+    prompt's own length, so the batch decodes up to 50 - (shortest prompt) steps and each row is
+    cut at its own budget or its first EOS. Row i's sample is the hidden state of the forward call
+    that produced its last token: decode call n_i - 1, or the prefill (without its padding) when
+    EOS came first -- even while other rows go on decoding. Greedy rows decode the same tokens as
+    one at a time; a sampling model draws from one random stream for the whole batch, so its
+    draws differ from the one-at-a-time run's.
+    """
+    device = input_device(model)
+    encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
+    lengths = [len(ids) for ids in encoded]
+    module = decoder_layer(model, cfg.layer)
+    t_pad, pad = max(lengths), int(tokenizer.eos_token_id)  # type: ignore[arg-type]
+    input_ids = torch.full((len(prompts), t_pad), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), t_pad), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, t_pad - len(ids) :], mask[row, t_pad - len(ids) :] = ids, 1
+    torch.manual_seed(seed)
+    with last_call_hook(module, keep_all=True) as store, torch.no_grad():
+        output = model.generate(  # type: ignore[operator]
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=cfg.max_length - min(lengths),
+            pad_token_id=pad,
+        )
+    stops, samples = eos_ids(model), []
+    for row, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True)):
+        new = output[row, t_pad:].tolist()[: cfg.max_length - len(ids)]
+        n = next((j + 1 for j, token in enumerate(new) if token in stops), len(new))
+        call = store.every[n - 1]
+        # A decode step's state, or the prefill's (without its padding) when EOS came first.
+        hidden = call[row : row + 1, -1:] if n > 1 else call[row : row + 1, t_pad - len(ids) :]
+        tokens = ids.tolist() + new[:n]
+        samples.append(
+            Sample(
+                prompt=prompt,
+                generated_text=str(tokenizer.decode(tokens, skip_special_tokens=True)),
+                prompt_tokens=len(ids),
+                new_tokens=n,
+                hook_calls=n,
+                token_ids=tokens,
+                activation=hidden.to("cpu", torch.float32).clone(),
+            )
+        )
+    return samples
+
+
+def capture(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    cfg: CaptureConfig,
+    progress: bool = True,
+) -> list[Sample]:
+    """One sample per prompt, in corpus order (the train/validation split is positional);
+    ``cfg.batch_size`` prompts per ``generate`` (1, the original's way, by default).
+
+    Batched and greedy, prompts of similar length share a batch (a greedy row's tokens do not depend
+    on the others in its batch), so little of the prefill is padding. A row that stops early costs a
+    decode step almost nothing -- a step reads the weights once for the whole batch -- so every row
+    is generated in one ``generate``. A sampling model batches in corpus order, each batch seeded from
+    its first prompt's index.
+    """
+    decoder_layer(model, cfg.layer)  # fail before any generation
+    lengths = []
+    for prompt in prompts:
+        lengths.append(encode_prompt(tokenizer, prompt, cfg.chat_template)["input_ids"].shape[1])
+        check_budget(prompt, lengths[-1], cfg)
+    done: dict[int, Sample] = {}
+    size = cfg.batch_size
+    with tqdm(total=len(prompts), desc="capture", unit="prompt", disable=not progress) as bar:
+        if size == 1:
+            for index, prompt in enumerate(prompts):
+                done[index] = capture_one(model, tokenizer, prompt, cfg, sample_seed(cfg.sampling_seed, index))
+                bar.update()
+            return [done[i] for i in range(len(prompts))]
+        pending = list(range(len(prompts)))
+        if not model.generation_config.do_sample:
+            pending.sort(key=lambda i: lengths[i])
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            seed = sample_seed(cfg.sampling_seed, batch[0])
+            samples = capture_batch(model, tokenizer, [prompts[i] for i in batch], cfg, seed)
+            done.update(zip(batch, samples, strict=True))
+            bar.update(len(batch))
+    return [done[i] for i in range(len(prompts))]
+
+
+def samples_of(records: Sequence[dict[str, Any]]) -> list[Sample]:
+    """The samples another capture stored (``Sample.record``'s fields), their activations left empty
+    for the fed states to fill."""
+    return [
+        Sample(
+            prompt=r["prompt"],
+            generated_text=r["generated_text"],
+            prompt_tokens=r["prompt_tokens"],
+            new_tokens=r["new_tokens"],
+            hook_calls=r["hook_calls"],
+            token_ids=list(r["token_ids"]),
+            activation=torch.empty(0),
+        )
+        for r in records
+    ]
+
+
+def generation_settings(model: PreTrainedModel) -> dict[str, Any]:
+    """The decoding rule the model's own generation config sets (what the original ran)."""
+    gen = model.generation_config
+    return {
+        "do_sample": bool(gen.do_sample),
+        "temperature": gen.temperature,
+        "top_p": gen.top_p,
+        "top_k": gen.top_k,
+        "eos_token_id": gen.eos_token_id,
+    }

@@ -1,0 +1,261 @@
+"""The splice test: does the model still work when layer L's output is the SAE's reconstruction?
+
+The model scores each captured sequence (prompt + generated tokens) three times: clean; with the
+hooked layer's output replaced, at every position, by the SAE's reconstruction of it; and with that
+output replaced by zeros. Cross-entropy is the mean next-token loss over every predicted position
+of every sequence. CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean): 1 means the
+reconstruction is as good as the real activations, 0 means no better than deleting them.
+
+``cross_entropy`` is the plain route: one whole forward pass per sequence and condition, the layer's
+output replaced by a hook. ``LayerScorer`` computes the same numbers with less work, and is tested
+against it. What it saves, measured on the whole replication (benchmarks/README.md):
+- layers 0..L see the same tokens in all three conditions: it runs them once per sequence (batched,
+  right-padded) and keeps layer L's output; each condition runs only layers L+1.. and the head on that
+  output, replaced as the condition says. The clean and zero-ablated CE depend on the sequences and the
+  model alone: a scorer computes each once, for every SAE trained on the same capture;
+- the zero-ablated CE from one pass over the longest sequence (``LayerScorer.zero``);
+- tokens every sequence starts with (a chat template's system prompt) computed once (``SharedPrefix``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel
+
+from replication.model.batching import BATCH_TOKENS, sorted_batches
+from replication.model.hooks import (
+    Replace,
+    decoder_layer,
+    input_device,
+    last_call_hook,
+    only_layers,
+    replaced_output,
+)
+from replication.sae.autoencoder import SparseAutoencoder
+
+
+def cross_entropy(
+    model: PreTrainedModel, sequences: Sequence[Sequence[int]], layer: int, replace: Replace | None
+) -> tuple[float, int]:
+    """(mean next-token cross-entropy in nats, number of predicted tokens) over ``sequences``, one
+    forward pass each, with layer ``layer``'s output replaced as ``replace`` says."""
+    device = input_device(model)
+    total, count = 0.0, 0
+    with replaced_output(decoder_layer(model, layer), replace), torch.no_grad():
+        for ids in sequences:
+            tokens = torch.tensor([list(ids)], device=device)
+            logits = model(input_ids=tokens).logits[0, :-1].float()
+            total += F.cross_entropy(logits, tokens[0, 1:], reduction="sum").item()
+            count += tokens.shape[1] - 1
+    return total / count, count
+
+
+SHARED_PREFIX = 4
+"""Leading tokens all sequences must share for them to be computed once (fewer: no gain)."""
+
+
+def prefix_to_share(model: PreTrainedModel, sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share, leaving each one token of its own: 0 when fewer
+    than ``SHARED_PREFIX``, or for a model with sliding-window attention layers (whose cache keeps a
+    window of its own, so one prefix cannot be handed to every sequence in a plain ``DynamicCache``)."""
+    if not sequences or getattr(model.config, "sliding_window", None) is not None:
+        return 0
+    shortest, length = min(len(ids) for ids in sequences), 0
+    while length < shortest - 1 and len({ids[length] for ids in sequences}) == 1:
+        length += 1
+    return length if length >= SHARED_PREFIX else 0
+
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+"""Keys and values per decoder layer, batch 1."""
+
+
+def _kv(cache: DynamicCache, layers: slice) -> KV:
+    return [(layer.keys, layer.values) for layer in cache.layers[layers]]
+
+
+def _for_rows(kv: KV, rows: int) -> DynamicCache:
+    """A cache holding ``kv`` for each of ``rows`` rows (expanded, not copied)."""
+    return DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv])
+
+
+@dataclass
+class SharedPrefix:
+    """The tokens every sequence starts with, computed once: their layer-L states and the keys and
+    values of layers 0..L, which every sequence's own tokens attend to."""
+
+    input_ids: torch.Tensor
+    """(1, P)."""
+    hidden: torch.Tensor
+    """(1, P, d): layer L's output on them."""
+    kv: KV
+
+
+@dataclass
+class _Batch:
+    rows: list[int]
+    """Indices of its sequences in the scorer's list."""
+    lengths: list[int]
+    """Each row's fed tokens: its own (after the shared prefix) but the last, which predicts nothing."""
+    attention_mask: torch.Tensor
+    """(batch, P + T): the shared prefix, then the row's fed tokens, right-padded."""
+    hidden: torch.Tensor
+    """(batch, T, d): layer L's output."""
+    targets: torch.Tensor
+    """The tokens the rows' fed positions predict, row after row (sum of ``lengths``)."""
+
+
+class LayerScorer:
+    """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
+    ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
+    the later layers and the model's own head. Sequences of similar length share a batch; a sequence's
+    last token, which predicts nothing, is not fed. Tokens every sequence starts with are computed once
+    (``SharedPrefix``); the predictions made on them count once per sequence."""
+
+    def __init__(
+        self, model: PreTrainedModel, sequences: Sequence[Sequence[int]], layer: int, batch_tokens: int = BATCH_TOKENS
+    ) -> None:
+        if any(len(ids) < 2 for ids in sequences):
+            raise ValueError("every scored sequence needs 2 tokens or more")
+        self.model = model
+        self.layer = layer
+        self.sequences = [list(ids) for ids in sequences]
+        self.tokens = sum(len(ids) - 1 for ids in self.sequences)
+        device = input_device(model)
+        module, base = decoder_layer(model, layer), model.get_submodule("model")
+        before = slice(0, layer + 1)
+        shared = prefix_to_share(model, self.sequences)
+        self.prefix: SharedPrefix | None = None
+        if shared:
+            ids = torch.tensor([self.sequences[0][:shared]], device=device)
+            with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
+                out = base(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+            assert store.hidden is not None
+            self.prefix = SharedPrefix(ids, store.hidden, _kv(out.past_key_values, before))
+        tails = [ids[shared:] for ids in self.sequences]
+        self._firsts = [tail[0] for tail in tails]
+        """Each sequence's first own token, which the prefix's last position predicts."""
+        fed = [tail[:-1] for tail in tails]
+        feeding = [i for i, ids in enumerate(fed) if ids]  # with a prefix, a 1-token tail feeds nothing
+        self._batches: list[_Batch] = []
+        for padded in sorted_batches([fed[i] for i in feeding], batch_tokens):
+            rows = [feeding[r] for r in padded.rows]
+            mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), padded.attention_mask], dim=1)
+            cache = _for_rows(self.prefix.kv, len(rows)) if self.prefix is not None else None
+            with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
+                base(
+                    input_ids=padded.input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                )
+            assert store.hidden is not None
+            targets = torch.tensor([t for i in rows for t in tails[i][1:]], device=device)
+            self._batches.append(_Batch(rows, padded.lengths, mask.to(device), store.hidden, targets))
+
+    def cross_entropy(self, replace: Replace | None) -> tuple[float, int]:
+        """What ``cross_entropy(model, sequences, layer, replace)`` computes: the mean next-token
+        cross-entropy in nats and the number of predicted tokens."""
+        after = slice(self.layer + 1, None)
+        common, kv, last = 0.0, [], None
+        with only_layers(self.model, after), torch.no_grad():
+            if self.prefix is not None:  # the prefix's own predictions, the same in every sequence
+                hidden = self.prefix.hidden if replace is None else replace(self.prefix.hidden)
+                out = self.model(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
+                logits = out.logits[0].float()
+                common = F.cross_entropy(logits[:-1], self.prefix.input_ids[0, 1:], reduction="sum").item()
+                last = F.log_softmax(logits[-1], dim=-1)  # predicts each sequence's first own token
+                kv = self.prefix.kv + _kv(out.past_key_values, after)
+            sums = [common - (last[first].item() if last is not None else 0.0) for first in self._firsts]
+            for batch in self._batches:
+                hidden = batch.hidden if replace is None else replace(batch.hidden)
+                cache = _for_rows(kv, len(batch.rows)) if kv else None
+                logits = self.model(
+                    inputs_embeds=hidden,
+                    attention_mask=batch.attention_mask,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                ).logits
+                predicting = torch.cat([logits[row, :n] for row, n in enumerate(batch.lengths)]).float()
+                losses = F.cross_entropy(predicting, batch.targets, reduction="none")
+                for i, own in zip(batch.rows, losses.split(batch.lengths), strict=True):
+                    sums[i] += own.sum().item()
+        total = 0.0
+        for value in sums:  # in sequence order, as the one-pass-per-sequence route sums
+            total += value
+        return total / self.tokens, self.tokens
+
+    @cached_property
+    def clean(self) -> float:
+        return self.cross_entropy(None)[0]
+
+    @cached_property
+    def zero(self) -> float:
+        """``cross_entropy(zero_replacement)``, from one pass: with the layer's output zeroed at every
+        position, the later layers never see a token, so their states -- and the logits -- depend on
+        the position alone, the same in every sequence. The longest sequence's positions give every
+        position's logits; each sequence is scored against its own tokens."""
+        like = self._batches[0].hidden if self._batches else self.prefix.hidden  # type: ignore[union-attr]
+        longest = max(len(ids) for ids in self.sequences) - 1
+        with only_layers(self.model, slice(self.layer + 1, None)), torch.no_grad():
+            zeros = torch.zeros((1, longest, like.shape[-1]), dtype=like.dtype, device=like.device)
+            logp = F.log_softmax(self.model(inputs_embeds=zeros).logits[0].float(), dim=-1)
+        total = 0.0
+        for ids in self.sequences:
+            positions = torch.arange(len(ids) - 1, device=logp.device)
+            total -= logp[positions, torch.tensor(ids[1:], device=logp.device)].sum().item()
+        return total / self.tokens
+
+
+def sae_replacement(sae: SparseAutoencoder) -> Replace:
+    """The SAE's reconstruction of a (batch, seq, d) hidden state, in that state's dtype and device."""
+
+    def replace(hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden.to(sae.encoder.weight.device, torch.float32)
+        x_hat: torch.Tensor = sae(x.reshape(-1, x.shape[-1])).x_hat
+        return x_hat.reshape(hidden.shape).to(hidden.device, hidden.dtype)
+
+    return replace
+
+
+def zero_replacement(hidden: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(hidden)
+
+
+def scorable(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The sequences that predict at least one token."""
+    return [list(ids) for ids in sequences if len(ids) >= 2]
+
+
+def splice_result(scorer: LayerScorer, sae: SparseAutoencoder) -> dict[str, Any]:
+    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered;
+    the clean and zero-ablated CE as ``scorer`` holds them (computed on first use)."""
+    device = input_device(scorer.model)
+    sae = sae.to(device).eval()
+    clean = scorer.clean
+    spliced, _ = scorer.cross_entropy(sae_replacement(sae))
+    zero = scorer.zero
+    gap = zero - clean
+    return {
+        "sequences": len(scorer.sequences),
+        "tokens": scorer.tokens,
+        "ce_clean": clean,
+        "ce_sae": spliced,
+        "ce_zero": zero,
+        "ce_loss_recovered": (zero - spliced) / gap if gap != 0 else None,
+        "scored": "every next-token prediction of prompt + generated tokens, all positions replaced",
+    }
+
+
+def splice_test(
+    model: PreTrainedModel, sae: SparseAutoencoder, sequences: Sequence[Sequence[int]], layer: int
+) -> dict[str, Any]:
+    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered
+    (sequences of fewer than 2 tokens predict nothing and are left out)."""
+    return splice_result(LayerScorer(model, scorable(sequences), layer), sae)
