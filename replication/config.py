@@ -295,10 +295,10 @@ def _one_line(exc: ValidationError) -> ReplicationError:
 
 
 def _ablations() -> dict[str, tuple[str, dict[str, Any]]]:
-    table = yaml.safe_load((PROFILES_DIR / "ablations.yaml").read_text(encoding="utf-8"))
+    table = yaml.safe_load((PACKAGE_DIR / "ablations.yaml").read_text(encoding="utf-8"))
     return {name: (entry["description"], entry["overrides"]) for name, entry in table.items()}
 
 
 ABLATIONS = _ablations()
-"""Named variants of a run's config (``profiles/ablations.yaml``), run beside it by ``python -m
+"""Named variants of a run's config (``replication/ablations.yaml``), run beside it by ``python -m
 replication ablations``: a description and the overrides."""

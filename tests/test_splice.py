@@ -18,6 +18,7 @@ from transformers import AutoConfig, LlamaForCausalLM
 
 from replication import api
 from replication.config import REPO_ROOT, RunConfig
+from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS
 from replication.model.batching import sorted_batches
 from replication.model.loading import LoadedModel, resolve_device
@@ -302,6 +303,18 @@ def test_zero_ablated_ce_of_a_model_with_biases() -> None:
     expected = cross_entropy(model, sequences, 5, zero_replacement)[0]
     assert abs(expected - math.log(config.vocab_size)) > 0.01, "the biased model's zero-ablated logits are not uniform"
     assert scorer.zero == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_head_the_scorer_would_bypass_is_refused(tiny_model: LoadedModel) -> None:
+    """The scorer runs the head itself: a config whose forward caps or scales the logits after it is refused."""
+    sequences = [[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, 12]]
+    tiny_model.model.config.final_logit_softcapping = 30.0
+    try:
+        with pytest.raises(ReplicationError, match="sets final_logit_softcapping"):
+            LayerScorer(tiny_model.model, sequences, 10)
+    finally:
+        tiny_model.model.config.final_logit_softcapping = None
+    LayerScorer(tiny_model.model, sequences, 10)  # a plain head again
 
 
 def test_sliding_windows_share_no_prefix(tiny_model: LoadedModel) -> None:

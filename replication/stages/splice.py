@@ -13,6 +13,8 @@ against it. What it saves, measured on the whole replication (benchmarks/README.
   right-padded) and keeps layer L's output; each condition runs only layers L+1.. and the head on that
   output, replaced as the condition says. The clean and zero-ablated CE depend on the sequences and the
   model alone: a scorer computes each once, for every SAE trained on the same capture;
+- the head runs on the positions that predict a token only, not on the padding (``plain_head``: a model
+  whose own forward rescales or caps the logits after the head is refused);
 - the zero-ablated CE from one pass over the longest sequence (``LayerScorer.zero``);
 - tokens every sequence starts with (a chat template's system prompt) computed once (``SharedPrefix``).
 """
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel
 
+from replication.errors import ReplicationError
 from replication.model.batching import BATCH_TOKENS, sorted_batches
 from replication.model.hooks import (
     Replace,
@@ -72,6 +75,19 @@ def prefix_to_share(model: PreTrainedModel, sequences: Sequence[Sequence[int]]) 
     return length if length >= SHARED_PREFIX else 0
 
 
+HEAD_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+"""Config fields with which a causal LM's own forward changes the logits after its head."""
+
+
+def plain_head(model: PreTrainedModel) -> None:
+    """The scorer runs the output embedding on the final norm's output itself (on the predicting
+    positions only), as a Llama-style model's forward does; a model whose forward then rescales or caps
+    the logits is refused."""
+    for name in HEAD_MODIFIERS:
+        if getattr(model.config, name, None) not in (None, 1, 1.0):
+            raise ReplicationError(f"the splice test scores a plain LM head; this model's config sets {name}")
+
+
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 """Keys and values per decoder layer, batch 1."""
 
@@ -114,9 +130,10 @@ class _Batch:
 class LayerScorer:
     """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
     ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
-    the later layers and the model's own head. Sequences of similar length share a batch; a sequence's
-    last token, which predicts nothing, is not fed. Tokens every sequence starts with are computed once
-    (``SharedPrefix``); the predictions made on them count once per sequence."""
+    the later layers, the final norm and the head -- the head on the predicting positions only, not on
+    the padding. Sequences of similar length share a batch; a sequence's last token, which predicts
+    nothing, is not fed. Tokens every sequence starts with are computed once (``SharedPrefix``); the
+    predictions made on them count once per sequence."""
 
     def __init__(
         self, model: PreTrainedModel, sequences: Sequence[Sequence[int]], layer: int, batch_tokens: int = BATCH_TOKENS
@@ -129,6 +146,7 @@ class LayerScorer:
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
         device = input_device(model)
         module, base = decoder_layer(model, layer), model.get_submodule("model")
+        plain_head(model)
         before = slice(0, layer + 1)
         shared = prefix_to_share(model, self.sequences)
         self.prefix: SharedPrefix | None = None
@@ -162,13 +180,15 @@ class LayerScorer:
     def cross_entropy(self, replace: Replace | None) -> tuple[float, int]:
         """What ``cross_entropy(model, sequences, layer, replace)`` computes: the mean next-token
         cross-entropy in nats and the number of predicted tokens."""
+        base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
+        assert isinstance(head, torch.nn.Module)
         after = slice(self.layer + 1, None)
         common, kv, last = 0.0, [], None
         with only_layers(self.model, after), torch.no_grad():
             if self.prefix is not None:  # the prefix's own predictions, the same in every sequence
                 hidden = self.prefix.hidden if replace is None else replace(self.prefix.hidden)
-                out = self.model(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
-                logits = out.logits[0].float()
+                out = base(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
+                logits = head(out.last_hidden_state[0]).float()
                 common = F.cross_entropy(logits[:-1], self.prefix.input_ids[0, 1:], reduction="sum").item()
                 last = F.log_softmax(logits[-1], dim=-1)  # predicts each sequence's first own token
                 kv = self.prefix.kv + _kv(out.past_key_values, after)
@@ -176,14 +196,14 @@ class LayerScorer:
             for batch in self._batches:
                 hidden = batch.hidden if replace is None else replace(batch.hidden)
                 cache = _for_rows(kv, len(batch.rows)) if kv else None
-                logits = self.model(
+                states = base(
                     inputs_embeds=hidden,
                     attention_mask=batch.attention_mask,
                     past_key_values=cache,
                     use_cache=cache is not None,
-                ).logits
-                predicting = torch.cat([logits[row, :n] for row, n in enumerate(batch.lengths)]).float()
-                losses = F.cross_entropy(predicting, batch.targets, reduction="none")
+                ).last_hidden_state
+                predicting = torch.cat([states[row, :n] for row, n in enumerate(batch.lengths)])  # no padding
+                losses = F.cross_entropy(head(predicting).float(), batch.targets, reduction="none")
                 for i, own in zip(batch.rows, losses.split(batch.lengths), strict=True):
                     sums[i] += own.sum().item()
         total = 0.0
@@ -201,11 +221,13 @@ class LayerScorer:
         position, the later layers never see a token, so their states -- and the logits -- depend on
         the position alone, the same in every sequence. The longest sequence's positions give every
         position's logits; each sequence is scored against its own tokens."""
+        base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
+        assert isinstance(head, torch.nn.Module)
         like = self._batches[0].hidden if self._batches else self.prefix.hidden  # type: ignore[union-attr]
         longest = max(len(ids) for ids in self.sequences) - 1
         with only_layers(self.model, slice(self.layer + 1, None)), torch.no_grad():
             zeros = torch.zeros((1, longest, like.shape[-1]), dtype=like.dtype, device=like.device)
-            logp = F.log_softmax(self.model(inputs_embeds=zeros).logits[0].float(), dim=-1)
+            logp = F.log_softmax(head(base(inputs_embeds=zeros).last_hidden_state[0]).float(), dim=-1)
         total = 0.0
         for ids in self.sequences:
             positions = torch.arange(len(ids) - 1, device=logp.device)
