@@ -74,9 +74,7 @@ class Run:
         model samples); ``seeds.json``. Returns its one-line summary."""
         from replication.experiments.seeds import run_seeds  # noqa: PLC0415
 
-        summary = run_seeds(
-            self.path, self.claims(), n_seeds, sampling_seeds, ctx=ctx, progress=progress, shared=self.data.shared
-        )
+        summary = run_seeds(self.path, self.claims(), n_seeds, sampling_seeds, ctx=ctx, progress=progress)
         changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
         return f"seeds: {n_seeds} seeds, {changed} claims inconclusive across seeds -> {self.path / layout.SEEDS_JSON}"
 
@@ -85,7 +83,7 @@ class Run:
         from replication.experiments.ablations import run_ablations  # noqa: PLC0415
 
         names = list(ABLATIONS) if names is None else names
-        rows = run_ablations(self.path, self.claims(), names, ctx=ctx, progress=progress, shared=self.data.shared)
+        rows = run_ablations(self.path, self.claims(), names, ctx=ctx, progress=progress)
         return f"ablations: {', '.join(names)} -> {self.path / layout.ABLATIONS_JSON} ({len(rows) - 1} rows)"
 
     def export(self) -> str:
@@ -110,7 +108,7 @@ class Run:
         if (ablation / layout.CODES).is_file():
             cfg = load_profile(str(ablation / layout.CONFIG))
             run_stage(layout.TOKENS_STAGE, cfg, ablation, ctx=ctx, progress=progress)
-        files = write_cards(RunData(self.path, shared=self.data.shared), self.claims(), every=every)
+        files = write_cards(RunData(self.path), self.claims(), every=every)
         artifacts.record_addition(self.path, CARDS, files, {"all": every}, replaces=CARDS)
         return f"cards: {len(files) - 1} features -> {self.path / CARDS / 'index.html'}"
 
@@ -118,7 +116,7 @@ class Run:
         """verdicts.json, the figures and REPORT.md (or ``output``)."""
         from replication.outputs.report import write_report  # noqa: PLC0415
 
-        data = RunData(self.path, shared=self.data.shared)  # the files the steps above added
+        data = RunData(self.path)  # the files the steps above added
         results = evaluate_all(self.claims(), data)
         files = [write_verdicts(data, results)]
         output = output if output is not None else self.path / layout.REPORT

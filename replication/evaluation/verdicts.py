@@ -121,7 +121,7 @@ def control_of(run: RunData) -> RunData | None:
     metrics derive (the permutation tests) is computed once for the verdicts and the report."""
 
     def view() -> RunData | None:
-        control = RunData(run.root, overlay=layout.CONTROL, shared=run.shared)
+        control = RunData(run.root, overlay=layout.CONTROL)
         return control if control.path(layout.CODES).is_file() else None
 
     return run.memo("control", view)

@@ -11,7 +11,6 @@ prompt at a time, as the run, where it samples; its row says which, and why.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +89,13 @@ def run_ablations(
     *,
     ctx: Context | None = None,
     progress: bool = True,
-    shared: dict[Hashable, Any] | None = None,
 ) -> dict[str, Any]:
     """Each named ablation beside the faithful run; ``ablations.json`` compares them."""
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise ReplicationError(f"unknown ablation {unknown[0]!r} (known: {', '.join(ABLATIONS)})")
     ctx = ctx if ctx is not None else Context()
-    reference = RunData(run_dir, shared=shared)
+    reference = RunData(run_dir)
     faithful = _row(reference, claims)
     rows: dict[str, Any] = {"faithful": {"description": "the original's method", **faithful}}
     for name in names:
@@ -117,7 +115,7 @@ def run_ablations(
         except ReplicationError as exc:  # e.g. a tokenizer without a chat template
             rows[name] = {"description": description, "overrides": overrides, "not_applicable": str(exc)}
             continue
-        row = _row(RunData(directory, shared=reference.shared), claims)
+        row = _row(RunData(directory), claims)
         row["changed"] = sorted(cid for cid, v in row["verdicts"].items() if v != faithful["verdicts"][cid])
         rows[name] = {"description": description, "overrides": overrides, **batching, **row}
     artifacts.write_json(run_dir / layout.ABLATIONS_JSON, rows)

@@ -10,7 +10,6 @@ best cosine similarity of their decoder directions.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +38,20 @@ def run_seeds(
     *,
     ctx: Context | None = None,
     progress: bool = True,
-    shared: dict[Hashable, Any] | None = None,
 ) -> dict[str, Any]:
     """Retrain with SAE seeds 1..n_seeds-1 and, where the model samples while generating, capture
     again with sampling seeds 1..sampling_seeds-1 (SAE seed 0); evaluate every claim on every run,
-    write ``seeds.json``. ``shared``: the run's ``RunData.shared``, which every seed's view shares."""
+    write ``seeds.json``."""
     if n_seeds < 2:
         raise ReplicationError(f"--seeds {n_seeds}: at least 2 seeds are needed")
     if sampling_seeds < 1:
         raise ReplicationError(f"--sampling-seeds {sampling_seeds}: at least 1 is needed (1 = the run's own)")
     ctx = ctx if ctx is not None else Context()
-    reference = RunData(run_dir, shared=shared)
+    reference = RunData(run_dir)
     if reference.config.train.seed != 0:
         raise ReplicationError(f"{run_dir} was trained with train.seed={reference.config.train.seed}, not 0")
     runs = [reference] + [
-        RunData(
-            variant_run(run_dir / layout.SEED_RUNS / f"seed{k}", run_dir, {"train.seed": k}, ctx, progress),
-            shared=reference.shared,
-        )
+        RunData(variant_run(run_dir / layout.SEED_RUNS / f"seed{k}", run_dir, {"train.seed": k}, ctx, progress))
         for k in range(1, n_seeds)
     ]
     samples = bool(reference.info["generation"]["do_sample"])
@@ -66,8 +61,7 @@ def run_seeds(
         RunData(
             variant_run(
                 run_dir / layout.SEED_RUNS / f"sampling{k}", run_dir, {"capture.sampling_seed": k}, ctx, progress
-            ),
-            shared=reference.shared,
+            )
         )
         for k in sampling_values[1:]
     ]

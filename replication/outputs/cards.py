@@ -252,7 +252,7 @@ def load_views(run: RunData, claims: list[Claim]) -> list[View]:
         views[0].random_baseline = seeds["features"]["random_median_best_cosine"]
     ablation = run.root / layout.VARIANT_RUNS / ABLATION
     if (ablation / layout.TOKEN_STATES).is_file():
-        views.append(_view(ABLATION, RunData(ablation, shared=run.shared), claims))
+        views.append(_view(ABLATION, RunData(ablation), claims))
     return views
 
 

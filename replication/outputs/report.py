@@ -30,7 +30,6 @@ from replication.rundir import artifacts, layout, provenance
 from replication.rundir.reader import RunData
 
 PURITY_ROWS = 12
-TESTED_TOPICS = ("javascript_web", "testing", "oop")
 HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
 """Peak HBM bandwidth (bytes/s) by GPU name, from the vendors' data sheets: the bound on a decode
 step that reads every weight once."""
@@ -95,7 +94,7 @@ def _purity(run: RunData) -> dict[str, Any] | None:
     rows = purity(run)
     if not rows:
         return None
-    significant = [r for r in rows if r["q"] < 0.05]
+    significant = [r for r in rows if r["q"] < topics.ALPHA]
     by_topic = Counter(r["topic"] for r in significant)
     prompts = {d["dim"]: d["top"] for d in run.live}
     best = sorted(rows, key=lambda r: (r["p"], r["dim"]))[:PURITY_ROWS]
@@ -105,7 +104,7 @@ def _purity(run: RunData) -> dict[str, Any] | None:
         "by_topic": ", ".join(f"{t}: {n}" for t, n in by_topic.most_common()),
         "topic_counts": ", ".join(f"{t} {n}" for t, n in sorted(Counter(prompt_topics(run)).items())),
         "best_p": (best_p := float(purity_null(run)[run.config.analyze.top_k])),
-        "bh_min": math.ceil(best_p * len(rows) / 0.05),
+        "bh_min": math.ceil(best_p * len(rows) / topics.ALPHA),
         "histogram": ", ".join(f"{h}/k: {n}" for h, n in sorted(Counter(r["hits"] for r in rows).items())),
         "best": [
             {**r, "prompts": "; ".join(t["prompt"][:48].replace("|", "\\|") for t in prompts[r["dim"]])} for r in best
@@ -186,7 +185,7 @@ def _verdicts(results: list[Result]) -> dict[str, Any]:
 def _power(run: RunData, control: RunData | None) -> dict[str, Any] | None:
     """The Part 4 topic tests on the trained SAE and the control, with their best p and power."""
     rows, notes = [], []
-    for topic in TESTED_TOPICS:
+    for topic in topics.TESTED:
         size = sum(t == topic for t in prompt_topics(run))
         for name, view in (("trained", run), ("untrained", control)):
             test = None if view is None else max_hits(view, topic)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,14 +35,11 @@ class Untestable:
 class RunData:
     """A run directory's artifacts, each loaded on first use; ``memo`` keeps derived values."""
 
-    def __init__(self, root: Path, overlay: str | None = None, shared: dict[Hashable, Any] | None = None) -> None:
+    def __init__(self, root: Path, overlay: str | None = None) -> None:
         self.root = root
         self.overlay = overlay
         """A subdirectory whose SAE files stand in for the run's (``control``: the untrained SAE)."""
         self._memo: dict[str, Any] = {}
-        self.shared: dict[Hashable, Any] = {} if shared is None else shared
-        """Values keyed by what they depend on (file digests, populations), shared by the views of a run
-        made with the same dict: its control, its seeds and ablations (``shared_memo``)."""
         self.reads: dict[str, str] = {}
         """Every run file read through ``path``, with its sha256 then: a stage's inputs."""
 
@@ -68,12 +65,6 @@ class RunData:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]  # type: ignore[no-any-return]
-
-    def shared_memo(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """``compute()`` once for every run sharing ``shared``; ``key`` must name all it depends on."""
-        if key not in self.shared:
-            self.shared[key] = compute()
-        return self.shared[key]  # type: ignore[no-any-return]
 
     def json(self, name: str) -> Any:
         return artifacts.read_json(self.path(name))

@@ -112,15 +112,5 @@ def argsort(column: np.ndarray) -> np.ndarray:
 
 
 def top_k(column: np.ndarray, k: int) -> np.ndarray:
-    """The original's ``np.argsort(column)[-k:][::-1]``, under numpy 1.24's tie order.
-
-    Where the k + 1 largest values are all different, every sort ends with the same k indices in the
-    same order, so this numpy's answers; only a column with a tie there (a dead feature's zeros) is
-    sorted as numpy 1.24 sorted it."""
-    values = np.asarray(column).ravel()
-    if len(values) > k:
-        order = np.argsort(values, kind="stable")
-        tail = values[order[-k - 1 :]]
-        if bool(np.all(tail[1:] > tail[:-1])):  # False at any tie, and at any NaN
-            return order[-k:][::-1]
-    return argsort(values)[-k:][::-1]
+    """The original's ``np.argsort(column)[-k:][::-1]``, under numpy 1.24's tie order."""
+    return argsort(np.asarray(column).ravel())[-k:][::-1]

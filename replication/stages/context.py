@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -19,6 +20,7 @@ from replication.model.memory import Workload
 from replication.model.tokenstates import fed_states
 from replication.stages.splice import LayerScorer
 
+V = TypeVar("V")
 CaptureKey = tuple[ModelConfig, str, int, str]
 """A capture's sequences at a layer of a model on a device: (model, device, layer, sha256 of the tokens)."""
 
@@ -70,6 +72,6 @@ def capture_key(cfg: RunConfig, device: torch.device, sequences: list[list[int]]
     return (cfg.model, str(device), cfg.capture.layer, digest)
 
 
-def _make_room(kept: dict[CaptureKey, object], most: int) -> None:
+def _make_room(kept: dict[CaptureKey, V], most: int) -> None:
     while len(kept) >= most:
         del kept[next(iter(kept))]

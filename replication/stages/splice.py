@@ -92,7 +92,8 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]
 """Keys and values per decoder layer, batch 1."""
 
 
-def _kv(cache: DynamicCache, layers: slice) -> KV:
+def _kv(cache: Any, layers: slice) -> KV:
+    """The keys and values a forward pass left in its ``DynamicCache``, for ``layers``."""
     return [(layer.keys, layer.values) for layer in cache.layers[layers]]
 
 

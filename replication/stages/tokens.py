@@ -44,10 +44,10 @@ def tokens_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) -> 
                 sides[side].append([(text(t), v) for t, v in zip(picked, values, strict=True)])
     tensors = {layout.sample_key(i): s for i, s in enumerate(states)}
     artifacts.save_tensors(run.target(layout.TOKEN_STATES), tensors, {"layer": cfg.capture.layer})
-    text = {
+    written = {
         "tokens": [[text(t) for t in ids] for ids in sequences],
         "read_out": sides,
         "read_out_rule": "unembedding . (final norm's gain * decoder direction); later layers skipped",
     }
-    artifacts.write_json(run.target(layout.TOKEN_TEXT), text)
+    artifacts.write_json(run.target(layout.TOKEN_TEXT), written)
     return list(layout.TOKENS_FILES), {"device": str(device), "dtype": cfg.model.dtype}

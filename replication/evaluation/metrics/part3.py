@@ -158,7 +158,7 @@ def padding_row_fraction(run: RunData) -> float:
 @metric(layout.CODES)
 def sample_code_l0(run: RunData) -> float:
     """Mean number of non-zero code dimensions per encoded sample (best SAE)."""
-    return float((run.codes > 0).sum(axis=1).mean())
+    return float(health.l0(run.codes).mean())
 
 
 @metric(layout.CODES)

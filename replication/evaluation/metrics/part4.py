@@ -19,10 +19,9 @@ WHITEBOX_PROMPT = "Can you explain the difference between white-box and black-bo
 
 
 def purity_null(run: RunData) -> np.ndarray:
-    """``topics.purity_null`` of the run's prompts: once for every view of the run sharing its store
-    (the control, the seeds, the ablations with its prompts and top k)."""
+    """``topics.purity_null`` of the run's prompts, once per run."""
     labels, k = prompt_topics(run), run.config.analyze.top_k
-    return run.shared_memo(("purity_null", tuple(labels), k), lambda: topics.purity_null(labels, k))
+    return run.memo("purity_null", lambda: topics.purity_null(labels, k))
 
 
 def purity(run: RunData) -> list[dict[str, Any]]:

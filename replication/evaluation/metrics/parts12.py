@@ -105,12 +105,7 @@ def plotted_spread_p99_over_median(run: RunData) -> float:
 def original_format_ok(run: RunData) -> bool:
     """activations_data.json is a list, one item per prompt in order, each exactly {prompt,
     generated_text, activations} with activations of the stored sample's shape."""
-    path = run.path(layout.ORIGINAL_FORMAT)
-    # By the file's sha256 and what it is checked against: the control, the seeds and the ablations
-    # that keep the run's capture share its files, and parsing the JSON is the check's whole cost.
-    shapes = json.dumps([(r["prompt"], r["shape"]) for r in run.records])
-    key = ("original_format_ok", run.reads[run.name(layout.ORIGINAL_FORMAT)], shapes)
-    return run.shared_memo(key, lambda: _original_format_ok(json.loads(path.read_text()), run.records))
+    return _original_format_ok(json.loads(run.path(layout.ORIGINAL_FORMAT).read_text()), run.records)
 
 
 def _original_format_ok(items: Any, records: list[dict[str, Any]]) -> bool:
