@@ -122,8 +122,10 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> RunConfig:
 def _stage(args: argparse.Namespace, rest: list[str]) -> int:
     cfg = resolve_config(args, rest)
     run_dir = args.out if args.out is not None else Path("runs") / cfg.profile
-    for stage in layout.STAGES if args.command == "run" else (args.command,):
-        if not api.run(cfg, run_dir, stages=(stage,), progress=not args.quiet, force=args.force):
+    stages = layout.STAGES if args.command == "run" else (args.command,)
+    ran = api.run(cfg, run_dir, stages=stages, progress=not args.quiet, force=args.force)  # one Context
+    for stage in stages:
+        if stage not in ran:
             print(f"{stage}: up to date (same config and inputs), skipped; --force re-runs it")
     print(f"{args.command}: done -> {run_dir}")
     return 0
@@ -174,7 +176,6 @@ def _compare(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _replicate(args: argparse.Namespace, rest: list[str]) -> int:
     """The whole study in one process (``api.replicate``): the model each step needs is loaded once."""
-    args.command = "run"
     cfg = resolve_config(args, rest)
     out = args.out if args.out is not None else Path("runs") / cfg.profile
     command = "python -m replication " + shlex.join(args.argv)

@@ -143,8 +143,9 @@ def replicate(
     from replication.stages.context import Context  # noqa: PLC0415
 
     ctx = Context()
+    ran = run(config, out, ctx=ctx, progress=progress, force=force)
     for stage in layout.STAGES:
-        if stage not in run(config, out, stages=(stage,), ctx=ctx, progress=progress, force=force):
+        if stage not in ran:
             echo(f"{stage}: up to date (same config and inputs), skipped; --force re-runs it")
     echo(f"run: done -> {out}")
     finished = Run(out, claims_dir)

@@ -10,7 +10,8 @@ topic, the redundant pairs, the dead dimensions, the white-box dimensions), and 
 topic-purest, for the faithful SAE and the ``standard_sae`` ablation. Pages are self-contained
 (inline CSS, SVG, a few lines of vanilla JS): no URL outside the cards directory is referenced.
 
-This module needs no model: the token states come in a ``TokenStates`` (``replication.model.tokenstates``).
+This module needs no model: the token states and the read-out are files the token-states stage
+wrote (``stages.tokens``: ``tokens/``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from replication.errors import ReplicationError
@@ -93,19 +92,6 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict
     contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
     header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
     atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The metadata that ``save_tensors`` stored in ``path`` ({} when there is none)."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = (handle.metadata() or {}).get(METADATA_KEY)
-        data = json.loads(raw) if raw else {}
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise ReplicationError(f"{path}: its metadata is not a mapping")
-    return data
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

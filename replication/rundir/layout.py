@@ -7,7 +7,7 @@ capture/samples.json             per sample: prompt, text, token counts, prefill
 capture/activations_data.json    the original's format: [{prompt, generated_text, activations}]
 capture/info.json                model, weights, depth, width, decoding rule, device, dtype
 capture/prompts.txt              the corpus as used
-train/sae.safetensors            the best (reloaded) SAE, its architecture in the metadata
+train/cfg.json, sae.safetensors  the best (reloaded) SAE: its architecture, then its weights
 train/history.json               one row per epoch
 train/last_codes.safetensors     codes of the last epoch's training pass (the PCA's input)
 train/summary.json               rows, best and last epoch

@@ -51,7 +51,9 @@ class Context:
         zero-ablated CE serve every SAE trained on the same capture."""
         model = self.model(cfg.model, device).model
         key = capture_key(cfg, device, sequences)
-        if key not in self._scorers:
+        if key in self._scorers:
+            self._scorers[key] = self._scorers.pop(key)  # the most recently used goes last
+        else:
             _make_room(self._scorers, self.kept)
             self._scorers[key] = LayerScorer(model, sequences, cfg.capture.layer)
         return self._scorers[key]
@@ -61,7 +63,9 @@ class Context:
         them, the token-states stage writes them for the cards); a new list each call."""
         model = self.model(cfg.model, device).model
         key = capture_key(cfg, device, sequences)
-        if key not in self._fed:
+        if key in self._fed:
+            self._fed[key] = self._fed.pop(key)  # the most recently used goes last
+        else:
             _make_room(self._fed, self.kept)
             self._fed[key] = fed_states(model, cfg.capture.layer, sequences)
         return list(self._fed[key])
@@ -73,5 +77,6 @@ def capture_key(cfg: RunConfig, device: torch.device, sequences: list[list[int]]
 
 
 def _make_room(kept: dict[CaptureKey, V], most: int) -> None:
+    """Forget the least recently used (the first) until there is room for one more."""
     while len(kept) >= most:
         del kept[next(iter(kept))]

@@ -1,5 +1,6 @@
 """The stage runner: each stage a file-to-file step of one run directory, run when its config, inputs or
-outputs changed, and recorded in the run's manifest (capture -> train -> analyze -> splice -> control).
+outputs changed, and recorded in the run's manifest (capture -> train -> analyze -> splice -> control; the
+token-states stage for the feature cards).
 
 A stage reads only the files of the stages before it (through a ``RunData``, which notes every file read
 with its sha256: the stage's inputs) and records its own files, with their sha256, in the manifest. The
