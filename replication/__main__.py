@@ -13,7 +13,7 @@ from replication import api
 from replication.config import ABLATIONS, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
 from replication.evaluation.claims import CLAIMS_DIR, load_claims
-from replication.rundir import layout
+from replication.rundir import artifacts, layout
 
 DEFAULT_PROFILE = "smollm2"
 STAGE_HELP = {
@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args, rest))
     except ReplicationError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused what no artifact writer wrapped: still one line
+        print(f"error: {artifacts.disk_error(exc, None, 'using')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

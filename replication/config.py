@@ -50,8 +50,11 @@ YamlFloat = Annotated[float, Field(strict=False), BeforeValidator(_refuse_bool)]
 
 
 class _Frozen(BaseModel):
-    # Strict, so a YAML ``true`` is no int 1 and ``1`` no bool; frozen, so configs are hashable.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, use_attribute_docstrings=True)
+    # Strict, so a YAML ``true`` is no int 1 and ``1`` no bool; frozen, so configs are hashable; finite,
+    # so no float field takes nan, inf or -inf (nothing could be done with one, and JSON holds none).
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied (``model_copy(update=...)`` validates nothing)."""

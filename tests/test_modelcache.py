@@ -10,6 +10,7 @@ from pathlib import Path
 import platformdirs
 import pytest
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from replication.model import cache as modelcache
@@ -115,14 +116,23 @@ def test_damaged_entry_is_removed_and_rebuilt_with_a_one_line_notice(
     assert modelcache.Entry(source, "float32-test").lookup() == entry.path
 
 
+@pytest.mark.parametrize(
+    "full",
+    [
+        OSError(28, "No space left on device"),
+        # what safetensors raises where the disk fills under save_pretrained
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ],
+)
 def test_a_failed_store_leaves_no_entry_and_no_temporary_directory(
-    cache: Path, source: Path, tiny_model: LoadedModel, capsys: pytest.CaptureFixture[str]
+    full: Exception, cache: Path, source: Path, tiny_model: LoadedModel, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The weights are written, then the tokenizer's save fails (a full disk): no half entry."""
+    """The weights are written, then the tokenizer's save fails (a full disk): no half entry, and
+    the run goes on without the cache."""
 
     class FullDisk:
         def save_pretrained(self, directory: Path) -> None:
-            raise OSError(28, "No space left on device")
+            raise full
 
     entry = modelcache.Entry(source, "float32-test")
     entry.store(tiny_model.model, FullDisk())  # type: ignore[arg-type]

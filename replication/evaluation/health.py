@@ -21,8 +21,10 @@ def l0(codes: np.ndarray) -> np.ndarray:
 
 
 def fvu(x: np.ndarray, x_hat: np.ndarray) -> float:
-    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    return float(((x - x_hat) ** 2).sum() / ((x - x.mean(axis=0)) ** 2).sum())
+    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2: inf (or nan) where the rows do not vary, as
+    one row does not."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(((x - x_hat) ** 2).sum() / ((x - x.mean(axis=0)) ** 2).sum())
 
 
 def mean_predictor_fvu(x: np.ndarray, train_mean: np.ndarray) -> float:

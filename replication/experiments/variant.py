@@ -3,8 +3,6 @@ capture (as hard links) unless the overrides touch the model or the capture."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +25,7 @@ def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], ctx: 
     if not recapture:
         for name in artifacts.stage_outputs(run_dir):
             if name in layout.CAPTURE_FILES:
-                target = directory / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.exists():
-                    try:
-                        os.link(run_dir / name, target)
-                    except OSError:  # another file system: a copy holds the same bytes
-                        shutil.copy2(run_dir / name, target)
+                artifacts.link_or_copy(run_dir / name, directory / name)
     for stage in layout.STAGES if recapture else layout.STAGES[1:]:
         run_stage(stage, cfg, directory, ctx=ctx, progress=progress)
     return directory

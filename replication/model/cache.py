@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
+from safetensors import SafetensorError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replication.rundir import artifacts
@@ -102,7 +103,7 @@ class Entry:
             except OSError:
                 if not self.path.is_dir():  # not another process's entry, renamed in first: a real failure
                     raise
-        except (OSError, ValueError) as exc:  # disk full, read-only, or a model save_pretrained refuses
+        except (OSError, SafetensorError, ValueError) as exc:  # disk full, read-only, or a refused save_pretrained
             first = str(exc).splitlines()[0] if str(exc) else ""
             notice(f"cannot store {self.path} ({type(exc).__name__}: {first}); going on without it")
             self.status = "not stored"

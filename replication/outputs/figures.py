@@ -147,4 +147,4 @@ def draw_all(run: RunData) -> dict[str, Path]:
 
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
-    artifacts.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata=PNG_META))
+    artifacts.write_png(path, fig, dpi=100, metadata=PNG_META)

@@ -2,79 +2,180 @@
 
 Every file is written to a temporary name in its final directory and renamed into place, so a
 killed run leaves either the previous complete file or none. ``manifest.json`` is written last,
-after every file of the stage, and holds the sha256 of each.
+after every file of the stage, and holds the sha256 of each. A write the file system refuses
+(a full disk, a quota, a read-only or failing device) is one ``ReplicationError`` naming the file
+and the reason; its temporary file is removed, and the same command resumes once the cause is gone.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from replication.errors import ReplicationError
 from replication.rundir import layout, provenance
 
 METADATA_KEY = "replication"
 
+REASONS = {
+    errno.ENOSPC: ("no space left on device", "free space"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota"),
+    errno.EROFS: ("read-only file system", "make it writable"),
+    errno.EACCES: ("permission denied", "make it writable"),
+    errno.EPERM: ("operation not permitted", "make it writable"),
+    errno.EIO: ("I/O error", "check the device"),
+}
+"""What the file system said, and what the user can do about it, by errno."""
+
+
+def disk_error(exc: OSError, path: Path | str | None, doing: str = "writing") -> ReplicationError:
+    """The one-line error for an OSError met while reading or writing ``path``."""
+    reason, remedy = REASONS.get(exc.errno or 0, ((exc.strerror or type(exc).__name__).lower(), "fix that"))
+    where = path if path is not None else exc.filename
+    if doing == "writing":
+        return ReplicationError(
+            f"{reason} writing {where} (the run's previous state is intact; {remedy} and run the same"
+            " command to resume)"
+        )
+    return ReplicationError(f"{reason} {doing} {where} ({remedy} and run the same command again)")
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise  # the callers that hash a file which may be absent look first
+    except OSError as exc:
+        raise disk_error(exc, path, "reading") from None
     return digest.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it into place."""
+def _write_all(fd: int, data: bytes) -> None:
+    """Every byte of ``data`` to the open file ``fd`` (one ``os.write`` a time: the one place where
+    a run's bytes reach the disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    """``data`` to a temporary file beside ``path``, then renamed into place; the temporary file
+    is removed whatever happens. OSErrors propagate."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(name)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """``data`` as the file ``path``, whole or not at all: on an OSError the previous ``path`` is
+    left as it was and the error names ``path``."""
+    try:
+        _replace_with(path, data)
+    except OSError as exc:
+        raise disk_error(exc, path) from None
+
+
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, text.encode("utf-8"))
+
+
+def write_png(path: Path, figure: Any, **savefig: Any) -> None:
+    """A matplotlib figure as PNG bytes, written as every other artifact is."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **savefig)
+    atomic_write(path, buffer.getvalue())
 
 
 def write_tree(directory: Path, files: Mapping[str, str]) -> list[Path]:
     """Text files (relative path -> text) as the whole content of ``directory``: written into a
     temporary sibling, then swapped in, so a failure leaves the previous directory as it was."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    staging: Path | None = None
+    name = ""
     try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
         for name, text in files.items():
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            (staging / name).write_text(text, encoding="utf-8")
+            _replace_with(staging / name, text.encode("utf-8"))
+        name = ""
         old = directory.with_name(f".{directory.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if directory.exists():
             directory.rename(old)
         staging.rename(directory)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise disk_error(exc, directory / name if name else directory) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return [directory / name for name in files]
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (the same bytes, no space), else as a copy written
+    as every artifact is."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+        return
+    except FileExistsError:
+        return
+    except OSError:  # another file system, or links refused: a copy holds the same bytes
+        pass
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise disk_error(exc, source, "reading") from None
+    atomic_write(target, data)
+
+
+def _non_finite(data: Any, where: str = "") -> Iterator[str]:
+    """Where ``data`` holds NaN or an infinity, as JSON paths."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield where or "the top level"
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _non_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(data, list | tuple):
+        for index, value in enumerate(data):
+            yield from _non_finite(value, f"{where}[{index}]")
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Deterministic JSON (two runs with equal data give equal bytes)."""
-    write_text(path, json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    """Deterministic JSON (two runs with equal data give equal bytes), of finite numbers only: JSON
+    has no NaN or infinity, so one is refused, naming where it is, and nothing is written."""
+    try:
+        text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        where = next(_non_finite(data), "a value")
+        raise ReplicationError(f"{path}: {where} is not a finite number; nothing was written") from None
+    write_text(path, text + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -82,8 +183,10 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReplicationError(f"{path} is missing: run the stage that writes it first") from None
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise disk_error(exc, path, "reading") from None
 
 
 def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -91,7 +194,7 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict
     several entries in a per-process random order, which would break byte-identical reruns."""
     contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
     header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
-    atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
+    atomic_write(path, safetensors_bytes(contiguous, metadata=header))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -99,6 +202,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ReplicationError(f"{path} is missing: run the stage that writes it first")
     try:
         return load_file(str(path))
+    except OSError as exc:
+        raise disk_error(exc, path, "reading") from None
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise ReplicationError(f"{path} is unreadable: {type(exc).__name__}") from None
 
