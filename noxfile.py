@@ -1,5 +1,5 @@
-"""Sessions: ``tests`` (what CI runs; it ends with ``saelens`` and ``tieorder``), ``browser`` (the feature cards in
-headless Chromium; CI runs it after ``tests``), ``replicate`` (the study end to end), ``saelens`` (the exported SAEs
+"""Sessions: ``tests`` (what CI runs; it ends with the browser tests, ``saelens`` and ``tieorder``), ``browser`` (the
+feature cards in headless Chromium, alone), ``replicate`` (the study end to end), ``saelens`` (the exported SAEs
 loaded by SAELens in an environment of its own), ``bench``, ``lint``.
 
 Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate -- --profile seed``.
@@ -52,11 +52,13 @@ def _install(session: nox.Session, extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The layers' import contracts (lint-imports: reading a finished run never imports model code), then
-    unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here)."""
+    unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here), one
+    pytest worker per core (pytest-xdist), each running torch on one thread (tests/conftest.py)."""
     _install(session, "test")
     session.run("lint-imports")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--numprocesses=auto", *session.posargs)
     if not session.posargs:
+        _browser_tests(session)  # in this environment: it holds everything the browser tests need
         session.notify("saelens")
         session.notify("tieorder")
 
@@ -86,8 +88,13 @@ def browser(session: nox.Session) -> None:
     headless Chromium: DOM against the run's codes, sorting and search, no console error, no network
     request; screenshots in build/screenshots/."""
     _install(session, "test")
+    _browser_tests(session, *session.posargs)
+
+
+def _browser_tests(session: nox.Session, *args: str) -> None:
+    """Playwright (it drives Debian's Chromium and downloads no browser), then browser_tests/."""
     session.install("-c", CONSTRAINTS, PLAYWRIGHT)
-    session.run("pytest", "browser_tests", *session.posargs, env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
+    session.run("pytest", "browser_tests", *args, env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
 
 
 def _option(args: list[str], name: str) -> str | None:

@@ -1,14 +1,23 @@
 """Shared fixtures: the tiny profile's model, one tiny end-to-end run per test session, the command
-line in a subprocess, and SmolLM2 (loaded once per session; a test that uses it is marked slow)."""
+line in a subprocess, and SmolLM2 (loaded once per session; a test that uses it is marked slow).
+
+The tests run torch on one thread, in this process and in every command line they start: a test
+session may run on two cores at once (``pytest -n 2``), and a float32 sum rounds the same way in
+every process of the session. The tiny run and the model cache are shared by the session's
+worker processes; a test that writes into the tiny run copies it first.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Cli, run_cli
+import torch
+from filelock import FileLock
+from helpers import SMALL_PROMPTS, Cli, run_args, run_cli
 
 from replication.__main__ import main
 from replication.config import RunConfig, load_profile
@@ -20,11 +29,29 @@ SMOLLM2_FIXTURES = {"smollm2", "smollm2_package"}
 """A test that uses one of these runs SmolLM2: it is marked slow whatever its module says."""
 
 
+THREADS = "1"
+"""torch's threads in every process of a test session (OMP_NUM_THREADS, which torch reads at start)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["OMP_NUM_THREADS"] = THREADS  # the command lines the tests start inherit it
+    torch.set_num_threads(int(THREADS))
+
+
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A directory that every worker process of this test session sees (the base temporary
+    directory's parent under pytest-xdist, the base itself without it)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / name
+
+
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The converted-model cache of this test session (the command line in a subprocess inherits
-    it): tests never read or fill the user's own."""
-    root = tmp_path_factory.mktemp("model-cache")
+    it): tests never read or fill the user's own. Its entries are renamed into place when
+    complete, so the workers share it safely."""
+    root = shared_dir(tmp_path_factory, "model-cache")
+    root.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(modelcache.ENV_VAR, str(root))
         yield root
@@ -36,11 +63,31 @@ def cli() -> Cli:
     return run_cli
 
 
+def _rank(names: set[str], first_reader: bool) -> int:
+    """Where a module goes in a session of several workers, which take whole modules in this order
+    as they go free (``--dist=loadscope``), by the fixtures its tests use."""
+    if "smollm2_rerun" in names:
+        return 0  # the longest piece of work (SmolLM2 end to end) starts first
+    if first_reader:
+        return 1  # its worker makes the tiny run while the others work on
+    if SMOLLM2_FIXTURES & names:
+        return 4  # by then the rerun has filled the session's model cache
+    return 3 if "tiny_run" in names else 2
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the SmolLM2 tests slow, and orders the modules so that no worker sits waiting for a
+    shared run to be made (``_rank``); within a module and a rank the order is the files' own."""
+    modules: dict[str, set[str]] = {}
     for item in items:
-        if SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if SMOLLM2_FIXTURES & names:
             item.add_marker(pytest.mark.slow)
+        modules.setdefault(item.nodeid.partition("::")[0], set()).update(names)
+    readers = [module for module, names in modules.items() if "tiny_run" in names]
+    rank = {module: _rank(names, module == readers[0] if readers else False) for module, names in modules.items()}
+    items.sort(key=lambda item: rank[item.nodeid.partition("::")[0]])
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +103,14 @@ def tiny_model(tiny_config: RunConfig) -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny profile run end to end through the command line, once."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    assert main(["run", "--profile", "tiny", "--out", str(out), "--quiet"]) == 0
+    """The tiny profile run end to end through the command line, once per test session: the first
+    worker to ask makes it, the others wait for it. Tests read it; one that writes copies it."""
+    out = shared_dir(tmp_path_factory, "tiny-run")
+    done = out.with_name("tiny-run.done")
+    with FileLock(f"{out}.lock"):
+        if not done.is_file():
+            assert main(["run", "--profile", "tiny", "--out", str(out), "--quiet"]) == 0
+            done.touch()
     return out
 
 
@@ -70,7 +122,24 @@ def smollm2_package() -> None:
 
 
 @pytest.fixture(scope="session")
-def smollm2(smollm2_package: None) -> tuple[RunConfig, LoadedModel]:
-    """The smollm2 profile's config and its model on the CPU, loaded once per session."""
+def smollm2(smollm2_package: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, LoadedModel]:
+    """The smollm2 profile's config and its model on the CPU, loaded once per worker; the GGUF is
+    converted into the session's model cache once (the first worker to ask, the others wait)."""
     cfg = load_profile("smollm2")
-    return cfg, load_model(cfg.model, resolve_device("cpu"))
+    with FileLock(f"{shared_dir(tmp_path_factory, 'smollm2')}.lock"):
+        return cfg, load_model(cfg.model, resolve_device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def small_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "two.txt"
+    path.write_text("\n".join(SMALL_PROMPTS) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, small_prompts: Path) -> Path:
+    """A small run (``helpers.run_args``) made in one go, for the runs that a fault interrupts."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    assert main(run_args(out, small_prompts)) == 0
+    return out

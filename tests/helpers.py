@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from safetensors.numpy import load_file
 
 from replication.config import REPO_ROOT, RunConfig
 from replication.rundir import artifacts, layout
+from replication.rundir.artifacts import verify_manifest
 from replication.rundir.reader import RunData
 from replication.sae.autoencoder import SparseAutoencoder
 
@@ -67,3 +71,28 @@ def fake_run(
     if top is not None:
         artifacts.write_json(root / layout.TOP_PROMPTS, top)
     return RunData(root)
+
+
+SMALL_PROMPTS = (REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:2]  # 1 trains, 1 validates
+SMALL_MAX_LENGTH = "--capture.max_length=22"
+"""The two prompts are 16 and 18 tokens long: 10 decode steps in all keep a run under a second."""
+
+
+def run_args(out: Path, prompts: Path) -> list[str]:
+    """The command line of a small tiny-profile run (the ``small_prompts`` fixture's two prompts)."""
+    return ["run", "--profile", "tiny", SMALL_MAX_LENGTH, "--prompts", str(prompts), "--out", str(out), "--quiet"]
+
+
+def assert_complete(run: Path) -> None:
+    """Every file under a final name is whole; if there is a manifest, the run verifies."""
+    for path in run.rglob("*"):
+        if not path.is_file() or path.name.startswith("."):
+            continue  # a temporary name that a kill left behind
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".safetensors":
+            load_file(str(path))
+        elif path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+    if (run / "manifest.json").exists():
+        verify_manifest(run)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Cli
 from pydantic import ValidationError
 from safetensors.numpy import load_file, save_file
 
@@ -268,19 +267,17 @@ def shared_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_of_reference(tmp_path_factory.mktemp("shared") / "run")
 
 
-def test_verify_prints_one_line_per_claim(cli: Cli) -> None:
-    result = cli("verify", "--run", "runs/smollm2")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+def test_verify_prints_one_line_per_claim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", "--run", str(REPO_ROOT / "runs" / "smollm2")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(claims_by_id())
     assert lines[0].startswith("part1.middle_layers  ")
 
 
-def test_verify_refuses_bad_claims(tmp_path: Path, cli: Cli) -> None:
+def test_verify_refuses_bad_claims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_claims(tmp_path, [{**GOOD, "metric": "vibes"}])
-    result = cli("verify", "--run", "runs/smollm2", "--claims", str(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: a.yaml: claim x.one: unknown metric 'vibes'"
+    assert main(["verify", "--run", str(REPO_ROOT / "runs" / "smollm2"), "--claims", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: a.yaml: claim x.one: unknown metric 'vibes'"
 
 
 def manifest_files() -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def table_verdicts(report: str) -> dict[str, str]:
     return dict(rows)
 
 
-def test_report_of_a_run(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_of_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
     assert main(["report", "--run", str(tiny_run)]) == 0
     report = (tiny_run / "REPORT.md").read_text()
     verdicts = {v["id"]: v["verdict"] for v in json.loads((tiny_run / "verdicts.json").read_text())}

@@ -1,9 +1,9 @@
 """CI re-runs SmolLM2 end to end and checks that the committed reference run is reproduced.
 
-Byte for byte where the CPU kernels are the same family as the reference's (the manifest records
-torch's CPU capability: AVX2, AVX512, ...); another family may round float32 sums differently, so
-there the texts and tokens must still be identical, the numbers equal within a stated tolerance,
-and every claim's verdict unchanged.
+Byte for byte where the CPU kernels are the reference's (the manifest records torch's CPU capability,
+AVX2, AVX512, ..., and its threads; the rerun takes the reference's thread count); another family
+may round float32 sums differently, so there the texts and tokens must still be identical, the
+numbers equal within a stated tolerance, and every claim's verdict unchanged.
 """
 
 from __future__ import annotations
@@ -27,25 +27,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def rerun(tmp_path_factory: pytest.TempPathFactory, smollm2_package: None, cli: Cli) -> Path:
+def smollm2_rerun(tmp_path_factory: pytest.TempPathFactory, smollm2_package: None, cli: Cli) -> Path:
     out = tmp_path_factory.mktemp("smollm2") / "run"
-    result = cli("run", "--profile", "smollm2", "--out", str(out), "--quiet")
+    threads = json.loads((REFERENCE / "manifest.json").read_text())["stages"]["capture"]["environment"]["torch_threads"]
+    result = cli("run", "--profile", "smollm2", "--out", str(out), "--quiet", env={"OMP_NUM_THREADS": str(threads)})
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
 
-def test_same_texts_and_tokens(rerun: Path) -> None:
-    assert (rerun / "capture/samples.json").read_bytes() == (REFERENCE / "capture/samples.json").read_bytes()
+def test_same_texts_and_tokens(smollm2_rerun: Path) -> None:
+    assert (smollm2_rerun / "capture/samples.json").read_bytes() == (REFERENCE / "capture/samples.json").read_bytes()
 
 
-def test_reproduced(rerun: Path) -> None:
-    comparison = compare_runs(rerun, REFERENCE, load_claims())
+def test_reproduced(smollm2_rerun: Path) -> None:
+    comparison = compare_runs(smollm2_rerun, REFERENCE, load_claims())
     assert comparison.reproduced, comparison.line()
     if comparison.same_kernels:
         assert comparison.differing == [], comparison.line()
 
 
-def test_verdicts_unchanged(rerun: Path) -> None:
+def test_verdicts_unchanged(smollm2_rerun: Path) -> None:
     committed = {v["id"]: v["verdict"] for v in json.loads((REFERENCE / "verdicts.json").read_text())}
-    recomputed = {r.claim.id: r.verdict for r in evaluate_all(load_claims(), RunData(rerun))}
+    recomputed = {r.claim.id: r.verdict for r in evaluate_all(load_claims(), RunData(smollm2_rerun))}
     assert recomputed == committed

@@ -40,6 +40,7 @@ def test_scaled_random_init_seed_profile_end_to_end(tmp_path: Path, capsys: pyte
     prompts.write_text("\n".join(lines[:10]) + "\n")
     out = tmp_path / "run"
     common = ["--profile", "seed", "--random-init", f"--model.path={SCALED}", "--prompts", str(prompts)]
+    common.append("--capture.max_length=24")  # the prompts are 8 to 19 tokens: a few sampled tokens each
     assert main(["run", *common, "--out", str(out), "--batch-size", "4", "--quiet"]) == 0
     info = json.loads((out / "capture" / "info.json").read_text())
     assert info["weights"].startswith("RANDOM weights") and "RANDOM WEIGHTS" in info["model"]

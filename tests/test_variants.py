@@ -194,12 +194,13 @@ def test_sampling_seeds_capture_anew(tmp_path: Path, capsys: pytest.CaptureFixtu
     profile.write_text(
         yaml.safe_dump({"model": {"source": "random_init", "name": "tiny-sampling", "path": str(model)}})
     )
-    prompts = tmp_path / "prompts.txt"  # 20 prompts: enough to split, quick to sample thrice
+    prompts = tmp_path / "prompts.txt"  # 10 prompts of at most 28 tokens: enough to split, quick to sample thrice
     prompts.write_text(
-        "".join(line + "\n" for line in (REPO_ROOT / "fixtures/prompts.txt").read_text().splitlines()[:20])
+        "".join(line + "\n" for line in (REPO_ROOT / "fixtures/prompts.txt").read_text().splitlines()[:10])
     )
     run = tmp_path / "run"
-    assert main(["run", "--profile", str(profile), "--prompts", str(prompts), "--out", str(run), "--quiet"]) == 0
+    short = ["--capture.max_length=30", "--prompts", str(prompts)]  # 102 sampled tokens a capture
+    assert main(["run", "--profile", str(profile), *short, "--out", str(run), "--quiet"]) == 0
     assert main(["seeds", "--run", str(run), "--seeds", "2", "--sampling-seeds", "3", "--quiet"]) == 0
     summary = json.loads((run / "seeds.json").read_text())
     assert summary["sampling"]["applies"] is True and summary["sampling"]["seeds"] == [0, 1, 2]

@@ -1,7 +1,8 @@
 """Does a run reproduce a reference run (the committed one)? Byte for byte where the CPU kernels are the
-same family as the reference's (the manifest records torch's CPU capability: AVX2, AVX512, ...);
-another family may round float32 sums differently, so there the texts and tokens must still be
-identical, the numbers equal within a stated tolerance, and every claim's verdict unchanged."""
+reference's: the same family (the manifest records torch's CPU capability: AVX2, AVX512, ...) on the
+same number of torch threads, which split a float32 sum in their own way. Other kernels may round
+float32 sums differently, so there the texts and tokens must still be identical, the numbers equal
+within a stated tolerance, and every claim's verdict unchanged."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ EXACT = (layout.SAMPLES, layout.PROMPTS)
 class Comparison:
     same_kernels: bool
     kernels: tuple[str | None, str | None]
-    """The run's and the reference's CPU capability."""
+    """The run's and the reference's CPU capability and torch threads, e.g. "AVX2, 2 threads"."""
     differing: list[str] = field(default_factory=list)
     """Files whose bytes differ."""
     unexplained: list[str] = field(default_factory=list)
@@ -52,9 +53,12 @@ class Comparison:
 
 
 def _kernels(run_dir: Path) -> str | None:
-    capture = artifacts.read_manifest(run_dir).get("stages", {}).get("capture", {})
-    capability: str | None = capture.get("environment", {}).get("cpu_capability")
-    return capability
+    """The capture's CPU capability and torch threads as its manifest records them."""
+    environment = artifacts.read_manifest(run_dir).get("stages", {}).get("capture", {}).get("environment", {})
+    capability, threads = environment.get("cpu_capability"), environment.get("torch_threads")
+    if capability is None:
+        return None
+    return f"{capability}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _close(ours: Any, ref: Any, where: str) -> list[str]:
