@@ -204,7 +204,7 @@ def test_a_real_full_file_system_then_the_same_command_finishes(
         for name in stage_outputs(uninterrupted):
             assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)  # even while a failing test holds a file open
 
 
 # ---- finite numbers only --------------------------------------------------------------------------

@@ -177,11 +177,13 @@ NEAR_MISSES = [
 common enough for the invariants to be exercised, not only the errors."""
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.sampled_from(NEAR_MISSES)
 keys = st.text(max_size=5) | st.integers() | st.sampled_from(["id", "op", "value", "low"])
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
-    max_leaves=6,
-)
+
+
+def nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3)
+
+
+values = st.recursive(scalars, nested, max_leaves=6)
 
 
 def mutated(index: int, field: str | int, value: Any, delete: bool) -> dict[str, Any]:
