@@ -1,8 +1,8 @@
 """Shared fixtures: the tiny profile's model, one tiny end-to-end run per test session, the command
-line in a subprocess, and SmolLM2 (loaded once per session; a test that uses it is marked slow).
+line in a subprocess, and SmolLM2 (loaded once per worker; a test that uses it is marked slow).
 
 The tests run torch on one thread, in this process and in every command line they start: a test
-session may run on two cores at once (``pytest -n 2``), and a float32 sum rounds the same way in
+session may run on every core at once (``pytest -n auto``), and a float32 sum rounds the same way in
 every process of the session. The tiny run and the model cache are shared by the session's
 worker processes; a test that writes into the tiny run copies it first.
 """
@@ -63,12 +63,13 @@ def cli() -> Cli:
     return run_cli
 
 
-def _rank(names: set[str], first_reader: bool) -> int:
-    """Where a module goes in a session of several workers, which take whole modules in this order
-    as they go free (``--dist=loadscope``), by the fixtures its tests use."""
+def _rank(item: pytest.Item, first_reader: pytest.Item | None) -> int:
+    """Where a test goes in a session of several workers (``--dist=worksteal``: each takes a share
+    of this order from its start, and a worker that runs out takes over the end of another's)."""
+    names = set(getattr(item, "fixturenames", ()))
     if "smollm2_rerun" in names:
         return 0  # the longest piece of work (SmolLM2 end to end) starts first
-    if first_reader:
+    if item is first_reader:
         return 1  # its worker makes the tiny run while the others work on
     if SMOLLM2_FIXTURES & names:
         return 4  # by then the rerun has filled the session's model cache
@@ -77,17 +78,13 @@ def _rank(names: set[str], first_reader: bool) -> int:
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks the SmolLM2 tests slow, and orders the modules so that no worker sits waiting for a
-    shared run to be made (``_rank``); within a module and a rank the order is the files' own."""
-    modules: dict[str, set[str]] = {}
+    """Marks the SmolLM2 tests slow, and orders the session so that no worker sits waiting for a
+    shared run to be made (``_rank``); within a rank the order is the files' own."""
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if SMOLLM2_FIXTURES & names:
+        if SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        modules.setdefault(item.nodeid.partition("::")[0], set()).update(names)
-    readers = [module for module, names in modules.items() if "tiny_run" in names]
-    rank = {module: _rank(names, module == readers[0] if readers else False) for module, names in modules.items()}
-    items.sort(key=lambda item: rank[item.nodeid.partition("::")[0]])
+    first_reader = next((item for item in items if "tiny_run" in getattr(item, "fixturenames", ())), None)
+    items.sort(key=lambda item: _rank(item, first_reader))
 
 
 @pytest.fixture(scope="session")

@@ -26,27 +26,26 @@ REFERENCE = REPO_ROOT / "runs" / "smollm2"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smollm2_rerun(tmp_path_factory: pytest.TempPathFactory, smollm2_package: None, cli: Cli) -> Path:
-    out = tmp_path_factory.mktemp("smollm2") / "run"
+@pytest.fixture
+def smollm2_rerun(tmp_path: Path, smollm2_package: None, cli: Cli) -> Path:
+    """SmolLM2 end to end in a fresh interpreter, on the reference's torch thread count. One test
+    uses it, so that a session spread over workers makes it once."""
+    out = tmp_path / "run"
     threads = json.loads((REFERENCE / "manifest.json").read_text())["stages"]["capture"]["environment"]["torch_threads"]
     result = cli("run", "--profile", "smollm2", "--out", str(out), "--quiet", env={"OMP_NUM_THREADS": str(threads)})
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
 
-def test_same_texts_and_tokens(smollm2_rerun: Path) -> None:
+def test_the_committed_run_is_reproduced(smollm2_rerun: Path) -> None:
+    # the same texts and tokens, on any CPU
     assert (smollm2_rerun / "capture/samples.json").read_bytes() == (REFERENCE / "capture/samples.json").read_bytes()
-
-
-def test_reproduced(smollm2_rerun: Path) -> None:
+    # every file byte for byte on the reference's kernels, else within the tolerance
     comparison = compare_runs(smollm2_rerun, REFERENCE, load_claims())
     assert comparison.reproduced, comparison.line()
     if comparison.same_kernels:
         assert comparison.differing == [], comparison.line()
-
-
-def test_verdicts_unchanged(smollm2_rerun: Path) -> None:
+    # every verdict as committed
     committed = {v["id"]: v["verdict"] for v in json.loads((REFERENCE / "verdicts.json").read_text())}
     recomputed = {r.claim.id: r.verdict for r in evaluate_all(load_claims(), RunData(smollm2_rerun))}
     assert recomputed == committed
