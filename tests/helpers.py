@@ -96,3 +96,22 @@ def assert_complete(run: Path) -> None:
             yaml.safe_load(path.read_text())
     if (run / "manifest.json").exists():
         verify_manifest(run)
+
+
+def write_key(final: Path, root: Path) -> tuple[str, str]:
+    """Which write of a run this is, for a test that fails each write once: the file, and the
+    nearest manifest above it as it stands (so each stage's rewrite of config.yaml and
+    manifest.json is a write of its own). The pages of a directory staged to be swapped in whole
+    (.cards.XXXX) count as one write: "cards/"."""
+    relative = final.relative_to(root)
+    if relative.parts[0].startswith(".cards."):
+        return "cards/", ""
+    above = [d for d in final.parents if d.is_relative_to(root)]
+    manifest = next((d / layout.MANIFEST for d in above if (d / layout.MANIFEST).is_file()), None)
+    return str(relative), (manifest.read_text() if manifest else "")
+
+
+def writes_in_a_run(run: Path) -> int:
+    """How many files a run's stages wrote: each stage's outputs, plus config.yaml and
+    manifest.json once a stage."""
+    return sum(len(r["outputs"]) + 2 for r in artifacts.read_manifest(run)["stages"].values())

@@ -14,12 +14,14 @@ from typing import Any, Union, get_args, get_origin
 
 import pytest
 import yaml
-from helpers import assert_complete, run_args
+from helpers import assert_complete, run_args, write_key, writes_in_a_run
 from pydantic import BaseModel
 
 from replication.__main__ import main
 from replication.config import RunConfig
 from replication.errors import ReplicationError
+from replication.model import cache as modelcache
+from replication.model.loading import LoadedModel
 from replication.rundir import artifacts
 from replication.rundir.artifacts import sha256_file, stage_outputs
 
@@ -31,31 +33,28 @@ def temporary_names(root: Path) -> list[Path]:
 
 
 class FullDisk:
-    """``os.write`` that fails (ENOSPC, or ``code``) the first write into each file under ``root``,
-    once per file: every write of a run fails once, in turn, as the same command is run again and
-    again. With ``staged``, only the files of a directory staged beside ``root`` under that prefix
-    (the cards' pages). ``last`` is the file, by its final name, that failed last."""
+    """``os.write`` that fails (ENOSPC, or ``code``) each write into a file under ``root`` once
+    (``helpers.write_key``; with ``only``, the files whose path in the run starts so): half its
+    bytes go to the disk, then the error. Run after run of the same command, every write fails
+    once, in turn. ``last`` is the file (its final name) that failed last."""
 
-    def __init__(self, root: Path, code: int = errno.ENOSPC, staged: str | None = None) -> None:
-        self.root, self.code, self.staged, self.real = root, code, staged, os.write
-        self.failed: list[Path] = []
+    def __init__(self, root: Path, code: int = errno.ENOSPC, only: tuple[str, ...] = ("",)) -> None:
+        self.root, self.code, self.only, self.real = root, code, only, os.write
+        self.failed: list[tuple[str, str]] = []
+        self.last = root
 
     def __call__(self, fd: int, data: Any) -> int:
         temporary = Path(os.readlink(f"/proc/self/fd/{fd}"))  # .NAME.RANDOM.tmp beside NAME
         final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
-        if self._meant(final) and final not in self.failed:
-            self.failed.append(final)
+        if final.is_relative_to(self.root) and self._due(key := write_key(final, self.root)):
+            self.failed.append(key)
+            self.last = final
+            self.real(fd, bytes(data)[: len(data) // 2])
             raise OSError(self.code, os.strerror(self.code))
         return self.real(fd, data)
 
-    def _meant(self, final: Path) -> bool:
-        if not final.is_relative_to(self.root):
-            return False
-        return self.staged is None or final.relative_to(self.root).parts[0].startswith(self.staged)
-
-    @property
-    def last(self) -> Path:
-        return self.failed[-1]
+    def _due(self, key: tuple[str, str]) -> bool:
+        return key not in self.failed and key[0].startswith(self.only)
 
 
 def test_a_full_disk_at_every_write_in_turn_then_the_same_command_finishes(
@@ -77,8 +76,8 @@ def test_a_full_disk_at_every_write_in_turn_then_the_same_command_finishes(
         # No temporary file is left, every file is whole, and the manifest verifies.
         assert temporary_names(out) == []
         assert_complete(out)
-    # Each file failed once (config.yaml and manifest.json, which every stage writes, included).
-    assert code == 0 and failures == len(disk.failed) == len(stage_outputs(uninterrupted)) + 2
+    # Each write failed once: every stage's files, and config.yaml and manifest.json once a stage.
+    assert code == 0 and failures == len(disk.failed) == writes_in_a_run(uninterrupted) == 32
     for name in stage_outputs(uninterrupted):
         assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
 
@@ -109,40 +108,59 @@ def test_each_refusal_of_the_file_system_is_named(
     assert err.startswith(f"error: {words.format(disk.last)}") and err.endswith(
         " and run the same command to resume)\n"
     )
-    assert temporary_names(out) == [] and disk.failed == [out / "capture" / "activations.safetensors"]
+    assert temporary_names(out) == [] and disk.last == out / "capture" / "activations.safetensors"
 
 
-def test_the_report_and_the_cards_on_a_full_disk(
+def test_the_report_and_the_cards_on_a_full_disk_at_every_write_in_turn(
     tmp_path: Path,
     uninterrupted: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The report fails each of its writes once, in turn (the figures, verdicts.json, REPORT.md,
+    the manifest); then the cards their pages and the manifest, twice, the second time over
+    pages already there. Each time the run verifies, a failed page leaves the previous pages as
+    they were, and the same command finishes. (The stages the cards run first are stages like the run's.)"""
     run = shutil.copytree(uninterrupted, tmp_path / "run")
-    manifest = (run / "manifest.json").read_bytes()
-    for command in (["report"], ["cards", "--quiet"]):
-        disk = FullDisk(run)  # the command's first write
+    written: set[str] = set()
+    for command, only in ((["report"], ("",)), *2 * [(["cards", "--quiet"], ("cards/", "manifest.json"))]):
+        pages = {p: p.read_bytes() for p in (run / "cards").rglob("*") if p.is_file()}
+        disk = FullDisk(run, only=only)
         with monkeypatch.context() as patch:
             patch.setattr(os, "write", disk)
-            capsys.readouterr()
-            assert main([*command, "--run", str(run)]) == 2
-        assert capsys.readouterr().err == f"error: no space left on device writing {disk.last} {FULL}\n"
-        assert (run / "manifest.json").read_bytes() == manifest
-        assert temporary_names(run) == [] and not (run / "REPORT.md").exists()
-    # The cards' pages are written into a directory swapped in whole: a page that fails leaves the
-    # previous pages as they were.
-    assert main(["cards", "--run", str(run), "--quiet"]) == 0
-    pages = {p: p.read_bytes() for p in (run / "cards").rglob("*") if p.is_file()}
-    disk = FullDisk(run, staged=".cards.")
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "write", disk)
-        assert main(["cards", "--run", str(run), "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: no space left on device writing {run / 'cards'}/") and err.endswith(f"{FULL}\n")
-    assert {p: p.read_bytes() for p in (run / "cards").rglob("*") if p.is_file()} == pages
-    assert temporary_names(run) == []
-    assert main(["report", "--run", str(run)]) == 0
-    capsys.readouterr()
+            failures = 0
+            while (code := main([*command, "--run", str(run)])) != 0 and failures < 50:
+                failures += 1
+                err = capsys.readouterr().err
+                assert code == 2 and err.startswith(f"error: no space left on device writing {run}/"), err
+                assert err.endswith(f"{FULL}\n") and temporary_names(run) == []
+                assert_complete(run)
+                if disk.failed[-1][0] == "cards/":  # a page failed: the previous pages, as they were
+                    assert {p: p.read_bytes() for p in (run / "cards").rglob("*") if p.is_file()} == pages
+        assert code == 0 and failures == len(disk.failed) > 0
+        written |= {key for key, _ in disk.failed}
+        capsys.readouterr()
+    assert {"REPORT.md", "verdicts.json", "figures/part2.png", "manifest.json", "cards/"} <= written
+    assert (run / "REPORT.md").is_file() and (run / "cards" / "index.html").is_file()
+
+
+def test_a_full_disk_under_the_model_cache_leaves_it_out(
+    tmp_path: Path,
+    tiny_model: LoadedModel,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The cache's own manifest cannot be written: the entry is left out with a notice, and the
+    run goes on (the cache is something a run can do without)."""
+    monkeypatch.setenv(modelcache.ENV_VAR, str(tmp_path / "cache"))
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF stand-in")
+    monkeypatch.setattr(os, "write", FullDisk(tmp_path / "cache"))
+    entry = modelcache.Entry(source, "float32-test")
+    entry.store(tiny_model.model, tiny_model.tokenizer)
+    assert entry.status == "not stored" and modelcache.Entry(source, "float32-test").lookup() is None
+    assert "cannot store" in capsys.readouterr().err
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_a_device_that_fails_a_read_is_one_line(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import assert_complete, run_args
+from helpers import assert_complete, run_args, write_key, writes_in_a_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
@@ -28,12 +28,6 @@ from replication.evaluation.metrics import METRICS
 from replication.rundir.artifacts import sha256_file, stage_outputs, verify_manifest
 
 
-def writes_in_a_run(uninterrupted: Path) -> int:
-    manifest = json.loads((uninterrupted / "manifest.json").read_text())
-    # every stage's files, plus config.yaml and manifest.json per stage
-    return sum(len(r["outputs"]) + 2 for r in manifest["stages"].values())
-
-
 class Crash(Exception):
     """Stands in for the process dying."""
 
@@ -41,18 +35,18 @@ class Crash(Exception):
 def test_crash_at_every_write_in_turn_then_the_same_command_finishes(
     tmp_path: Path, small_prompts: Path, uninterrupted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process dies before each rename into place, once per file, in turn; each time the
+    """The process dies before each rename into place, once per write, in turn; each time the
     previous state is whole, and the next run of the same command goes on from it. A crash at a
     file finds the state a crash there from a fresh start would (the stages before it recorded,
     its own stage part-written), so the last run ends with an uninterrupted run's bytes."""
-    assert writes_in_a_run(uninterrupted) == 32  # 24 files; config.yaml and manifest.json once a stage
+    assert writes_in_a_run(uninterrupted) == 32  # 22 files; config.yaml and manifest.json once a stage
     out = tmp_path / "run"
-    crashed: list[Path] = []
+    crashed: list[tuple[str, str]] = []
     real_replace = os.replace
 
     def dying_replace(src: Any, dst: Any) -> None:
-        if Path(dst).is_relative_to(out) and Path(dst) not in crashed:
-            crashed.append(Path(dst))
+        if Path(dst).is_relative_to(out) and (key := write_key(Path(dst), out)) not in crashed:
+            crashed.append(key)
             raise Crash(f"died before writing {dst}")
         real_replace(src, dst)
 
@@ -63,7 +57,7 @@ def test_crash_at_every_write_in_turn_then_the_same_command_finishes(
             break
         except Crash:
             assert_complete(out)
-    assert len(crashed) == len(stage_outputs(uninterrupted)) + 2
+    assert len(crashed) == writes_in_a_run(uninterrupted)
     for name in stage_outputs(uninterrupted):
         assert sha256_file(out / name) == sha256_file(uninterrupted / name), name
     verify_manifest(out)

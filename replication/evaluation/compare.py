@@ -53,12 +53,19 @@ class Comparison:
 
 
 def _kernels(run_dir: Path) -> str | None:
-    """The capture's CPU capability and torch threads as its manifest records them."""
-    environment = artifacts.read_manifest(run_dir).get("stages", {}).get("capture", {}).get("environment", {})
-    capability, threads = environment.get("cpu_capability"), environment.get("torch_threads")
-    if capability is None:
-        return None
-    return f"{capability}, {threads} thread{'' if threads == 1 else 's'}"
+    """The CPU capability and torch threads of the pipeline's stages as the manifest records them,
+    e.g. "AVX2, 2 threads" (stages made on other kernels are each named, in stage order)."""
+    stages = artifacts.read_manifest(run_dir).get("stages", {})
+    seen: list[str] = []
+    for stage in layout.STAGES:
+        environment = stages.get(stage, {}).get("environment", {})
+        capability, threads = environment.get("cpu_capability"), environment.get("torch_threads")
+        if capability is None:
+            continue
+        kernels = f"{capability}, {threads} thread{'' if threads == 1 else 's'}"
+        if kernels not in seen:
+            seen.append(kernels)
+    return "; ".join(seen) or None
 
 
 def _close(ours: Any, ref: Any, where: str) -> list[str]:

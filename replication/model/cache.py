@@ -26,6 +26,7 @@ import platformdirs
 from safetensors import SafetensorError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from replication.errors import ReplicationError
 from replication.rundir import artifacts
 
 ENV_VAR = "REPLICATION_CACHE_DIR"
@@ -103,7 +104,7 @@ class Entry:
             except OSError:
                 if not self.path.is_dir():  # not another process's entry, renamed in first: a real failure
                     raise
-        except (OSError, SafetensorError, ValueError) as exc:  # disk full, read-only, or a refused save_pretrained
+        except (OSError, ReplicationError, SafetensorError, ValueError) as exc:  # disk full, read-only, refused
             first = str(exc).splitlines()[0] if str(exc) else ""
             notice(f"cannot store {self.path} ({type(exc).__name__}: {first}); going on without it")
             self.status = "not stored"

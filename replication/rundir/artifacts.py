@@ -38,6 +38,7 @@ REASONS = {
     errno.EACCES: ("permission denied", "make it writable"),
     errno.EPERM: ("operation not permitted", "make it writable"),
     errno.EIO: ("I/O error", "check the device"),
+    errno.ENOENT: ("no such file", "run the stage that writes it"),
 }
 """What the file system said, and what the user can do about it, by errno."""
 
@@ -46,12 +47,12 @@ def disk_error(exc: OSError, path: Path | str | None, doing: str = "writing") ->
     """The one-line error for an OSError met while reading or writing ``path``."""
     reason, remedy = REASONS.get(exc.errno or 0, ((exc.strerror or type(exc).__name__).lower(), "fix that"))
     where = path if path is not None else exc.filename
+    what = f"{reason} {doing} {where}" if where is not None else reason
     if doing == "writing":
         return ReplicationError(
-            f"{reason} writing {where} (the run's previous state is intact; {remedy} and run the same"
-            " command to resume)"
+            f"{what} (the run's previous state is intact; {remedy} and run the same command to resume)"
         )
-    return ReplicationError(f"{reason} {doing} {where} ({remedy} and run the same command again)")
+    return ReplicationError(f"{what} ({remedy} and run the same command again)")
 
 
 def sha256_file(path: Path) -> str:
@@ -72,7 +73,10 @@ def _write_all(fd: int, data: bytes) -> None:
     a run's bytes reach the disk)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)
+        if written == 0:  # a file system that takes no more bytes and says nothing
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _replace_with(path: Path, data: bytes) -> None:
@@ -117,17 +121,25 @@ def write_tree(directory: Path, files: Mapping[str, str]) -> list[Path]:
     temporary sibling, then swapped in, so a failure leaves the previous directory as it was."""
     staging: Path | None = None
     name = ""
+    old = directory.with_name(f".{directory.name}.old")
     try:
+        if old.is_dir() and not directory.exists():  # a swap that died half-way: the old one is back
+            old.rename(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        staging.chmod(0o755)  # mkdtemp makes it private; the pages are meant to be shared
         for name, text in files.items():
             _replace_with(staging / name, text.encode("utf-8"))
         name = ""
-        old = directory.with_name(f".{directory.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if directory.exists():
             directory.rename(old)
-        staging.rename(directory)
+        try:
+            staging.rename(directory)
+        except OSError:
+            if old.is_dir():
+                old.rename(directory)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise disk_error(exc, directory / name if name else directory) from None
