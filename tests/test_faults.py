@@ -208,7 +208,8 @@ def test_a_real_full_file_system_then_the_same_command_finishes(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, text=True, check=False
     )
     if mounted.returncode != 0:
-        pytest.skip(f"this machine lets this user mount no tmpfs: {mounted.stderr.strip() or mounted.returncode}")
+        why = mounted.stderr.strip() or f"mount exited {mounted.returncode}"
+        pytest.skip(reason=f"this machine lets this user mount no tmpfs: {why}")
     try:
         out = mount / "run"
         capsys.readouterr()
