@@ -7,6 +7,7 @@ Extra arguments pass through: ``nox -s tests -- -k capture``, ``nox -s replicate
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from packaging.requirements import Requirement
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+# uv makes and fills the environments (about 20 times faster than pip on a cold cache); virtualenv and
+# pip where uv is missing.
+nox.options.default_venv_backend = "uv|virtualenv"
+# uv reads no pip configuration: hand it the wheel folders pip is told to search (PIP_FIND_LINKS), where a
+# machine keeps torch's CPU build.
+if "UV_FIND_LINKS" not in os.environ and os.environ.get("PIP_FIND_LINKS"):
+    os.environ["UV_FIND_LINKS"] = ",".join(os.environ["PIP_FIND_LINKS"].split())
 
 # The CPU build: unpinned, pip fetches the newest torch with several GB of CUDA packages.
 TORCH_CPU = "torch==2.13.0"
