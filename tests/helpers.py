@@ -16,6 +16,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from replication.config import REPO_ROOT, RunConfig
+from replication.evaluation.claims import Claim
 from replication.rundir import artifacts, layout
 from replication.rundir.artifacts import verify_manifest
 from replication.rundir.reader import RunData
@@ -57,8 +58,8 @@ def fake_run(
         artifacts.write_config(root, config.to_dict())
     if info is not None:
         artifacts.write_json(root / layout.CAPTURE_INFO, info)
-    if records is not None:
-        artifacts.write_json(root / layout.SAMPLES, records)
+    if records is not None:  # every real record has its sample type: a decode step unless given
+        artifacts.write_json(root / layout.SAMPLES, [{"source": "decode", **r} for r in records])
     if activations is not None:
         tensors = {layout.sample_key(i): a.clone() for i, a in enumerate(activations)}
         artifacts.save_tensors(root / layout.ACTIVATIONS, tensors, {})
@@ -115,3 +116,18 @@ def writes_in_a_run(run: Path) -> int:
     """How many files a run's stages wrote: each stage's outputs, plus config.yaml and
     manifest.json once a stage."""
     return sum(len(r["outputs"]) + 2 for r in artifacts.read_manifest(run)["stages"].values())
+
+
+def claim(**fields: object) -> Claim:
+    """A measured claim on the tiny profile (stop_epoch >= 5 unless told otherwise)."""
+    base: dict[str, object] = {
+        "id": "t.x",
+        "section": "T",
+        "quote": "q",
+        "kind": "measured",
+        "metric": "stop_epoch",
+        "op": "ge",
+        "value": 5,
+        "profiles": ("tiny",),
+    }
+    return Claim(**(base | fields))  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from replication.__main__ import main
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
 from replication.evaluation.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
-from replication.evaluation.verdicts import evaluate
+from replication.evaluation.verdicts import NOT_FINDINGS, WORDS, control_of, evaluate
 from replication.rundir.reader import RunData
 
 REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
@@ -46,7 +46,7 @@ def claim_cases() -> list[Any]:
     for root in REFERENCE_RUNS:
         for cid, expected in committed(root).items():
             marks = []
-            if expected["verdict"] in ("not replicated", "inconclusive"):
+            if expected["verdict"] in ("not replicated", "differs", "inconsistent", "inconclusive"):
                 reason = f"{expected['verdict']}: measured {expected['measured']}, claimed {expected['claimed']}"
                 marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
             cases.append(pytest.param(root, cid, expected, marks=marks, id=f"{root.name}-{cid}"))
@@ -59,15 +59,17 @@ def test_reference_run_is_committed() -> None:
 
 @pytest.mark.parametrize(("root", "claim_id", "expected"), claim_cases())
 def test_claim(root: Path, claim_id: str, expected: dict[str, Any]) -> None:
-    """Recompute the verdict: it must not change, and a replicated claim passes."""
-    result = evaluate(claims_by_id()[claim_id], run_data(root))
+    """Recompute the verdict beside the untrained control: it must not change, and a claim that holds
+    (replicated, conforms, consistent) passes; one that is no finding says why it is skipped."""
+    run = run_data(root)
+    result = evaluate(claims_by_id()[claim_id], run, control_of(run))
     if result.verdict != expected["verdict"]:
         pytest.fail(f"verdict changed from {expected['verdict']} to {result.verdict} (measured {result.measured})")
-    if result.verdict == "not testable at this profile":
-        pytest.skip(reason=f"not testable at profile {root.name}: claimed {result.claimed}")
-    if result.verdict == "not testable with this corpus":
-        pytest.skip(reason=f"not testable with this corpus: {result.measured}")
-    assert result.verdict == "replicated", f"measured {result.measured}, claimed {result.claimed}"
+    if result.verdict in NOT_FINDINGS:
+        pytest.skip(
+            reason=f"{result.verdict} at profile {root.name}: claimed {result.claimed}, measured {result.measured}"
+        )
+    assert result.verdict == WORDS[result.claim.kind][0], f"measured {result.measured}, claimed {result.claimed}"
 
 
 @pytest.mark.parametrize("root", REFERENCE_RUNS, ids=lambda p: p.name)
@@ -355,7 +357,7 @@ def test_breaking_an_artifact_changes_the_verdict(
     tamper(reference_copy)
     after = evaluate(claim, RunData(reference_copy))
     assert after.verdict != before.verdict
-    assert {before.verdict, after.verdict} == {"replicated", "not replicated"}
+    assert {before.verdict, after.verdict} == set(WORDS[claim.kind])
     assert verify(capsys, reference_copy)[0] == 2
 
 

@@ -126,3 +126,31 @@ def test_a_changed_verdict_is_named(twin: Path, reference: Path, monkeypatch: py
     result = compare_runs(twin, reference, claims)
     assert result.verdicts_changed == [claims[0].id] and result.unexplained == []
     assert not result.reproduced and f"verdict of {claims[0].id}" in result.line()
+
+
+def test_the_whole_replication_is_compared(twin: Path, reference: Path, tmp_path: Path) -> None:
+    """Beyond the stages: a recorded verdict or measured value, and the features the cards drew."""
+    rows = json.loads((twin / layout.VERDICTS).read_text())
+    number = next(i for i, r in enumerate(rows) if isinstance(r["measured"], float))
+    rows[number]["measured"] *= 1.01  # beyond rtol 1e-4
+    artifacts.write_json(twin / layout.VERDICTS, rows)
+    rehash(twin, layout.VERDICTS)
+    assert compare_runs(twin, reference, load_claims()).unexplained == [
+        f"{layout.VERDICTS} differs on the same CPU kernels"
+    ]
+    other_kernels(twin)
+    (named,) = compare_runs(twin, reference, load_claims()).unexplained
+    assert named.startswith(f"{layout.VERDICTS}[{number}].measured: ")
+    rows[number]["measured"] /= 1.01
+    rows[number]["measured"] += 1e-7  # within the tolerance on another kernel family
+    artifacts.write_json(twin / layout.VERDICTS, rows)
+    rehash(twin, layout.VERDICTS)
+    assert compare_runs(twin, reference, load_claims()).reproduced
+    # Cards drawn for other features are named, page by page (on a copy: the reference is shared).
+    reference = shutil.copytree(reference, tmp_path / "reference")
+    for run, page in ((twin, "cards/faithful-7.html"), (reference, "cards/faithful-3.html")):
+        manifest = artifacts.read_manifest(run)
+        manifest["files"] = {**manifest["files"], page: "0" * 64, "cards/index.html": "1" * 64}
+        artifacts.write_json(run / layout.MANIFEST, manifest)
+    differences = compare._replication_differences(twin, reference, same_kernels=False)
+    assert differences == ["the cards drew other features: cards/faithful-7.html instead of cards/faithful-3.html"]

@@ -62,6 +62,11 @@ def test_redundant_pairs_identical_sets_count_every_pair(tmp_path: Path) -> None
 # ---- topic features and their permutation p-value --------------------------------------------
 
 
+def one_type(labels: np.ndarray) -> list[str]:
+    """Every sample of one type: the stratified shuffle is a plain one."""
+    return ["decode"] * len(labels)
+
+
 def test_topic_feature_count_by_hand() -> None:
     is_topic = np.array([True, True, True, True] + [False] * 6)  # prompts 0-3 carry the topic
     top = np.array(
@@ -73,16 +78,16 @@ def test_topic_feature_count_by_hand() -> None:
         ]
     )
     positive = np.ones_like(top, dtype=bool)
-    assert topic_feature_test(top, positive, is_topic)[0] == 3
+    assert topic_feature_test(top, positive, is_topic, one_type(is_topic))[0] == 3
     positive[3, 2] = False  # prompt 1 is in row 3's top 5 with a zero code: 2 positive hits left
-    assert topic_feature_test(top, positive, is_topic)[0] == 2
+    assert topic_feature_test(top, positive, is_topic, one_type(is_topic))[0] == 2
 
 
 def test_topic_pvalue_is_1_when_no_feature_is_a_topic_feature() -> None:
     # Observed count 0: every shuffle gives a count >= 0, so p = (1 + 2000) / (1 + 2000) = 1.
     is_topic = np.array([True, True] + [False] * 18)
     top = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
-    count, p = topic_feature_test(top, np.ones_like(top, dtype=bool), is_topic)
+    count, p = topic_feature_test(top, np.ones_like(top, dtype=bool), is_topic, one_type(is_topic))
     assert (count, p) == (0, 1.0)
 
 
@@ -94,11 +99,11 @@ def test_topic_pvalue_is_small_for_planted_topic_features() -> None:
     is_topic = np.zeros(100, dtype=bool)
     is_topic[:10] = True
     top = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
-    count, p = topic_feature_test(top, np.ones_like(top, dtype=bool), is_topic)
+    count, p = topic_feature_test(top, np.ones_like(top, dtype=bool), is_topic, one_type(is_topic))
     assert count == 2
     assert 1 / (1 + PERMUTATIONS) <= p < 0.005
     # The same features with the labels spread over 10 other prompts: no topic feature, p = 1.
-    assert topic_feature_test(top, np.ones_like(top, dtype=bool), np.roll(is_topic, 50)) == (0, 1.0)
+    assert topic_feature_test(top, np.ones_like(top, dtype=bool), np.roll(is_topic, 50), one_type(is_topic)) == (0, 1.0)
 
 
 JS = "How do JavaScript closures differ from Python's?"

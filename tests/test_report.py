@@ -18,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def table_verdicts(report: str) -> dict[str, str]:
-    row = r"^\| `([\w.]+)` \| [a-z]+ \|.*\| \*\*([a-z ]+)\*\* \| [^|]* \| `[^`]+` \|$"
+    row = r"^\| `([\w.]+)` \| [a-z]+ \|.*\| \*\*([a-z ]+)\*\* \|$"
     rows = re.findall(row, report, re.MULTILINE)
     return dict(rows)
 
@@ -51,3 +51,41 @@ def test_committed_report_is_the_reference_runs() -> None:
         link = f"runs/smollm2/figures/{name}.png"
         assert f"![{name}]({link})" in report
         assert (REPO_ROOT / link).read_bytes().startswith(PNG)
+
+
+def sentences(text: str) -> list[str]:
+    """The report's sentences and table cells, whitespace normalised."""
+    return [" ".join(p.split()) for p in re.split(r"(?<=[.!?])\s+|\n|\|", text)]
+
+
+def repeated_long_sentences(text: str) -> list[str]:
+    long = [s for s in sentences(text) if len(s.split()) >= 12]
+    return sorted({s for s in long if long.count(s) > 1})
+
+
+def test_the_sentence_check_finds_a_repeat() -> None:
+    once = "This sentence has exactly twelve words in it, no more and no less."
+    assert repeated_long_sentences(f"{once} Short one. {once}") == [once]
+    assert repeated_long_sentences(f"{once} Short one. Short one.") == []
+
+
+@pytest.mark.parametrize("which", ["tiny", "committed"])
+def test_no_long_sentence_is_said_twice(which: str, tiny_run: Path, tmp_path: Path) -> None:
+    if which == "tiny":
+        run = shutil.copytree(tiny_run, tmp_path / "run")
+        assert main(["report", "--run", str(run)]) == 0
+        text = (run / "REPORT.md").read_text()
+    else:
+        text = (REPO_ROOT / "REPORT.md").read_text()
+    assert repeated_long_sentences(text) == []
+
+
+def test_the_report_opens_with_its_bottom_line() -> None:
+    report = (REPO_ROOT / "REPORT.md").read_text()
+    sections = re.findall(r"^## (.+)$", report, re.MULTILINE)
+    assert sections[0] == "What this replication found"
+    block = report.split("## What this replication found", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert 4 <= len(lines) <= 8
+    for line in lines:  # each with its number and the claim or file behind it
+        assert re.search(r"\d", line) and re.search(r"`[\w./]+`|\(Summary\)", line), line

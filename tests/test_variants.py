@@ -18,7 +18,7 @@ from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.evaluation.metrics.part4 import purity
 from replication.evaluation.stats import best_cosines
-from replication.evaluation.verdicts import evaluate_all
+from replication.evaluation.verdicts import control_of, evaluate
 from replication.experiments import ablations, seeds
 from replication.rundir.artifacts import sha256_file, verify_manifest
 from replication.rundir.reader import RunData
@@ -50,7 +50,9 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
     # The tiny model decodes greedily: no sampling seed could change its capture.
     assert summary["sampling"]["applies"] is False and summary["sampling"]["seeds"] == [0]
     assert not list((run / "seeds").glob("sampling*"))
-    seed0 = {r.claim.id: r.verdict for r in evaluate_all(load_claims(), RunData(run))}
+    # Seed 0 judged as each seed is: with its control, each p-value counted at alpha / 3 (Bonferroni).
+    reference = RunData(run)
+    seed0 = {c.id: evaluate(c, reference, control_of(reference), 3).verdict for c in load_claims()}
     assert set(summary["claims"]) == set(seed0)
     for cid, entry in summary["claims"].items():
         assert len(entry["verdicts"]) == len(entry["measured"]) == 3
@@ -150,11 +152,11 @@ def test_ablations_stage_on_a_run(
     l1 = rows["l1_1e-4"]
     assert l1["overrides"] == {"train.l1_coefficient": 0.0001}
     assert "part3.l1_penalty" in l1["changed"]  # the run trained with another L1, so that claim flips
-    assert l1["verdicts"]["part3.l1_penalty"] == "not replicated"
+    assert l1["verdicts"]["part3.l1_penalty"] == "differs"
     assert sha256_file(run / "variants/l1_1e-4/train/sae.safetensors") != sha256_file(run / "train/sae.safetensors")
     standard = rows["standard_sae"]
-    assert standard["verdicts"]["part3.decoder_relu"] == "not replicated"  # its decoder is linear
-    assert standard["verdicts"]["part3.relu"] == "replicated"  # its encoder is still a ReLU
+    assert standard["verdicts"]["part3.decoder_relu"] == "differs"  # its decoder is linear
+    assert standard["verdicts"]["part3.relu"] == "conforms"  # its encoder is still a ReLU
     assert RunData(run / "variants/standard_sae").config.train.batch_size == 64
     per_token = rows["per_token"]
     assert per_token["decode_shaped_fraction"] == 0.0  # a sample holds every fed position, never one row

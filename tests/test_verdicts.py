@@ -10,55 +10,54 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
+from helpers import claim
 
 from replication.config import TrainConfig
 from replication.evaluation import metrics, topics
 from replication.evaluation import writeup as implied
-from replication.evaluation.claims import Claim, Reading, load_claims
-from replication.evaluation.verdicts import Outcome, Result, control_of, evaluate, evaluate_all, outcome
+from replication.evaluation.claims import Reading, load_claims
+from replication.evaluation.verdicts import control_of, evaluate, evaluate_all, outcome
 from replication.rundir import layout
 from replication.rundir.reader import RunData, Untestable
 from replication.sae.training import train_sae
 
 
-def claim(**fields: object) -> Claim:
-    base: dict[str, object] = {
-        "id": "t.x",
-        "section": "T",
-        "quote": "q",
-        "kind": "measured",
-        "metric": "stop_epoch",
-        "op": "ge",
-        "value": 5,
-        "profiles": ("tiny",),
-    }
-    return Claim(**(base | fields))  # type: ignore[arg-type]
+def test_the_untrained_sae_decides(tiny_run: Path) -> None:
+    """The same comparison on the run and on its control: met by both is "holds untrained", by the run
+    only "replicated"; a verdict the control's value does not flip when the run fails."""
+    run = RunData(tiny_run)
+    control = control_of(run)
+    assert control is not None
+    zeros = float((run.codes == 0).mean())
+    untrained = float((control.codes == 0).mean())
+    assert zeros != untrained
+    low, high = sorted((zeros, untrained))
+    below_both = claim(metric="sample_code_zero_fraction", op="gt", value=low / 2)
+    between = claim(metric="sample_code_zero_fraction", op="gt", value=(low + high) / 2)
+    assert evaluate(below_both, run, control).verdict == "holds untrained"
+    expected = "replicated" if zeros > untrained else "not replicated"
+    assert evaluate(between, run, control).verdict == expected
+    assert evaluate(below_both, run).verdict == "replicated"  # no control: nothing to judge by
 
 
-def result(verdict: str, control: str | None, alternatives: tuple[str, ...] = ()) -> Result:
-    return Result(
-        claim(),
-        verdict,  # type: ignore[arg-type]
-        "≥ 5",
-        7,
-        "train/history.json",
-        None if control is None else Outcome(control, "≥ 5", 6),  # type: ignore[arg-type]
-        tuple(Outcome(v, "x", 1) for v in alternatives),  # type: ignore[arg-type]
+def test_words_fit_the_kind(tiny_run: Path) -> None:
+    run = RunData(tiny_run)
+    epochs = len(run.history)
+    for kind, words in (("setup", ("conforms", "differs")), ("implied", ("consistent", "inconsistent"))):
+        assert evaluate(claim(kind=kind, value=epochs), run).verdict == words[0]
+        assert evaluate(claim(kind=kind, value=epochs + 1), run).verdict == words[1]
+    assert evaluate(claim(value=epochs + 1), run).verdict == "not replicated"
+
+
+def test_reading_dependent_when_a_decided_alternative_disagrees(tiny_run: Path) -> None:
+    run = RunData(tiny_run)
+    epochs = len(run.history)
+    agrees, disagrees = (
+        Reading(metric="stop_epoch", op="ge", value=1),
+        Reading(metric="stop_epoch", op="gt", value=epochs),
     )
-
-
-def test_holds_untrained_only_when_both_replicate() -> None:
-    assert result("replicated", "replicated").holds_untrained
-    assert not result("replicated", "not replicated").holds_untrained
-    assert not result("not replicated", "replicated").holds_untrained
-    assert not result("replicated", None).holds_untrained
-
-
-def test_reading_dependent_when_a_decided_alternative_disagrees() -> None:
-    assert result("replicated", None, ("not replicated",)).reading_dependent
-    assert not result("replicated", None, ("replicated",)).reading_dependent
-    assert not result("replicated", None, ("inconclusive",)).reading_dependent
-    assert not result("inconclusive", None, ("replicated",)).reading_dependent
+    assert evaluate(claim(value=1, alternatives=(disagrees,)), run).reading_dependent
+    assert not evaluate(claim(value=1, alternatives=(agrees,)), run).reading_dependent
 
 
 def test_the_control_is_the_untrained_sae(tiny_run: Path) -> None:
@@ -98,13 +97,11 @@ def test_untestable_metric_gives_its_own_verdict(tiny_run: Path, monkeypatch: py
     monkeypatch.setitem(
         metrics.METRICS, "stop_epoch", metrics.Metric("stop_epoch", lambda run: Untestable("why"), spec.evidence, "")
     )
-    got = outcome(claim(), RunData(tiny_run))
-    assert got.verdict == "not testable with this corpus" and got.measured == "not testable: why"
+    got = outcome(claim(), RunData(tiny_run), "measured")
+    assert got.verdict == "not testable" and got.measured == "not testable: why" and got.holds is None
     assert evaluate(claim(profiles=("seed",)), RunData(tiny_run)).verdict == "not testable at this profile"
     alternative = Reading(metric="stop_epoch", op="le", value=1)
-    assert evaluate(claim(alternatives=(alternative,)), RunData(tiny_run)).alternatives[0].verdict == (
-        "not testable with this corpus"
-    )
+    assert evaluate(claim(alternatives=(alternative,)), RunData(tiny_run)).alternatives[0].verdict == "not testable"
 
 
 def test_untrained_training_takes_no_step() -> None:
@@ -129,27 +126,27 @@ def test_what_the_writeups_numbers_imply_by_hand() -> None:
 
 
 def test_the_max_hits_test_by_hand() -> None:
-    # 10 prompts, the first 3 of the topic; 2 features of top 3.
+    # 10 prompts, the first 3 of the topic; 2 features of top 3, disjoint.
     is_topic = np.array([True, True, True] + [False] * 7)
     top = np.array([[0, 1, 5], [6, 7, 8]])
     positive = np.ones_like(top, dtype=bool)
-    test = topics.max_hits_test(top, positive, is_topic)
+    test = topics.max_hits_test(top, positive, is_topic, ["decode"] * 10)
     assert test.observed == 2
-    # Best possible: a feature with all 3 topic prompts. Under shuffled labels one of 3 rows (two
-    # real, one planted stand-in) holds all 3 topic prompts with probability about 3 / C(10, 3) = 0.025.
-    assert test.best_p == pytest.approx(3 / 120, abs=0.012)
-    assert test.testable
-    assert test.power[3] == 1.0 and test.power[1] == 0.0  # a planted 3-of-3 feature is found, 1-of-3 never
+    # Under shuffled labels each row holds all 3 topic prompts with probability 1 / C(10, 3) = 1/120,
+    # and the two rows cannot both: P(max >= 3) = 2 / 120 = 0.017. A row holds >= 2 with probability
+    # (C(3,2) C(7,1) + 1) / 120 = 22 / 120, and both rows at once would need 4: P(max >= 2) = 44 / 120.
+    assert test.tail[3] == pytest.approx(2 / 120, abs=0.008)
+    assert test.tail[2] == pytest.approx(44 / 120, abs=0.03)
+    assert test.threshold == 3 and test.reachable == 3 and test.best_p == test.tail[3]
+    assert test.p == test.tail[2]
     positive[0, 0] = False  # a zero code is not a hit
-    assert topics.max_hits_test(top, positive, is_topic).observed == 1
-    # Planted among the real features: a real 3-of-3 feature is found whatever is planted beside it.
-    real = topics.max_hits_test(np.array([[0, 1, 2], [6, 7, 8]]), np.ones((2, 3), dtype=bool), is_topic)
-    assert real.observed == 3 and real.p < 0.05 and real.power[1] == 1.0
+    assert topics.max_hits_test(top, positive, is_topic, ["decode"] * 10).observed == 1
 
 
 def test_a_topic_too_small_is_not_testable() -> None:
     is_topic = np.zeros(20, dtype=bool)
     is_topic[0] = True
     top = np.arange(40).reshape(8, 5) % 20
-    test = topics.max_hits_test(top, np.ones_like(top, dtype=bool), is_topic)
-    assert not test.testable and test.best_p > 0.05  # one topic prompt: 8 features all but ensure a hit
+    test = topics.max_hits_test(top, np.ones_like(top, dtype=bool), is_topic, ["decode"] * 20)
+    # One topic prompt: every prompt sits in 2 of the 8 top-5 rows, so a hit is certain, p = 1.
+    assert test.threshold is None and test.best_p == 1.0

@@ -120,7 +120,35 @@ def compare_runs(run_dir: Path, reference: Path, claims: list[Claim]) -> Compari
         recomputed = {r.claim.id: r.verdict for r in evaluate_all(claims, RunData(run_dir))}
         committed = _verdicts(reference, claims)
         result.verdicts_changed = sorted(c for c in committed if recomputed.get(c) != committed[c])
+    result.unexplained += _replication_differences(run_dir, reference, result.same_kernels)
     return result
+
+
+REPLICATION_FILES = (layout.VERDICTS, layout.SEEDS_JSON, layout.ABLATIONS_JSON)
+"""What the whole replication derives beyond the stages, compared where both runs have it: every
+verdict, measured value and seed or variant row within the tolerance (exactly on the same kernels)."""
+
+
+def _replication_differences(run_dir: Path, reference: Path, same_kernels: bool) -> list[str]:
+    """The verdicts, seeds, ablations and the features the cards drew, where both runs have them."""
+    ours, theirs = artifacts.read_manifest(run_dir)["files"], artifacts.read_manifest(reference)["files"]
+    named = []
+    for name in REPLICATION_FILES:
+        if name not in ours or name not in theirs or ours[name] == theirs[name]:
+            continue
+        if same_kernels:
+            named.append(f"{name} differs on the same CPU kernels")
+        else:
+            named += _close(json.loads((run_dir / name).read_text()), json.loads((reference / name).read_text()), name)[
+                :3
+            ]
+    drawn = [{n for n in files if n.startswith(f"{layout.CARDS}/")} for files in (ours, theirs)]
+    if drawn[0] and drawn[1] and drawn[0] != drawn[1]:
+        extra, missing = (
+            ", ".join(sorted(a - b)[:4]) or "none" for a, b in ((drawn[0], drawn[1]), (drawn[1], drawn[0]))
+        )
+        named.append(f"the cards drew other features: {extra} instead of {missing}")
+    return named
 
 
 def _verdicts(run_dir: Path, claims: list[Claim]) -> dict[str, str]:

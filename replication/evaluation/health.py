@@ -6,6 +6,8 @@ Definitions (also printed in the report):
   rows; 0 is perfect, 1.0 is no better than predicting the set's own mean.
 - Mean-predictor FVU: the FVU of predicting every row by the TRAINING rows' mean -- the baseline
   an SAE has to beat (at least 1.0 on the set itself).
+- ReLU-decoder FVU floor: the FVU of max(x, 0), the best a reconstruction without negative values
+  can do.
 - Dead fraction: code dimensions that are zero on every sample of the dataset.
 - Feature density: for each code dimension, the fraction of samples on which it is non-zero.
 """
@@ -25,6 +27,12 @@ def fvu(x: np.ndarray, x_hat: np.ndarray) -> float:
     one row does not."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(((x - x_hat) ** 2).sum() / ((x - x.mean(axis=0)) ** 2).sum())
+
+
+def relu_fvu_floor(x: np.ndarray) -> float:
+    """The smallest FVU any non-negative reconstruction of ``x`` can have (a decoder ending in a ReLU):
+    the best is max(x, 0), which leaves min(x, 0) unexplained."""
+    return fvu(x, np.maximum(x, 0))
 
 
 def mean_predictor_fvu(x: np.ndarray, train_mean: np.ndarray) -> float:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+import scipy.special
 import scipy.stats
+
+P_FLOOR = 1e-300
+"""The smallest p-value given as a number. Tails are computed in log space, so one below this is a
+bound, never an underflowed double: ``format_p`` prints it as "< 1e-300"."""
+
+
+def format_p(p: float) -> str:
+    """A p-value as text: "< 1e-300" at the floor, else three significant digits."""
+    return f"< {P_FLOOR:g}" if p <= P_FLOOR else f"{p:.3g}"
 
 
 def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.ndarray:
@@ -37,14 +49,25 @@ PERMUTATION_CHUNK = 256
 
 
 def permutation_null(
-    statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, permutations: int, seed: int = 0
+    statistic: Callable[[np.ndarray], np.ndarray],
+    labels: np.ndarray,
+    permutations: int,
+    seed: int = 0,
+    strata: Sequence[Any] | None = None,
 ) -> np.ndarray:
     """``statistic`` of ``permutations`` shuffles of the labels: its null distribution. The statistic
-    is vectorised: it maps labels of shape (..., n) to values of shape (...), and sees the shuffles
-    (``rng.permutation`` of the labels, one after the other) a chunk at a time."""
+    is vectorised: it maps labels of shape (..., n) to values of shape (...), and sees the shuffles a
+    chunk at a time. With ``strata`` (one value per label), each label moves only among the positions
+    of its own stratum: a stratified permutation."""
     rng = np.random.default_rng(seed)
-    # Row by row as rng.permutation(labels) would shuffle them, one call after the other.
-    order = rng.permuted(np.tile(np.arange(len(labels)), (permutations, 1)), axis=1)
+    n = len(labels)
+    groups = (
+        [np.arange(n)] if strata is None else [np.flatnonzero(np.asarray(strata) == s) for s in dict.fromkeys(strata)]
+    )
+    order = np.tile(np.arange(n), (permutations, 1))
+    for members in groups:
+        # Row by row as rng.permutation would shuffle them, one stratum after the other.
+        order[:, members] = members[rng.permuted(np.tile(np.arange(len(members)), (permutations, 1)), axis=1)]
     shuffled = np.asarray(labels)[order]
     chunks = [statistic(shuffled[i : i + PERMUTATION_CHUNK]) for i in range(0, permutations, PERMUTATION_CHUNK)]
     return np.concatenate(chunks).astype(float) if chunks else np.zeros(0)
@@ -56,12 +79,16 @@ def tail_pvalue(null: np.ndarray, observed: float) -> float:
 
 
 def permutation_pvalue(
-    statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, permutations: int, seed: int = 0
+    statistic: Callable[[np.ndarray], np.ndarray],
+    labels: np.ndarray,
+    permutations: int,
+    seed: int = 0,
+    strata: Sequence[Any] | None = None,
 ) -> tuple[float, float]:
     """(observed, p): ``statistic(labels)`` and its one-sided p-value under shuffled labels (the
-    statistic vectorised as ``permutation_null`` says)."""
+    statistic vectorised, and the shuffles stratified, as ``permutation_null`` says)."""
     observed = float(statistic(labels))
-    return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed), observed)
+    return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed, strata), observed)
 
 
 def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> float:
@@ -78,10 +105,24 @@ def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> fl
     return expected
 
 
+def log_poisson_tail(observed: int, expected: float) -> float:
+    """ln P(X >= observed) for X ~ Poisson(expected), never -inf: scipy's tail where it is a normal
+    double, else the pmf summed from ``observed`` in log space (past the mean its terms fall at least
+    geometrically, so the first few thousand hold all of it)."""
+    if observed <= 0:
+        return 0.0
+    tail = float(scipy.stats.poisson.sf(observed - 1, expected))
+    if tail > 1e-200:
+        return math.log(tail)
+    terms = np.arange(observed, observed + 2000 + 10 * math.isqrt(int(expected) + 1))
+    return float(scipy.special.logsumexp(scipy.stats.poisson.logpmf(terms, expected)))
+
+
 def poisson_tail(observed: int, expected: float) -> float:
-    """P(X >= observed) for X ~ Poisson(expected): the chance of this many rare events or more; a
-    tail below the smallest double is given as that double, not as 0."""
-    return max(float(scipy.stats.poisson.sf(observed - 1, expected)), float(np.finfo(float).tiny))
+    """P(X >= observed) for X ~ Poisson(expected), from ``log_poisson_tail``; a tail below
+    ``P_FLOOR`` is given as ``P_FLOOR`` (printed "< 1e-300")."""
+    log_tail = log_poisson_tail(observed, expected)
+    return math.exp(log_tail) if log_tail > math.log(P_FLOOR) else P_FLOOR
 
 
 def binomial_tail(observed: int, trials: int, rate: float) -> float:

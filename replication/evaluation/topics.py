@@ -22,8 +22,6 @@ ALPHA = 0.05
 """The significance level of every test of Part 4 (p, or Benjamini-Hochberg q, below it)."""
 TESTED = ("javascript_web", "testing", "oop")
 """The topics of the write-up's three topic features, each tested for a feature of its own."""
-PLANTINGS = 20
-"""Synthetic features planted per number of topic prompts, to measure a test's power."""
 OTHER = "other"
 """The label of a prompt that no topic rule matches; it never counts as a topic."""
 
@@ -38,15 +36,16 @@ def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
 
 
 def topic_feature_test(
-    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, seed: int = 0
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
 ) -> tuple[int, float]:
     """(count, p): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
-    the permutation p-value of that count when the prompts' topic labels are shuffled."""
+    the permutation p-value of that count when the prompts' topic labels are shuffled within each
+    sample type (``strata``: prefill or decode step)."""
 
     def count(labels: np.ndarray) -> np.ndarray:
         return np.asarray(((labels[..., top_indices] & positive).sum(axis=-1) >= TOPIC_MIN_HITS).sum(axis=-1))
 
-    observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed)
+    observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed, strata)
     return int(observed), p
 
 
@@ -57,45 +56,45 @@ class MaxHits:
     observed: int
     """The largest number of topic prompts among any feature's positive top-k prompts."""
     p: float
-    """Its permutation p-value: shuffled topic labels, the same maximum over all features."""
-    best_p: float
-    """The smallest p the design can reach: a feature with min(k, topic size) topic prompts."""
-    power: dict[int, float]
-    """Detection rate at p < ALPHA of a planted feature with h topic prompts in its top k, by h."""
+    """Its permutation p-value: topic labels shuffled within each sample type, the same maximum over
+    all features."""
+    tail: dict[int, float]
+    """The p-value the test gives a feature holding h topic prompts (h = 1 .. min(k, topic size))."""
 
     @property
-    def testable(self) -> bool:
-        return self.best_p < ALPHA
+    def reachable(self) -> int:
+        """The most topic prompts a top k can hold: min(k, topic size)."""
+        return max(self.tail, default=0)
+
+    @property
+    def best_p(self) -> float:
+        """The smallest p the design can reach: a feature with ``reachable`` topic prompts."""
+        return self.tail.get(self.reachable, 1.0)
+
+    @property
+    def threshold(self) -> int | None:
+        """The fewest topic prompts in a top k that the test flags (p < ALPHA); None when no reachable
+        number is flagged: then the test cannot find any feature."""
+        return next((h for h in sorted(self.tail) if self.tail[h] < ALPHA), None)
 
 
 def max_hits_test(
-    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, seed: int = 0, plantings: int = PLANTINGS
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
 ) -> MaxHits:
-    """Max over features of topic hits in the positive top k, against its permutation null; its power
-    measured by planting synthetic features -- h random topic prompts and k - h others, all firing --
-    among the real ones and running the same test."""
+    """Max over features of topic hits in the positive top k, against its permutation null (labels
+    shuffled within each sample type: the decode-step samples fill most top-k slots and their topics
+    are not the corpus's); and the p-value the same null gives every reachable number of hits, which
+    fixes the smallest feature the test can flag."""
     k = top_indices.shape[1]
-    # Under shuffled labels any row of k distinct prompts is alike: one extra row stands for a planted one.
-    rows = np.vstack([top_indices, np.arange(k)])
-    fires = np.vstack([positive, np.ones(k, dtype=bool)])
 
     def most(labels: np.ndarray) -> np.ndarray:
-        return np.asarray((labels[..., rows] & fires).sum(axis=-1).max(axis=-1))
+        return np.asarray((labels[..., top_indices] & positive).sum(axis=-1).max(axis=-1, initial=0))
 
-    null = stats.permutation_null(most, is_topic, PERMUTATIONS, seed)
+    null = stats.permutation_null(most, is_topic, PERMUTATIONS, seed, strata)
     observed = int((is_topic[top_indices] & positive).sum(axis=1).max(initial=0))
-    topic, others = np.flatnonzero(is_topic), np.flatnonzero(~is_topic)
-    reachable = min(k, len(topic))
-    rng = np.random.default_rng(seed)
-    power = {}
-    for h in range(1, reachable + 1):
-        found = 0
-        for _ in range(plantings):
-            planted = np.concatenate([rng.choice(topic, h, replace=False), rng.choice(others, k - h, replace=False)])
-            hits = int(is_topic[planted].sum())
-            found += stats.tail_pvalue(null, max(observed, hits)) < ALPHA
-        power[h] = found / plantings
-    return MaxHits(observed, stats.tail_pvalue(null, observed), stats.tail_pvalue(null, reachable), power)
+    reachable = min(k, int(is_topic.sum()))
+    tail = {h: stats.tail_pvalue(null, h) for h in range(1, reachable + 1)}
+    return MaxHits(observed, stats.tail_pvalue(null, observed), tail)
 
 
 def purity_null(labels: list[str], k: int) -> np.ndarray:

@@ -1,11 +1,17 @@
 """Verdicts: each claim evaluated on a run, beside the untrained control and its other readings.
 
-A verdict is computed, never written: replicated / not replicated / not testable at this profile /
-inconclusive. Every measured or reading claim about the SAE is also evaluated on the control -- the
-same SAE at its initialisation, no optimiser step, through the same analysis (``<run>/control/``) --
-and a claim the control meets too "holds untrained": it is no support for the write-up's account
-of what training found. Claims about the captured activations come before any SAE and have no
-control value.
+A verdict is computed, never written, in the words of the claim's kind:
+- setup: *conforms* / *differs* (the run used the stated configuration; not a finding);
+- implied: *consistent* / *inconsistent* with the write-up's reading (its own numbers, no run);
+- measured and reading: *replicated* / *not replicated*, or
+  - *fixed by design*: no value the design allows (a floor the architecture imposes, a fraction that
+    the data type fixes: ``Metric.reach``) could give another verdict;
+  - *holds untrained*: the same SAE at its initialisation -- no optimiser step, the same analysis
+    (``<run>/control/``) -- meets the claim too, so it is no support for what training found.
+  Neither is counted among findings. Claims about the captured activations come before any SAE and
+  have no control value.
+- *not testable*: the test could not have flagged any outcome; *not testable at this profile*: the
+  claim is bound to another scale (its value is still measured and shown); *inconclusive*: no value.
 """
 
 from __future__ import annotations
@@ -21,26 +27,46 @@ from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, Untestable
 
 Verdict = Literal[
-    "replicated", "not replicated", "not testable at this profile", "not testable with this corpus", "inconclusive"
-]
-VERDICTS: tuple[Verdict, ...] = (
+    "conforms",
+    "differs",
+    "consistent",
+    "inconsistent",
     "replicated",
     "not replicated",
+    "fixed by design",
+    "holds untrained",
+    "not testable",
     "not testable at this profile",
-    "not testable with this corpus",
     "inconclusive",
-)
+]
+WORDS: dict[str, tuple[Verdict, Verdict]] = {
+    "setup": ("conforms", "differs"),
+    "implied": ("consistent", "inconsistent"),
+    "measured": ("replicated", "not replicated"),
+    "reading": ("replicated", "not replicated"),
+}
+"""The verdict when a claim's comparison holds, and when it does not, by kind."""
 COUNTED = ("measured", "reading")
-"""The kinds the headline counts: findings that could have come out otherwise."""
+"""The kinds whose verdicts can be findings: quantities of the run that could have come out otherwise."""
+FINDINGS: tuple[Verdict, ...] = ("replicated", "not replicated", "inconclusive")
+"""The verdicts counted as findings; fixed by design, holds untrained and not testable are not."""
+NOT_FINDINGS: tuple[Verdict, ...] = (
+    "fixed by design",
+    "holds untrained",
+    "not testable",
+    "not testable at this profile",
+)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One reading evaluated on one run."""
+    """One reading evaluated on one run: whether its comparison holds (None: no value, or the test
+    could not flag any), and the verdict in its kind's words."""
 
     verdict: Verdict
     claimed: str
     measured: Any
+    holds: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -54,24 +80,34 @@ class Result:
     evidence: str
     control: Outcome | None = None
     alternatives: tuple[Outcome, ...] = ()
+    design: str | None = None
+    """Why no reachable value could change the verdict (fixed by design), or the range the design
+    allows when it could."""
+    detail: str | None = None
+    """What the value was computed from (``Metric.detail``)."""
+    control_detail: str | None = None
 
     @property
     def holds_untrained(self) -> bool:
-        return self.verdict == "replicated" and self.control is not None and self.control.verdict == "replicated"
+        return self.verdict == "holds untrained"
+
+    @property
+    def finding(self) -> bool:
+        return self.claim.kind in COUNTED and self.verdict in FINDINGS
 
     @property
     def reading_dependent(self) -> bool:
         """True when an alternative reading of the sentence would give another verdict."""
-        decided = ("replicated", "not replicated")
-        return self.verdict in decided and any(
-            a.verdict in decided and a.verdict != self.verdict for a in self.alternatives
+        return self.verdict in WORDS[self.claim.kind] and any(
+            a.holds is not None and a.verdict != self.verdict and a.verdict in WORDS[self.claim.kind]
+            for a in self.alternatives
         )
 
     def line(self) -> str:
         text = f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
         if self.control is not None:
             text += f"  untrained {format_value(self.control.measured)}"
-        return text + ("  (holds untrained)" if self.holds_untrained else "")
+        return text
 
 
 def _scale(run: RunData) -> dict[str, float]:
@@ -89,15 +125,19 @@ def testable(claim: Claim, run: RunData) -> bool:
     return run.config.profile in claim.profiles and not random_weights
 
 
-def outcome(reading: Reading, run: RunData) -> Outcome:
+def outcome(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) -> Outcome:
+    """The reading on the run, in the words of ``kind``; a p-value metric is first multiplied by
+    ``p_factor`` (the number of seeds it is one of: Bonferroni), capped at 1."""
     scale = _scale(run)
     claimed = reading.expected(scale)
     measured = METRICS[reading.metric].compute(run)
     if isinstance(measured, Untestable):
-        return Outcome("not testable with this corpus", claimed, str(measured))
-    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
-        return Outcome("inconclusive", claimed, measured)
-    return Outcome("replicated" if reading.holds(measured, scale) else "not replicated", claimed, measured)
+        return Outcome("not testable", claimed, str(measured))
+    if measured is None or (isinstance(measured, float) and not math.isfinite(measured)):
+        return Outcome("inconclusive", claimed, None if measured is None else str(measured))
+    judged = min(1.0, measured * p_factor) if METRICS[reading.metric].pvalue else measured
+    holds = reading.holds(judged, scale)
+    return Outcome(WORDS[kind][0] if holds else WORDS[kind][1], claimed, measured, holds)
 
 
 def has_control(claim: Claim) -> bool:
@@ -105,15 +145,51 @@ def has_control(claim: Claim) -> bool:
     return claim.kind in COUNTED and METRICS[claim.metric].evidence not in layout.CAPTURE_FILES
 
 
-def evaluate(claim: Claim, run: RunData, control: RunData | None = None) -> Result:
-    """The claim's verdict on the run (with its control and alternatives), and its evidence file."""
+def _design(claim: Claim, run: RunData) -> tuple[str | None, bool]:
+    """(text, fixed): what values the design allows for the claim's metric on this run, and whether
+    the claim's comparison is decided on all of them."""
+    spec = METRICS[claim.metric]
+    bounds = spec.reach(run) if spec.reach is not None else None
+    if bounds is None:
+        return (spec.flags(run) if spec.flags is not None else None), False
+    decided = claim.decided_on(bounds.low, bounds.high, _scale(run))
+    span = (
+        f"{format_value(bounds.low)}"
+        if bounds.low == bounds.high
+        else (f"[{format_value(bounds.low)}, {format_value(bounds.high)}]")
+    )
+    if decided is None:
+        return f"the design allows {span} ({bounds.reason}), so it could have failed", False
+    return f"the design allows only {span}: {bounds.reason}", True
+
+
+def _detail(metric: str, run: RunData | None) -> str | None:
+    describe = METRICS[metric].detail
+    return describe(run) if describe is not None and run is not None else None
+
+
+def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_factor: float = 1.0) -> Result:
+    """The claim's verdict on the run (with its control and alternatives), and its evidence file.
+    A claim not testable at this profile is still measured, and its value shown."""
     evidence = METRICS[claim.metric].evidence
+    untrained = outcome(claim, control, claim.kind, p_factor) if control is not None and has_control(claim) else None
+    main = outcome(claim, run, claim.kind, p_factor)
+    shown = {
+        "detail": _detail(claim.metric, run),
+        "control_detail": _detail(claim.metric, control) if untrained is not None else None,
+    }
+    alternatives = tuple(outcome(reading, run, claim.kind, p_factor) for reading in claim.alternatives)
     if not testable(claim, run):
-        return Result(claim, "not testable at this profile", claim.expected(_scale(run)), None, evidence)
-    main = outcome(claim, run)
-    untrained = outcome(claim, control) if control is not None and has_control(claim) else None
-    alternatives = tuple(outcome(reading, run) for reading in claim.alternatives)
-    return Result(claim, main.verdict, main.claimed, main.measured, evidence, untrained, alternatives)
+        verdict: Verdict = "not testable at this profile"
+        return Result(claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, **shown)
+    verdict, design = main.verdict, None
+    if claim.kind in COUNTED and main.holds is not None:
+        design, fixed = _design(claim, run)
+        if fixed:
+            verdict = "fixed by design"
+        elif main.holds and untrained is not None and untrained.holds:
+            verdict = "holds untrained"
+    return Result(claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, design, **shown)
 
 
 def control_of(run: RunData) -> RunData | None:
@@ -145,7 +221,9 @@ def write_verdicts(run: RunData, results: list[Result]) -> Path:
             "measured": r.measured,
             "evidence": r.evidence,
             "control": None if r.control is None else {"verdict": r.control.verdict, "measured": r.control.measured},
-            "holds_untrained": r.holds_untrained,
+            "design": r.design,
+            "detail": r.detail,
+            "control_detail": r.control_detail,
             "alternatives": [
                 {"verdict": a.verdict, "claimed": a.claimed, "measured": a.measured} for a in r.alternatives
             ],

@@ -8,9 +8,14 @@ code from METHOD.md), its steps as text for the report, and its value. The claim
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from math import comb
 
 from scipy.stats import norm
+
+from replication.config import REPO_ROOT
+from replication.evaluation import topics
 
 # The write-up's numbers (Part 3) and the original's code (METHOD.md).
 STOP_EPOCH = 6  # "stopping early at epoch 6"
@@ -23,6 +28,27 @@ L1 = 0.001  # "L1 Penalty: 0.001", multiplying the SUM of |z| over the batch
 TRAIN_SAMPLES = 78  # int(0.8 * 98) samples, each (1, 1, 4096) as the write-up says
 D_HIDDEN = 8192  # "Encoder Dimension: 8192"
 CODE_VALUES = TRAIN_SAMPLES * D_HIDDEN  # code values in one full-batch forward pass
+LR = 0.001  # "Used Adam optimizer (`lr=0.001`)"
+D_IN = 4096  # "Input/Output Dimension: 4096"
+PRINTED_DIMS = 50  # the original prints the top prompts of dimensions 0-49 (METHOD.md)
+TOP_K = 5  # prompts listed per dimension
+WRITEUP_FILE = REPO_ROOT / "fixtures" / "writeup.md"
+CORPUS_FILE = REPO_ROOT / "fixtures" / "prompts.txt"
+WRITEUP_FEATURE = {"oop": 1, "javascript_web": 2, "testing": 3}
+"""The write-up's feature (its "Feature N" section) that it reads as each topic."""
+
+
+def writeup_listed_prompts(feature: int) -> list[str]:
+    """The first five prompts the write-up lists for its Feature ``feature`` (for Feature 3, its
+    Dimension 36's), in its order."""
+    text = WRITEUP_FILE.read_text(encoding="utf-8")
+    block = text.split(f"### Feature {feature}", 1)[1].split("* **Interpretation:**", 1)[0]
+    return re.findall(r"^\s*\d\.\s+(.*?) \(Activation: ", block, flags=re.MULTILINE)[:5]
+
+
+def writeup_strength(topic: str) -> int:
+    """How many of the five prompts the write-up lists for its ``topic`` feature carry the topic."""
+    return topics.topic_labels(writeup_listed_prompts(WRITEUP_FEATURE[topic])).count(topic)
 
 
 @dataclass(frozen=True)
@@ -104,7 +130,63 @@ def init_l1_from_sparsity() -> Derivation:
     )
 
 
-DERIVATIONS = (best_epoch, final_code_mass, first_code_mass, code_mass_ratio, init_l1_from_sparsity)
+def adam_first_step_cosine(part: str) -> Derivation:
+    """How far one Adam step can turn a weight row of PyTorch's default initialisation.
+
+    nn.Linear draws each weight from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), variance 1 / (3 fan_in); a
+    row of n weights has squared norm about n / (3 fan_in). Adam's first step is lr * m / (sqrt(v) +
+    eps) with m = g and v = g^2 after bias correction: +-lr for every weight with a gradient, 0 for the
+    rest, so the step's squared norm is at most n lr^2. Whatever its direction, a vector w turned by
+    a step d of |d| < |w| keeps cosine >= sqrt(1 - |d|^2 / |w|^2) with itself.
+    """
+    fan_in, n, what = (D_IN, D_IN, "encoder row") if part == "encoder" else (D_HIDDEN, D_IN, "decoder column")
+    ratio = n * LR**2 / (n / (3 * fan_in))
+    bound = math.sqrt(1 - ratio)
+    return Derivation(
+        f"{what} cosine after one Adam step",
+        bound,
+        f"a{'n' if what[0] in 'aeiou' else ''} {what} of {n} weights drawn from U(+-1/sqrt({fan_in})) has "
+        f"squared norm {n} / (3 x {fan_in}) = "
+        f"{n / (3 * fan_in):.4f}; Adam's first step moves each weight by at most lr = {LR} (+-lr wherever there is "
+        f"a gradient, whatever the loss's scale), squared norm <= {n} x {LR}^2 = {n * LR**2:.6f}; so the {what} keeps "
+        f"cosine >= sqrt(1 - {ratio:.5f}) = {bound:.4f} with its random initial value",
+        f"the best SAE (best epoch 1: one Adam step) kept every {what} at cosine >= {bound:.3f} with its random "
+        "initialisation: the features the write-up read are random projections, and an L1 coefficient 10 times "
+        "smaller changes the step only where the gradient's sign changes",
+    )
+
+
+def chance_of_writeup_evidence(topic: str) -> Derivation:
+    """How often chance alone gives a top 5 as rich in ``topic`` as the write-up's own example, among
+    the dimensions it printed: a uniform null, every set of 5 of the 98 prompts equally likely."""
+    labels = topics.topic_labels(CORPUS_FILE.read_text(encoding="utf-8").splitlines())
+    size, n = labels.count(topic), len(labels)
+    h = writeup_strength(topic)
+    one = sum(comb(size, j) * comb(n - size, TOP_K - j) for j in range(h, TOP_K + 1)) / comb(n, TOP_K)
+    some = 1 - (1 - one) ** PRINTED_DIMS
+    terms = " + ".join(f"C({size},{j}) C({n - size},{TOP_K - j})" for j in range(h, min(size, TOP_K) + 1))
+    return Derivation(
+        f"chance of a '{topic}' top 5 like the write-up's",
+        some,
+        f"the write-up's '{topic}' feature lists {h} of 5 '{topic}' prompts ({size} of the {n}); a random top 5 "
+        f"holds at least {h} with probability ({terms}) / C({n},{TOP_K}) = {one:.2g}, so at least one of the "
+        f"{PRINTED_DIMS} dimensions the original printed does with probability 1 - (1 - {one:.2g})^{PRINTED_DIMS} "
+        f"= {some:.2g}",
+        f"chance alone shows a '{topic}' feature that strong among the dimensions read with probability {some:.2g}, "
+        "before counting that a feature of any other topic would have been reported too",
+    )
+
+
+DERIVATIONS = (
+    best_epoch,
+    final_code_mass,
+    first_code_mass,
+    code_mass_ratio,
+    init_l1_from_sparsity,
+    lambda: adam_first_step_cosine("encoder"),
+    lambda: adam_first_step_cosine("decoder"),
+    *(lambda topic=topic: chance_of_writeup_evidence(topic) for topic in topics.TESTED),
+)
 """In the order the report shows them."""
 
 CANNOT = (

@@ -18,7 +18,7 @@ from replication.config import ABLATIONS, load_profile
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim
 from replication.evaluation.metrics import METRICS
-from replication.evaluation.verdicts import evaluate
+from replication.evaluation.verdicts import control_of, evaluate
 from replication.experiments.variant import recaptures, variant_run
 from replication.model.loading import resolve_device
 from replication.rundir import artifacts, layout
@@ -78,7 +78,8 @@ def capture_batching(reference: RunData, overrides: dict[str, Any], ctx: Context
 def _row(run: RunData, claims: list[Claim]) -> dict[str, Any]:
     row = {name: METRICS[name].compute(run) for name in ROW_METRICS}
     row["last_sparsity"] = run.history[-1]["sparsity"]
-    row["verdicts"] = {claim.id: evaluate(claim, run).verdict for claim in claims}
+    control = control_of(run)
+    row["verdicts"] = {claim.id: evaluate(claim, run, control).verdict for claim in claims}
     return row
 
 

@@ -3,9 +3,10 @@
 Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/seeds/seed<k>/`` (the
 capture files are hard links, never copies or re-captures). Where the model samples while generating
 (the original's sampling was unseeded), sampling seeds 1..M-1 capture anew in ``<run>/seeds/sampling<k>/``.
-Every claim gets its measured value and verdict per seed, an interval, and one combined verdict: the
-common verdict, or ``inconclusive`` when the seeds disagree. Features are matched across seeds by the
-best cosine similarity of their decoder directions.
+Every claim gets its measured value and verdict per seed (each with its own untrained control), an
+interval, and one combined verdict: the common verdict, or ``inconclusive`` when the seeds disagree. A
+p-value is corrected for the number of runs it is one of (Bonferroni: each counts at alpha / runs).
+Features are matched across seeds by the best cosine similarity of their decoder directions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
-from replication.evaluation.verdicts import Verdict, evaluate
+from replication.evaluation.verdicts import Verdict, control_of, evaluate
 from replication.experiments.variant import variant_run
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
@@ -66,9 +67,10 @@ def run_seeds(
         for k in sampling_values[1:]
     ]
     per_claim = {}
+    family = len(runs) + len(sampled)
     for claim in claims:
-        results = [evaluate(claim, run) for run in runs]
-        resampled = [evaluate(claim, run) for run in sampled]
+        results = [evaluate(claim, run, control_of(run), family) for run in runs]
+        resampled = [evaluate(claim, run, control_of(run), family) for run in sampled]
         measured = [r.measured for r in results + resampled]
         numbers = [m for m in measured if isinstance(m, int | float) and not isinstance(m, bool)]
         per_claim[claim.id] = {
@@ -86,6 +88,7 @@ def run_seeds(
     random = np.random.default_rng(0).standard_normal(directions[0].shape)
     summary = {
         "seeds": list(range(n_seeds)),
+        "correction": f"Bonferroni over {family} runs: a p-value counts as significant below alpha / {family}",
         "sampling": {
             "seeds": sampling_values,
             "applies": samples,

@@ -30,6 +30,7 @@ from replication.evaluation.claims import Claim, format_value
 from replication.evaluation.health import feature_density
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
+from replication.evaluation.metrics.initial import row_cosines
 from replication.evaluation.metrics.part4 import purity, topic_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
@@ -87,6 +88,7 @@ class View:
             "mean_fvu": METRICS["val_mean_predictor_fvu"].compute(self.run),
             "ce_recovered": splice.get("ce_loss_recovered"),
             "decoder": self.run.sae.architecture.decoder_activation,
+            **{name: METRICS[name].compute(self.run) for name in INITIALISATION},
         }
 
     @property
@@ -101,6 +103,30 @@ class View:
             for dim in cited_dims(result.claim, self.run):
                 by_dim.setdefault(dim, []).append(result)
         return by_dim
+
+
+INITIALISATION = (
+    "encoder_init_cosine",
+    "decoder_init_cosine",
+    "weight_change_over_steps_lr",
+    "top5_shared_with_untrained",
+)
+"""How far training moved the whole SAE from its initialisation, on every card."""
+
+
+def _init_cosines(view: View, dim: int) -> dict[str, float] | None:
+    """This feature's encoder row and decoder column against their initial values (the control's SAE)."""
+    if view.control is None:
+        return None
+    trained, initial = view.run.sae, view.control.sae
+    pairs = {
+        "encoder": (trained.encoder.weight[dim], initial.encoder.weight[dim]),
+        "decoder": (trained.decoder.weight[:, dim], initial.decoder.weight[:, dim]),
+    }
+    return {
+        part: float(row_cosines(a.detach().numpy()[None], b.detach().numpy()[None])[0])
+        for part, (a, b) in pairs.items()
+    }
 
 
 def select(view: View) -> dict[int, list[str]]:
@@ -206,6 +232,7 @@ def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
         "max_row_code": float(column.max(initial=0.0)),
         "positive_top": sum(t["value"] > 0 for t in entry["top"]),
         "overlap": None if control is None else len(set(top_indices) & {t["index"] for t in control["top"]}),
+        "init_cosine": _init_cosines(view, dim),
         "stable": bool(view.seeds) and all(c >= STABLE_COSINE for _, c in _seed_matches(view, dim)),
         "density": float((column > 0).mean()),
         "token_density": float((everywhere > 0).mean()) if everywhere.size else 0.0,

@@ -77,10 +77,11 @@ def not_expressible(run: RunData) -> str | None:
     return None
 
 
-def export_one(run: RunData, name: str, out: Path) -> dict[str, Any]:
-    """Write one SAE's SAELens directory under ``out``; its index entry either way."""
+def export_one(run: RunData, name: str, out: Path, source: str = ".") -> dict[str, Any]:
+    """Write one SAE's SAELens directory under ``out``; its index entry either way (``source``: the
+    SAE's run, relative to the exporting run, so the index is the same wherever the run lies)."""
     reason = not_expressible(run)
-    entry: dict[str, Any] = {"source": str(run.root), "decoder_activation": run.sae.decoder_activation}
+    entry: dict[str, Any] = {"source": source, "decoder_activation": run.sae.decoder_activation}
     if reason is not None:
         return {**entry, "exported": False, "reason": reason}
     x, _ = sample_rows(run.activations)
@@ -105,7 +106,7 @@ def export_run(run_dir: Path) -> dict[str, Any]:
     index: dict[str, Any] = {"format": f"SAELens {SAELENS_VERSION} (SAE.load_from_disk)", "saes": {}}
     files: list[Path] = []
     for name, source in sources.items():
-        entry = export_one(RunData(source), name, out / name)
+        entry = export_one(RunData(source), name, out / name, source.relative_to(run_dir).as_posix())
         index["saes"][name] = entry
         if entry["exported"]:
             files += [out / name / f for f in (layout.SAELENS_CFG, layout.SAELENS_WEIGHTS, layout.SAELENS_REFERENCE)]

@@ -11,6 +11,7 @@ from sklearn.manifold import TSNE
 
 from replication.config import REPO_ROOT
 from replication.evaluation import health
+from replication.evaluation.metrics import METRICS
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 from replication.sae.data import sample_rows
@@ -19,10 +20,15 @@ FIGURE_PROMPTS = REPO_ROOT / "fixtures" / "figure_prompts.txt"
 PNG_META = {"Software": None}  # no version string: the same figure gives the same bytes
 
 
+def listed_prompts(run: RunData) -> list[str]:
+    """The write-up's listed figure prompts that the run's corpus holds."""
+    return [p for p in FIGURE_PROMPTS.read_text(encoding="utf-8").splitlines() if p in run.prompts]
+
+
 def _listed_vectors(run: RunData) -> tuple[list[str], np.ndarray]:
     """The write-up's listed prompts present in the run, and their sample rows."""
     rows = sample_rows(run.activations)[0].numpy()
-    chosen = [p for p in FIGURE_PROMPTS.read_text(encoding="utf-8").splitlines() if p in run.prompts]
+    chosen = listed_prompts(run)
     return chosen, rows[[run.prompts.index(p) for p in chosen]]
 
 
@@ -148,3 +154,30 @@ def draw_all(run: RunData) -> dict[str, Path]:
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     artifacts.write_png(path, fig, dpi=100, metadata=PNG_META)
+
+
+def captions(run: RunData) -> dict[str, str]:
+    """Under each of the write-up's figures: what the write-up said it shows, and what this run's shows."""
+    history = run.history
+    first, last = history[0], history[-1]
+    full = METRICS["first_full_sparsity_epoch"].compute(run)
+    listed = listed_prompts(run)
+    return {
+        "part2": 'The write-up: layer-10 activations of its 98 prompts, "mostly non-zero" and varying widely. '
+        f"This run: {METRICS['nonzero_fraction'].compute(run):.4f} of the values are not exactly 0, and over the "
+        f"plotted rows the 99th percentile of |x| is {METRICS['plotted_spread_p99_over_median'].compute(run):.1f} "
+        "times the median.",
+        "part2_1": f"The write-up: a t-SNE of 11 listed prompts, with no reading given. This run: the {len(listed)} "
+        "of them in its corpus, perplexity 10, seed 42, as the original.",
+        "part2_2": "The write-up: the cosine similarity of the same prompts' activations, with no reading given. "
+        f"This run: the same {len(listed)} prompts' sample rows.",
+        "training_loss": "The write-up: the training loss fell fast from 17 to 0.013 and validation stabilized at "
+        f"0.014. This run: train loss {first['train_loss']:.4g} in epoch 1, {last['train_loss']:.4g} in epoch "
+        f"{len(history)}; validation {first['val_loss']:.4g} to {last['val_loss']:.4g} (best epoch "
+        f"{run.train_summary['best_epoch']}).",
+        "sparsity_curve": "The write-up: sparsity rising from 0.5578 in epoch 1 to 1.0000 by epoch 4. This run: "
+        f"{first['sparsity']:.4f} in epoch 1, {last['sparsity']:.4f} in epoch {len(history)}; 1.0000 "
+        + (f"first in epoch {full}." if full != "never" else "in no epoch."),
+        "pca_plot": "The write-up: a PCA visualization of encoded features. This run: a PCA of the last epoch's "
+        "training codes, as the original plotted them (not of the best SAE's codes).",
+    }

@@ -19,13 +19,13 @@ import numpy as np
 
 from replication.evaluation import health, topics
 from replication.evaluation import writeup as implied
-from replication.evaluation.claims import KINDS, format_value, load_coverage
+from replication.evaluation.claims import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
-from replication.evaluation.metrics.part4 import max_hits, purity, purity_null
+from replication.evaluation.metrics.part4 import purity, purity_null
 from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.verdicts import COUNTED, Result, control_of
-from replication.outputs import figures, rendering
+from replication.evaluation.verdicts import COUNTED, FINDINGS, Result, control_of
+from replication.outputs import figures, findings, rendering
 from replication.rundir import artifacts, layout, provenance
 from replication.rundir.reader import RunData
 
@@ -38,7 +38,7 @@ step that reads every weight once."""
 def _environment() -> jinja2.Environment:
     env = rendering.environment(html=False)  # Markdown
     env.filters.update(
-        value=format_value,
+        value=findings.shown,
         code=lambda text: f"`{text}`",
         cell=lambda text: str(text).replace("|", "\\|"),
         fixed2=lambda x: f"{x:.2f}",
@@ -46,7 +46,7 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _seeds(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
+def _seeds(run: RunData, kinds: Mapping[str, str], metric_of: Mapping[str, str]) -> dict[str, Any] | None:
     """The seed-robustness table and summary line, when the seeds step ran."""
     if not run.has(layout.SEEDS_JSON):
         return None
@@ -56,21 +56,25 @@ def _seeds(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
         for cid, c in summary["claims"].items()
         if c["verdicts"][0] != "not testable at this profile" and kinds.get(cid) in COUNTED
     }
+    combined = Counter(c["combined"] for c in tested.values())
     rows = []
     for cid, entry in tested.items():
         counts = Counter(entry["verdicts"] + entry.get("sampling_verdicts", []))
         interval = entry["interval"]
+        pvalue = METRICS[metric_of[cid]].pvalue
         shown = (
-            f"{format_value(interval[0])} - {format_value(interval[1])}"
+            f"{findings.shown(interval[0], pvalue)} - {findings.shown(interval[1], pvalue)}"
             if interval
-            else ", ".join(format_value(m) for m in entry["measured"])
+            else "; ".join(sorted({findings.shown(m) for m in entry["measured"]}))
         )
         spread = ", ".join(f"{n} {v}" for v, n in counts.items())
         rows.append({"id": cid, "seed0": entry["verdicts"][0], "spread": spread, "shown": shown, **entry})
     return {
+        "correction": "no correction for the number of seeds",
         **summary,
         "sampling": summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"}),
-        "combined": Counter(c["combined"] for c in tested.values()),
+        "combined": {v: combined[v] for v in FINDINGS},
+        "not_findings": {v: n for v, n in combined.items() if v not in FINDINGS},
         "changed": [cid for cid, c in tested.items() if c["combined"] != c["verdicts"][0]],
         "rows": rows,
     }
@@ -145,66 +149,8 @@ def _split(run: RunData) -> dict[str, Any]:
 
 
 def _verdicts(results: list[Result]) -> dict[str, Any]:
-    """The headline's counts by kind, the notes of each claim, and the alternative readings."""
-    by_kind = Counter(r.claim.kind for r in results)
-    findings = [r for r in results if r.claim.kind in COUNTED]
-    counts: dict[str, Any] = Counter(r.verdict for r in findings)
-    counts["untrained"] = sum(r.holds_untrained for r in findings)
-
-    def held(kind: str) -> dict[str, int]:
-        tested = [r for r in results if r.claim.kind == kind and r.verdict != "not testable at this profile"]
-        return {"replicated": sum(r.verdict == "replicated" for r in tested), "tested": len(tested)}
-
-    notes = {
-        r.claim.id: "; ".join(
-            note
-            for note, flag in (("holds untrained", r.holds_untrained), ("depends on the reading", r.reading_dependent))
-            if flag
-        )
-        for r in results
-    }
-    readings = []
-    for r in results:
-        if r.claim.alternatives and r.verdict != "not testable at this profile":
-            readings.append({"id": r.claim.id, "label": "primary: " + (r.claim.why or r.claim.metric), **vars(r)})
-            readings += [
-                {"id": r.claim.id, "label": alt.why or alt.metric, **vars(outcome)}
-                for alt, outcome in zip(r.claim.alternatives, r.alternatives, strict=True)
-            ]
-    return {
-        "kinds": {kind: by_kind[kind] for kind in KINDS},
-        "findings": counts,
-        "setup": held("setup"),
-        "implied_counts": held("implied"),
-        "dependent": [r.claim.id for r in results if r.reading_dependent],
-        "notes": notes,
-        "readings": readings,
-    }
-
-
-def _power(run: RunData, control: RunData | None) -> dict[str, Any] | None:
-    """The Part 4 topic tests on the trained SAE and the control, with their best p and power."""
-    rows, notes = [], []
-    for topic in topics.TESTED:
-        size = sum(t == topic for t in prompt_topics(run))
-        for name, view in (("trained", run), ("untrained", control)):
-            test = None if view is None else max_hits(view, topic)
-            if test is None:
-                continue
-            power = " / ".join(f"{test.power[h]:.2f}" if h in test.power else "—" for h in (3, 4, 5))
-            rows.append(
-                {"topic": topic, "size": size, "sae": name, "observed": test.observed, "p": test.p}
-                | {"best_p": test.best_p, "power": power}
-            )
-            if name == "trained" and not test.testable:
-                notes.append(
-                    f"{topic}: not testable with this corpus -- {size} prompts, so no feature can hold more than "
-                    f"{size} in its top 5, and even that gives p = {test.best_p:.2g} against {len(run.live)} live "
-                    "dimensions."
-                )
-    if not rows:
-        return None
-    return {"rows": rows, "notes": notes, "permutations": topics.PERMUTATIONS, "plantings": topics.PLANTINGS}
+    """Which verdicts depend on the reading of their sentence."""
+    return {"dependent": [r.claim.id for r in results if r.reading_dependent]}
 
 
 def facts(run: RunData, results: list[Result], links: dict[str, str], command: str) -> dict[str, Any]:
@@ -249,24 +195,66 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
             "dead_fraction": health.dead_fraction(run.codes),
             "density_median": float(np.median(density)),
             "density_max": float(density.max()),
+            **{
+                name: METRICS[name].compute(run)
+                for name in (
+                    "encoder_init_cosine",
+                    "decoder_init_cosine",
+                    "max_weight_change",
+                    "adam_steps",
+                    "weight_change_over_steps_lr",
+                    "top5_shared_with_untrained",
+                )
+            },
+            "relu_floor": (floor.low if (floor := _val_fvu_reach(run)) is not None else None),
         },
         "splice": run.splice,
         "split": _split(run),
         "figures": {"writeup": figures.FIGURES, "health": figures.HEALTH_FIGURES, "links": links},
-        "seeds": _seeds(run, kinds),
+        "captions": figures.captions(run),
+        "kinds": Counter(r.claim.kind for r in results),
+        "seeds": (seeds := _seeds(run, kinds, {r.claim.id: r.claim.metric for r in results})),
+        "bottom_line": findings.bottom_line(results, run, seeds),
+        "counts": findings.counts(results),
+        "entries": findings.entries(results),
+        "stage_commits": _stage_commits(manifest),
         "ablations": _ablations(run, kinds),
         "purity": _purity(run),
-        "export": run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None,
+        "export": (export := run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None),
+        "export_rows": _export_rows(export),
         "derivations": [derive() for derive in implied.DERIVATIONS],
         "cannot": implied.CANNOT,
         "dimension0": writeup_dimension0(),
         "dead_listing": _dead_listing(run),
-        "power": _power(run, control_of(run)),
+        "tests": findings.topic_tests(run, control_of(run)),
         "coverage": _coverage(),
         **_verdicts(results),
         "performance": _performance(manifest),
         "bench": run.json(layout.BENCH) if run.has(layout.BENCH) else None,
     }
+
+
+def _export_rows(export: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The export index, SAEs with the same outcome in one row: each reason said once."""
+    groups: dict[tuple[bool, str], list[str]] = {}
+    for name, entry in (export or {}).get("saes", {}).items():
+        where = f"`export/{entry['directory']}/`" if entry["exported"] else entry["reason"]
+        groups.setdefault((bool(entry["exported"]), where), []).append(name)
+    return [{"names": names, "exported": exported, "where": where} for (exported, where), names in groups.items()]
+
+
+def _val_fvu_reach(run: RunData) -> Any:
+    reach = METRICS["val_fvu"].reach
+    return reach(run) if reach is not None else None
+
+
+def _stage_commits(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The code commit each artifact stage ran at (the manifest records it per stage), stages of one
+    commit together, in the order they ran."""
+    groups: dict[str, list[str]] = {}
+    for name, stage in manifest["stages"].items():
+        groups.setdefault(stage.get("environment", {}).get("code_commit") or "unknown", []).append(name)
+    return [{"commit": commit, "stages": names} for commit, names in groups.items()]
 
 
 def _coverage() -> dict[str, Any]:

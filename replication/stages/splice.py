@@ -21,6 +21,7 @@ against it. What it saves, measured on the whole replication (benchmarks/README.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -265,12 +266,15 @@ def splice_result(scorer: LayerScorer, sae: SparseAutoencoder) -> dict[str, Any]
     spliced, _ = scorer.cross_entropy(sae_replacement(sae))
     zero = scorer.zero
     gap = zero - clean
+    vocab = int(scorer.model.get_output_embeddings().weight.shape[0])
     return {
         "sequences": len(scorer.sequences),
         "tokens": scorer.tokens,
         "ce_clean": clean,
         "ce_sae": spliced,
         "ce_zero": zero,
+        "ce_uniform": math.log(vocab),
+        "vocab_size": vocab,
         "ce_loss_recovered": (zero - spliced) / gap if gap != 0 else None,
         "scored": "every next-token prediction of prompt + generated tokens, all positions replaced",
     }

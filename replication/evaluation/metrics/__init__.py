@@ -1,10 +1,10 @@
 """The metrics the claims are measured by: the registry, filled by one module per part of the write-up.
 
-``parts12``: Parts 1-2; ``part3``: Part 3 and the splice test; ``part4``: Part 4; ``implied``: the
-write-up's own numbers.
+``parts12``: Parts 1-2; ``part3``: Part 3 and the splice test; ``part4``: Part 4; ``initial``: how far
+training moved the SAE from its initialisation; ``implied``: the write-up's own numbers.
 """
 
-from replication.evaluation.metrics import implied, part3, part4, parts12
+from replication.evaluation.metrics import implied, initial, part3, part4, parts12
 from replication.evaluation.metrics.registry import METRICS, Metric
 
-__all__ = ["METRICS", "Metric", "implied", "part3", "part4", "parts12"]
+__all__ = ["METRICS", "Metric", "implied", "initial", "part3", "part4", "parts12"]

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 
 from replication.config import REPO_ROOT
+from replication.evaluation import topics
 from replication.evaluation import writeup as implied
 from replication.evaluation.metrics.registry import register
+from replication.evaluation.writeup import writeup_listed_prompts
 from replication.rundir.reader import RunData
 from replication.sae import tieorder
 
 WRITEUP = "fixtures/writeup.md"
-
-
-def writeup_listed_prompts(feature: int) -> list[str]:
-    """The first five prompts the write-up lists for its Feature ``feature`` (for Feature 3, its
-    Dimension 36's), in its order."""
-    text = (REPO_ROOT / WRITEUP).read_text(encoding="utf-8")
-    block = text.split(f"### Feature {feature}", 1)[1].split("* **Interpretation:**", 1)[0]
-    return re.findall(r"^\s*\d\.\s+(.*?) \(Activation: ", block, flags=re.MULTILINE)[:5]
 
 
 def writeup_listed(feature: int) -> list[int]:
@@ -67,11 +60,16 @@ def _derived(derive: Callable[[], implied.Derivation], run: RunData) -> float:
     return derive().value
 
 
-for _name, _derivation in (
+DERIVED: tuple[tuple[str, Callable[[], implied.Derivation]], ...] = (
     ("implied_best_epoch", implied.best_epoch),
     ("implied_code_mass_ratio", implied.code_mass_ratio),
     ("implied_init_l1_ratio", implied.init_l1_from_sparsity),
-):
+    ("implied_encoder_init_cosine", partial(implied.adam_first_step_cosine, "encoder")),
+    ("implied_decoder_init_cosine", partial(implied.adam_first_step_cosine, "decoder")),
+    *((f"implied_chance_{t}", partial(implied.chance_of_writeup_evidence, t)) for t in topics.TESTED),
+)
+"""The metrics of the write-up's own numbers, each a derivation of ``evaluation.writeup``."""
+for _name, _derivation in DERIVED:
     register(
         _name,
         WRITEUP,

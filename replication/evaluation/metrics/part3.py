@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 
 from replication.evaluation import health
-from replication.evaluation.metrics.registry import metric, register
+from replication.evaluation.metrics.initial import sparsity_epoch1_detail
+from replication.evaluation.metrics.registry import Reach, metric, register
 from replication.rundir import layout
 from replication.rundir.reader import RunData
 from replication.sae.data import stack_samples
@@ -55,7 +57,7 @@ def history_tracks_metrics(run: RunData) -> bool:
     return all({"train_mse", "l1_loss", "sparsity", "val_loss"} <= set(row) for row in run.history)
 
 
-@metric(layout.HISTORY)
+@metric(layout.HISTORY, detail=sparsity_epoch1_detail)
 def sparsity_epoch1(run: RunData) -> float:
     """Fraction of training codes with |z| < 0.01 in epoch 1."""
     return run.history[0]["sparsity"]
@@ -98,7 +100,20 @@ def train_loss_drop(run: RunData) -> float:
     return run.history[0]["train_loss"] / run.history[-1]["train_loss"]
 
 
-@metric(layout.SAE)
+def _relu_decoder_floor(run: RunData) -> Reach | None:
+    """A decoder that ends in a ReLU outputs no negative value: its FVU is at least that of the best
+    non-negative reconstruction, max(x, 0) (``health.relu_fvu_floor``)."""
+    if run.config.train.decoder_activation != "relu":
+        return None
+    return Reach(
+        health.relu_fvu_floor(run.split[1]),
+        math.inf,
+        "a decoder ending in a ReLU cannot output negative values, so its FVU is at least "
+        "sum(min(x, 0)^2) / sum((x - mean)^2) of the validation rows",
+    )
+
+
+@metric(layout.SAE, reach=_relu_decoder_floor)
 def val_fvu(run: RunData) -> float:
     """Fraction of variance unexplained by the best SAE on the validation samples' real rows
     (padding excluded): 0 is perfect, 1.0 is no better than predicting their mean."""
@@ -122,13 +137,14 @@ def train_fvu(run: RunData) -> float:
 
 def _splice_value(key: str, run: RunData) -> float | None:
     """One number of the splice test; None for a run without a splice stage."""
-    return None if run.splice is None else run.splice[key]  # type: ignore[no-any-return]
+    return None if run.splice is None else run.splice.get(key)  # type: ignore[no-any-return]
 
 
 for _key, _definition in (
     ("ce_clean", "Mean next-token cross-entropy (nats) of the model on the captured sequences."),
     ("ce_sae", "The same with the hooked layer's output replaced, at every position, by the SAE's reconstruction."),
     ("ce_zero", "The same with the hooked layer's output replaced by zeros."),
+    ("ce_uniform", "ln(vocabulary size): the cross-entropy of uniform logits, a model that predicts nothing."),
     (
         "ce_loss_recovered",
         "(ce_zero - ce_sae) / (ce_zero - ce_clean): 1 = the spliced SAE loses nothing, 0 = no better than "
@@ -201,7 +217,15 @@ def early_drop_share(run: RunData) -> float | None:
     return (losses[0] - losses[half]) / (losses[0] - losses[-1])
 
 
-@metric(layout.HISTORY)
+def _validation_curve(run: RunData) -> str:
+    """Where the validation loss started, was lowest and ended: a flat curve can still rise."""
+    losses = [r["val_loss"] for r in run.history]
+    best = int(np.argmin(losses))
+    lowest = f"lowest {losses[best]:.4g} in epoch {best + 1}"
+    return f"validation loss {losses[0]:.4g} in epoch 1, {lowest}, {losses[-1]:.4g} in the last"
+
+
+@metric(layout.HISTORY, detail=_validation_curve)
 def val_loss_late_range(run: RunData) -> float | None:
     """Spread of the validation loss over the last ``patience`` epochs, (max - min) / min (None for
     fewer than 2 epochs)."""

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from replication.evaluation import stats, topics
-from replication.evaluation.metrics.implied import writeup_dimension0, writeup_listed_prompts
+from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.metrics.registry import counted, flat_dims, metric, register
+from replication.evaluation.writeup import writeup_strength
 from replication.rundir import layout
 from replication.rundir.reader import PRINTS_AS_ZERO, RunData, Untestable
 
@@ -36,6 +37,12 @@ def purity(run: RunData) -> list[dict[str, Any]]:
     return run.memo("purity", compute)
 
 
+def sample_types(run: RunData) -> list[str]:
+    """Each sample's type, prefill or decode step: the strata of every permutation null of Part 4
+    (decode-step samples fill most top-5 slots, and their topics are not the corpus's)."""
+    return [r["source"] for r in run.records]
+
+
 def topic_test(run: RunData, topic: str) -> tuple[int, float] | None:
     """``topics.topic_feature_test`` on the live dimensions, once per topic and run (its count and
     its p-value are two metrics of one permutation test); None when no dimension is live."""
@@ -44,7 +51,7 @@ def topic_test(run: RunData, topic: str) -> tuple[int, float] | None:
         if not run.live:
             return None
         is_topic = np.array([t == topic for t in prompt_topics(run)])
-        return topics.topic_feature_test(*run.live_top, is_topic)
+        return topics.topic_feature_test(*run.live_top, is_topic, sample_types(run))
 
     return run.memo(f"topic_test:{topic}", compute)
 
@@ -99,13 +106,38 @@ def redundant_pairs_expected(run: RunData) -> float:
     return stats.pairs_sharing_tail([len(s) for s in _positive_sets(run)], len(run.records), 4)
 
 
-@metric(layout.TOP_PROMPTS, dims=lambda run: flat_dims(redundant_dim_pairs(run)))
+@metric(layout.TOP_PROMPTS)
+def redundant_pair_rate(run: RunData) -> float | None:
+    """Redundant pairs over all pairs of live dimensions (None with fewer than 2 live)."""
+    n = len(run.live)
+    return len(redundant_dim_pairs(run)) / (n * (n - 1) / 2) if n >= 2 else None
+
+
+def _redundant_detail(run: RunData) -> str:
+    n, rate = len(run.live), redundant_pair_rate(run)
+    shown = "—" if rate is None else f"{rate:.2g}"
+    pairs, expected = len(redundant_dim_pairs(run)), redundant_pairs_expected(run)
+    return f"{pairs} of {n * (n - 1) // 2:,} live pairs (rate {shown}); random sets give {expected:.3g}"
+
+
+def _redundant_flags(run: RunData) -> str:
+    return "the untrained SAE decides: random prompt sets ignore that a few prompts fill most top-5 lists"
+
+
+@metric(
+    layout.TOP_PROMPTS,
+    dims=lambda run: flat_dims(redundant_dim_pairs(run)),
+    detail=_redundant_detail,
+    flags=_redundant_flags,
+    pvalue=True,
+)
 def redundant_pvalue(run: RunData) -> float:
-    """P(at least redundant_pairs such pairs | random prompt sets), Poisson with mean redundant_pairs_expected."""
+    """P(at least redundant_pairs such pairs | random prompt sets), Poisson with mean
+    redundant_pairs_expected, computed in log space (a tail below 1e-300 is given as 1e-300)."""
     return stats.poisson_tail(len(redundant_dim_pairs(run)), redundant_pairs_expected(run))
 
 
-@metric(layout.TOP_PROMPTS, dims=whitebox_dims)
+@metric(layout.TOP_PROMPTS, dims=whitebox_dims, pvalue=True)
 def whitebox_top_pvalue(run: RunData) -> float | None:
     """P(at least whitebox_top_dims live dimensions put the white-box question first | the live
     dimensions' first prompts spread evenly over the prompts of its sample type): binomial. Prefill
@@ -161,29 +193,44 @@ def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:
         if not run.live:
             return None
         is_topic = np.array([t == topic for t in prompt_topics(run)])
-        return topics.max_hits_test(*run.live_top, is_topic)
+        return topics.max_hits_test(*run.live_top, is_topic, sample_types(run))
 
     return run.memo(f"max_hits:{topic}", compute)
 
 
-WRITEUP_FEATURE = {"oop": 1, "javascript_web": 2, "testing": 3}
-"""The write-up's feature whose listed prompts show how strong a feature of the topic it describes."""
-
-
 def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
-    """The max-hits p-value; when it is not significant and the test could not have found a feature
-    as strong as the write-up's own example (its listed top 5 holds h topic prompts), Untestable."""
+    """The max-hits p-value; Untestable when no reachable number of topic prompts in a top 5 is
+    flagged (then the test cannot find any feature)."""
     test = max_hits(run, topic)
     if test is None:
         return None
-    labels = topics.topic_labels(writeup_listed_prompts(WRITEUP_FEATURE[topic]))
-    strength = labels.count(topic)
-    if test.p >= topics.ALPHA and test.power.get(strength, 0.0) < 0.5:
+    if test.threshold is None:
         return Untestable(
-            f"the write-up's own feature holds {strength} of 5 '{topic}' prompts; this test finds a planted "
-            f"feature that strong with power {test.power.get(strength, 0.0):.2f} (best reachable p {test.best_p:.2g})"
+            f"even a top {run.live_top[0].shape[1]} holding {test.reachable} '{topic}' prompts, the most there are, "
+            f"gives p = {test.best_p:.2g}: the test cannot flag any feature"
         )
     return test.p
+
+
+def _max_hits_detail(topic: str, run: RunData) -> str:
+    test = max_hits(run, topic)
+    return "no live dimension" if test is None else f"at most {test.observed} of a top {run.live_top[0].shape[1]}"
+
+
+def _max_hits_flags(topic: str, run: RunData) -> str:
+    test = max_hits(run, topic)
+    if test is None:
+        return "no live dimension to test"
+    k, strength = run.live_top[0].shape[1], writeup_strength(topic)
+    flags = (
+        f"the test flags a feature only when at least {test.threshold} of its top {k} are '{topic}' prompts"
+        if test.threshold is not None
+        else f"no top {k} the corpus allows is flagged"
+    )
+    return (
+        f"{flags} (labels shuffled within sample type); the write-up's own feature holds {strength} of 5, "
+        f"which gets p = {stats.format_p(test.tail.get(strength, 1.0))} here"
+    )
 
 
 @counted(layout.TOP_PROMPTS, "significant_topic_features")
@@ -205,10 +252,13 @@ for _topic in topics.TESTED:
         layout.TOP_PROMPTS,
         f"Family-wise test that SOME live dimension is a '{_topic}' feature: the most '{_topic}' prompts "
         "(fixtures/topics.yaml) among any live dimension's top-5 positive prompts, against the same maximum under "
-        f"{topics.PERMUTATIONS} shuffles of the topic labels (seed 0). Not testable when even a perfect feature "
-        f"could not reach p < {topics.ALPHA}.",
+        f"{topics.PERMUTATIONS} shuffles of the topic labels within each sample type (prefill, decode step; "
+        f"seed 0). Not testable when even a feature of only '{_topic}' prompts could not reach p < {topics.ALPHA}.",
         partial(_max_hits_pvalue, _topic),
         partial(best_for_topic, _topic),
+        detail=partial(_max_hits_detail, _topic),
+        flags=partial(_max_hits_flags, _topic),
+        pvalue=True,
     )
     register(
         f"topic_features_{_topic}",
@@ -222,7 +272,8 @@ for _topic in topics.TESTED:
         f"topic_pvalue_{_topic}",
         layout.TOP_PROMPTS,
         f"Permutation p-value of topic_features_{_topic}: {topics.PERMUTATIONS} shuffles of the prompts' topic "
-        "labels (seed 0); small = more such features than chance gives.",
+        "labels within each sample type (seed 0); small = more such features than chance gives.",
         partial(_topic_result, _topic, 1),
         partial(with_topic, _topic),
+        pvalue=True,
     )

@@ -12,6 +12,16 @@ Dims = Callable[[RunData], list[int]]
 
 
 @dataclass(frozen=True)
+class Reach:
+    """The values a metric can take on a run, whatever training does: a floor or ceiling that the
+    architecture or the data type imposes, and why."""
+
+    low: float
+    high: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     compute: Callable[[RunData], Any]
@@ -21,24 +31,36 @@ class Metric:
     """What it measures, printed in the report."""
     dims: Dims | None = None
     """For a metric about particular features: the code dimensions it points at (the cards cite them)."""
+    reach: Callable[[RunData], Reach | None] | None = None
+    """The values the design allows on this run; a claim that holds (or fails) on all of them is fixed
+    by design."""
+    detail: Callable[[RunData], str] | None = None
+    """What the value was computed from, in a few words (counts, rates, thresholds), for the report."""
+    flags: Callable[[RunData], str] | None = None
+    """For a test against a null: the smallest effect it can flag on this run, in words."""
+    pvalue: bool = False
+    """A p-value: over several seeds it is corrected for their number."""
 
 
 METRICS: dict[str, Metric] = {}
 
 
 def register(
-    name: str, evidence: str, definition: str, compute: Callable[[RunData], Any], dims: Dims | None = None
+    name: str, evidence: str, definition: str, compute: Callable[[RunData], Any], dims: Dims | None = None, **extra: Any
 ) -> None:
+    """Add a metric (``extra``: ``reach``, ``detail``, ``flags``, ``pvalue``, as ``Metric`` says)."""
     if name in METRICS:
         raise ValueError(f"metric {name} is registered twice")
-    METRICS[name] = Metric(name, compute, evidence, " ".join(definition.split()), dims)
+    METRICS[name] = Metric(name, compute, evidence, " ".join(definition.split()), dims, **extra)
 
 
-def metric(evidence: str, dims: Dims | None = None) -> Callable[[Callable[[RunData], Any]], Callable[[RunData], Any]]:
+def metric(
+    evidence: str, dims: Dims | None = None, **extra: Any
+) -> Callable[[Callable[[RunData], Any]], Callable[[RunData], Any]]:
     """Register the decorated function under its name, with its docstring as the definition."""
 
     def decorate(fn: Callable[[RunData], Any]) -> Callable[[RunData], Any]:
-        register(fn.__name__, evidence, fn.__doc__ or "", fn, dims)
+        register(fn.__name__, evidence, fn.__doc__ or "", fn, dims, **extra)
         return fn
 
     return decorate

@@ -1,0 +1,148 @@
+"""Metrics of how far training moved the SAE from its initialisation (the control's untrained SAE).
+
+The control stage keeps the SAE as initialised, same seed, no optimiser step (``<run>/control/train``),
+so each trained weight has its initial value beside it. Adam's step is about ``lr`` per weight whatever
+the scale of the loss, so after ``steps`` steps no weight can have moved much more than steps x lr.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from replication.evaluation.metrics.registry import metric
+from replication.rundir import layout
+from replication.rundir.reader import RunData
+from replication.sae.autoencoder import near_zero_fraction
+
+
+def _initial(run: RunData) -> RunData | None:
+    """The run's untrained SAE, when its control stage ran (the control itself is its own)."""
+
+    def view() -> RunData | None:
+        initial = RunData(run.root, overlay=layout.CONTROL)
+        return initial if initial.path(layout.SAE).is_file() else None
+
+    return run.memo("initial", view)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of ``a`` with the same row of ``b``."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.asarray((a * b).sum(axis=1) / np.maximum(norms, 1e-30))
+
+
+def _weights(run: RunData) -> dict[str, np.ndarray]:
+    return {name: tensor.detach().numpy() for name, tensor in run.sae.state_dict().items()}
+
+
+@metric(layout.SAE)
+def encoder_init_cosine(run: RunData) -> float | None:
+    """Median over code dimensions of the cosine between the trained encoder row and its initial value
+    (1 = not moved; None without the control's untrained SAE)."""
+    initial = _initial(run)
+    if initial is None:
+        return None
+    return float(np.median(row_cosines(_weights(run)["encoder.weight"], _weights(initial)["encoder.weight"])))
+
+
+@metric(layout.SAE)
+def decoder_init_cosine(run: RunData) -> float | None:
+    """Median over code dimensions of the cosine between the trained decoder column (the feature's
+    direction) and its initial value (None without the control's untrained SAE)."""
+    initial = _initial(run)
+    if initial is None:
+        return None
+    return float(np.median(row_cosines(_weights(run)["decoder.weight"].T, _weights(initial)["decoder.weight"].T)))
+
+
+@metric(layout.SAE)
+def max_weight_change(run: RunData) -> float | None:
+    """The largest |W - W0| over every weight and bias of the SAE (None without the control)."""
+    initial = _initial(run)
+    if initial is None:
+        return None
+    start = _weights(initial)
+    return float(max(np.abs(value - start[name]).max() for name, value in _weights(run).items()))
+
+
+@metric(layout.TRAIN_SUMMARY)
+def adam_steps(run: RunData) -> int:
+    """The optimiser steps the best (reloaded) SAE took: its epoch times the steps of an epoch (one
+    full-batch step, or one per minibatch)."""
+    summary, batch = run.train_summary, run.config.train.batch_size
+    per_epoch = math.ceil(summary["train_rows"] / batch) if batch else 1
+    return int(summary["best_epoch"]) * per_epoch
+
+
+@metric(layout.SAE)
+def weight_change_over_steps_lr(run: RunData) -> float | None:
+    """max |W - W0| over steps x lr: about 1 when every step moved some weight by the full lr, as
+    Adam's first steps do whatever the loss's scale (None without the control, or with no step)."""
+    change, steps = max_weight_change(run), adam_steps(run)
+    return None if change is None or steps == 0 else change / (steps * run.config.train.lr)
+
+
+def shared_top(run: RunData, other: RunData, k: int) -> float | None:
+    """The share of ``run``'s live dimensions whose top prompts share at least ``k`` prompts with the
+    same dimension's top prompts in ``other``."""
+    if not run.live:
+        return None
+    theirs = {d["dim"]: {t["index"] for t in d["top"]} for d in other.top["dimensions"]}
+    return float(np.mean([len({t["index"] for t in d["top"]} & theirs[d["dim"]]) >= k for d in run.live]))
+
+
+@metric(layout.TOP_PROMPTS)
+def top5_shared_with_untrained(run: RunData) -> float | None:
+    """Share of live dimensions whose top 5 shares at least 4 prompts with the same dimension's top 5 in
+    the untrained SAE (None without the control, or with no live dimension)."""
+    initial = _initial(run)
+    return None if initial is None else shared_top(run, initial, run.config.analyze.top_k - 1)
+
+
+def _epoch1_codes(run: RunData) -> tuple[torch.Tensor, int] | None:
+    """Epoch 1's training codes, which the untrained SAE gives (the epoch's forward pass comes before
+    its step), on the training samples' real rows; and how many padding rows the training set has
+    (each encoded to ReLU(b_enc)). None without the control."""
+    initial = _initial(run)
+    if initial is None:
+        return None
+    real = run.split[0]
+    with torch.no_grad():
+        codes = initial.sae.encode(torch.from_numpy(real))
+    padding = 0 if run.config.capture.positions == "all" else run.train_summary["train_rows"] - len(real)
+    return codes, padding
+
+
+@metric(layout.SAE)
+def sparsity_epoch1_real_rows(run: RunData) -> float | None:
+    """Epoch 1's sparsity (codes with |z| < the threshold) on the training samples' real rows only."""
+    epoch1 = _epoch1_codes(run)
+    return None if epoch1 is None else near_zero_fraction(epoch1[0], run.config.train.sparsity_threshold)
+
+
+@metric(layout.SAE)
+def sparsity_epoch1_padding_rows(run: RunData) -> float | None:
+    """Epoch 1's sparsity on the zero padding rows, each encoded to ReLU(b_enc) (None without padding)."""
+    epoch1, initial = _epoch1_codes(run), _initial(run)
+    if epoch1 is None or initial is None or epoch1[1] == 0:
+        return None
+    with torch.no_grad():
+        return near_zero_fraction(torch.relu(initial.sae.encoder.bias), run.config.train.sparsity_threshold)
+
+
+def sparsity_epoch1_detail(run: RunData) -> str:
+    """Epoch 1's sparsity split into real rows and padding rows, with the padding's share."""
+    epoch1 = _epoch1_codes(run)
+    if epoch1 is None:
+        return "no untrained SAE to split it by"
+    real, padding = sparsity_epoch1_real_rows(run), sparsity_epoch1_padding_rows(run)
+    rows = len(epoch1[0]) + epoch1[1]
+    if padding is None:
+        return f"every training row is real: {real:.4f}"
+    return (
+        f"real rows {real:.4f}, zero padding rows {padding:.4f}; padding is {epoch1[1] / rows:.0%} of the "
+        f"{rows} training rows"
+    )

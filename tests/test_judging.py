@@ -1,0 +1,177 @@
+"""How a verdict is judged: the range a design allows, the untrained control, p-values that do not
+underflow, the initialisation measures and the write-up's own chance figures, each by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import claim
+
+from replication.evaluation import health, stats
+from replication.evaluation import writeup as implied
+from replication.evaluation.claims import Reading, load_claims
+from replication.evaluation.metrics import METRICS
+from replication.evaluation.verdicts import FINDINGS, control_of, evaluate, evaluate_all
+from replication.outputs import findings
+from replication.rundir import artifacts, layout
+from replication.rundir.reader import RunData
+
+
+@pytest.mark.parametrize(
+    ("op", "operands", "low", "high", "decided"),
+    [
+        ("gt", {"value": 0.5}, 1.0, 1.0, True),  # every allowed value is above
+        ("gt", {"value": 0.5}, 0.0, 0.4, False),
+        ("gt", {"value": 0.5}, 0.4, 0.6, None),
+        ("ge", {"value": 0.5}, 0.5, 0.9, True),
+        ("lt", {"value": 0.2}, 1.043, math.inf, False),  # the ReLU decoder's FVU floor
+        ("lt", {"value": 0.2}, 0.0, math.inf, None),
+        ("le", {"value": 0.2}, 0.0, 0.2, True),
+        ("approx", {"value": 0.9, "abs": 0.05}, 1.0, 1.0, False),  # the exact-zero fraction of floats
+        ("approx", {"value": 0.9, "abs": 0.05}, 0.86, 0.94, True),
+        ("approx", {"value": 10, "rel": 0.1}, 8.0, 9.5, None),
+        ("between", {"low": 1, "high": 10}, 0.0, 0.5, False),
+        ("eq", {"value": 1}, 1.0, 1.0, True),
+        ("eq", {"value": 1}, 0.0, 0.5, False),
+        ("eq", {"value": 1}, 0.0, 2.0, None),
+    ],
+)
+def test_a_comparison_decided_on_a_range(
+    op: str, operands: dict, low: float, high: float, decided: bool | None
+) -> None:
+    reading = Reading(metric="stop_epoch", op=op, **operands)
+    assert reading.decided_on(low, high, {"d_model": 1.0, "n_layers": 1.0, "n_prompts": 1.0}) is decided
+
+
+def test_a_claim_no_allowed_value_can_flip_is_fixed_by_design(tiny_run: Path) -> None:
+    run = RunData(tiny_run)
+    both = [
+        claim(metric="nonzero_fraction", op="gt", value=0.5),
+        claim(metric="nonzero_fraction", op="approx", value=0.9, abs=0.05),
+    ]
+    for c in both:
+        result = evaluate(c, run, control_of(run))
+        assert result.verdict == "fixed by design" and result.verdict not in FINDINGS
+        assert result.design is not None and result.design.startswith("the design allows only 1:")
+    # A threshold the data can fall on either side of is judged as usual.
+    assert evaluate(claim(metric="above_001_fraction", op="gt", value=0.5), run).verdict in (
+        "replicated",
+        "not replicated",
+    )
+
+
+def test_the_relu_decoder_floor_by_hand() -> None:
+    # x = [[-1, 2], [1, -2]]: mean 0 per column, sum (x - mean)^2 = 10; the best non-negative
+    # reconstruction max(x, 0) leaves min(x, 0) = -1, -2: 5. Floor 5 / 10.
+    x = np.array([[-1.0, 2.0], [1.0, -2.0]])
+    assert health.relu_fvu_floor(x) == pytest.approx(0.5)
+    assert health.relu_fvu_floor(np.array([[1.0, 2.0], [3.0, 5.0]])) == 0.0  # nothing negative: no floor
+
+
+def test_a_poisson_tail_far_below_the_smallest_double_is_not_an_underflow() -> None:
+    # P(X >= k), X ~ Poisson(2), k = 400: the first term dominates, pmf(400) = e^-2 2^400 / 400!, and
+    # the rest is a geometric series of ratio <= 2 / 401: ln P = -2 + 400 ln 2 - ln 400! + ln(1 / (1 - 2/401)).
+    by_hand = -2 + 400 * math.log(2) - math.lgamma(401) - math.log(1 - 2 / 401)
+    assert stats.log_poisson_tail(400, 2.0) == pytest.approx(by_hand, abs=1e-6)
+    assert by_hand / math.log(10) < -600  # far below 1e-308, where sf gives 0
+    assert stats.poisson_tail(400, 2.0) == stats.P_FLOOR
+    assert stats.format_p(stats.poisson_tail(400, 2.0)) == "< 1e-300"
+    # A tail that is a normal double: the same as the closed form 1 - e^-2 (1 + 2) for P(X >= 2).
+    assert stats.poisson_tail(2, 2.0) == pytest.approx(1 - math.exp(-2) * 3, rel=1e-12)
+    assert stats.poisson_tail(0, 2.0) == 1.0
+
+
+def test_a_stratified_shuffle_moves_each_label_within_its_stratum() -> None:
+    labels = np.arange(10)
+    strata = ["a"] * 4 + ["b"] * 6
+    null = stats.permutation_null(lambda shuffled: shuffled[..., :4].sum(axis=-1), labels, 300, 0, strata)
+    assert set(null) == {0 + 1 + 2 + 3}  # the first four positions only ever hold labels 0-3
+    plain = stats.permutation_null(lambda shuffled: shuffled[..., :4].sum(axis=-1), labels, 300, 0)
+    assert len(set(plain)) > 5
+
+
+def test_one_adam_step_keeps_a_row_near_its_initialisation_by_hand() -> None:
+    # U(+-1/sqrt(f)) has variance 1 / (3 f): an encoder row of 4096 weights, f = 4096, squared norm 1/3;
+    # a step of +-0.001 on each weight, squared norm 4096e-6. cos >= sqrt(1 - 4096e-6 * 3).
+    assert implied.adam_first_step_cosine("encoder").value == pytest.approx(math.sqrt(1 - 3 * 4096e-6), rel=1e-12)
+    assert implied.adam_first_step_cosine("encoder").value == pytest.approx(0.99384, abs=1e-5)
+    # A decoder column: 4096 weights of U(+-1/sqrt(8192)), squared norm 1/6: cos >= sqrt(1 - 6 * 4096e-6).
+    assert implied.adam_first_step_cosine("decoder").value == pytest.approx(0.98764, abs=1e-5)
+
+
+def test_one_adam_step_moves_every_weight_by_lr() -> None:
+    # The bound's premise, on PyTorch's own Adam: the first step is +-lr wherever the gradient is not 0.
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    start = layer.weight.detach().clone()
+    optimiser = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    layer(torch.randn(8, 64)).pow(2).sum().backward()
+    optimiser.step()
+    assert torch.allclose((layer.weight - start).abs(), torch.full_like(start, 1e-3), atol=1e-7)
+
+
+def test_the_writeups_chance_figures_by_hand() -> None:
+    # JavaScript/web: 15 of 98 prompts; the write-up's example holds 4 of 5.
+    one = (comb(15, 4) * 83 + comb(15, 5)) / comb(98, 5)
+    assert one == pytest.approx(0.0017125, rel=1e-4)
+    assert implied.chance_of_writeup_evidence("javascript_web").value == pytest.approx(1 - (1 - one) ** 50)
+    assert implied.chance_of_writeup_evidence("javascript_web").value == pytest.approx(0.0821, abs=1e-4)
+    # OOP: 13 prompts, 4 of 5. Testing: 3 prompts, the example holds 1 of 5.
+    oop = (comb(13, 4) * 85 + comb(13, 5)) / comb(98, 5)
+    assert implied.chance_of_writeup_evidence("oop").value == pytest.approx(1 - (1 - oop) ** 50)
+    testing = 1 - comb(95, 5) / comb(98, 5)
+    assert implied.chance_of_writeup_evidence("testing").value == pytest.approx(1 - (1 - testing) ** 50)
+
+
+def test_distance_from_initialisation_by_hand(tiny_run: Path) -> None:
+    """The run's SAE against the control's, read from the safetensors files and compared with torch's
+    cosine; the largest change at most steps x lr (Adam: about lr per step)."""
+    run = RunData(tiny_run)
+    trained = artifacts.load_tensors(tiny_run / layout.SAE)
+    initial = artifacts.load_tensors(tiny_run / layout.CONTROL / layout.SAE)
+    encoder = torch.nn.functional.cosine_similarity(trained["encoder.weight"], initial["encoder.weight"], dim=1)
+    decoder = torch.nn.functional.cosine_similarity(trained["decoder.weight"], initial["decoder.weight"], dim=0)
+    # (torch's median is the lower middle value; the metric's is numpy's, the mean of the two)
+    assert METRICS["encoder_init_cosine"].compute(run) == pytest.approx(float(np.median(encoder.numpy())), abs=1e-5)
+    assert METRICS["decoder_init_cosine"].compute(run) == pytest.approx(float(np.median(decoder.numpy())), abs=1e-5)
+    change = max(float((trained[k] - initial[k]).abs().max()) for k in trained)
+    assert METRICS["max_weight_change"].compute(run) == pytest.approx(change)
+    steps = METRICS["adam_steps"].compute(run)
+    assert steps == run.train_summary["best_epoch"]  # full batch: one step an epoch
+    assert 0 < change <= 3.2 * steps * run.config.train.lr  # Adam's step is at most about 3.2 lr
+    control = control_of(run)
+    assert control is not None and METRICS["encoder_init_cosine"].compute(control) == pytest.approx(1.0)
+
+
+def test_epoch_1_sparsity_splits_into_real_and_padding_rows(tiny_run: Path) -> None:
+    """Weighted by their rows, the two parts give the sparsity the first epoch recorded."""
+    run = RunData(tiny_run)
+    real, padding = (
+        METRICS["sparsity_epoch1_real_rows"].compute(run),
+        METRICS["sparsity_epoch1_padding_rows"].compute(run),
+    )
+    n_real, rows = len(run.split[0]), run.train_summary["train_rows"]
+    combined = (real * n_real + (padding or 0.0) * (rows - n_real)) / rows
+    assert combined == pytest.approx(run.history[0]["sparsity"], abs=1e-6)
+
+
+def test_the_bottom_line_follows_the_facts(tiny_run: Path) -> None:
+    """The same sentence says the opposite when the number does: nothing is written for one run."""
+    run = RunData(tiny_run)
+    results = evaluate_all(load_claims(), run)
+    moved = next(i for i, r in enumerate(results) if r.claim.id == "part3.moved_from_init")
+    still = [dataclasses.replace(results[moved], measured=0.95)]
+    away = [dataclasses.replace(results[moved], measured=0.42)]
+    others = [r for r in results if r.claim.id != "part3.moved_from_init"]
+    assert findings.bottom_line(others + still, run, None)[0].startswith("The trained SAE is still its initialisation")
+    assert findings.bottom_line(others + away, run, None)[0].startswith("Training moved the SAE away")
+    assert "0.420" in findings.bottom_line(others + away, run, None)[0]
+    tally = findings.bottom_line(results, run, None)[-1]
+    counted = sum(r.verdict in FINDINGS and r.claim.kind in ("measured", "reading") for r in results)
+    assert tally.startswith(f"Of the {len(results)} claims, {counted} are findings")
