@@ -132,13 +132,16 @@ def _readings(results: list[Result]) -> str | None:
     if not readings:
         return None
     beat = [r.claim.id for r in readings if r.verdict == "replicated"]
-    others = Counter(r.verdict for r in readings if r.verdict != "replicated")
-    rest = ", ".join(f"{n} {v}" for v, n in sorted(others.items()))
+    by_verdict: dict[str, list[str]] = {}
+    for r in readings:
+        if r.verdict != "replicated":
+            by_verdict.setdefault(r.verdict, []).append(f"`{r.claim.id}`")
+    rest = "; ".join(f"{verdict}: {', '.join(ids)}" for verdict, ids in sorted(by_verdict.items()))
     if not beat:
-        return f"No Part 4 reading beats the untrained control: of {len(readings)} readings, none replicated ({rest})."
+        return f"No Part 4 reading beats the untrained control: none of {len(readings)} replicated ({rest})."
     return (
         f"{len(beat)} of {len(readings)} Part 4 readings replicated beyond the untrained control: "
-        f"{', '.join(f'`{c}`' for c in beat)} ({rest or 'no other'})."
+        f"{', '.join(f'`{c}`' for c in beat)}" + (f" ({rest})." if rest else ".")
     )
 
 
