@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import claim
+from test_claim_metrics import topic_run
 
 from replication.evaluation import health, stats
 from replication.evaluation import writeup as implied
@@ -169,9 +170,31 @@ def test_the_bottom_line_follows_the_facts(tiny_run: Path) -> None:
     still = [dataclasses.replace(results[moved], measured=0.95)]
     away = [dataclasses.replace(results[moved], measured=0.42)]
     others = [r for r in results if r.claim.id != "part3.moved_from_init"]
-    assert findings.bottom_line(others + still, run, None)[0].startswith("The trained SAE is still its initialisation")
+    assert findings.bottom_line(others + still, run, None)[0].startswith("The trained SAE's weights barely left")
     assert findings.bottom_line(others + away, run, None)[0].startswith("Training moved the SAE away")
     assert "0.420" in findings.bottom_line(others + away, run, None)[0]
     tally = findings.bottom_line(results, run, None)[-1]
     counted = sum(r.verdict in FINDINGS and r.claim.kind in ("measured", "reading") for r in results)
     assert tally.startswith(f"Of the {len(results)} claims, {counted} are findings")
+
+
+def test_the_untrained_sae_never_improves_so_its_curve_is_flat(tiny_run: Path) -> None:
+    """No optimiser step: its validation loss stays at epoch 1's, so early stopping (patience 5 on the
+    tiny profile too) would end it at epoch 6, with a late spread of 0 and no drop."""
+    control = control_of(RunData(tiny_run))
+    assert control is not None
+    patience = control.config.train.patience
+    assert METRICS["stop_epoch"].compute(control) == patience + 1
+    assert METRICS["val_loss_late_range"].compute(control) == 0.0
+    assert METRICS["early_drop_share"].compute(control) is None
+    assert METRICS["train_loss_drop"].compute(control) == 1.0
+    assert len(control.history) == 1  # the file holds its one recorded epoch
+
+
+@pytest.mark.parametrize(("topic", "blind"), [("javascript_web", False), ("oop", False), ("testing", True)])
+def test_a_test_blind_to_the_writeups_own_example(tmp_path: Path, topic: str, blind: bool) -> None:
+    # topic_run (test_claim_metrics): the test flags 4 of 5 or more. The write-up's JavaScript and OOP
+    # examples hold 4 of 5 (p = 76 / 15504 here), its testing example 1 of 5 (p = 0.806): only the
+    # testing test could not have flagged the write-up's own example.
+    check = METRICS[f"topic_max_pvalue_{topic}"].blind
+    assert check is not None and check(topic_run(tmp_path, topic)) is blind

@@ -31,6 +31,9 @@ def test_combined_verdict() -> None:
     assert seeds.combine(["replicated", "replicated"]) == "replicated"
     assert seeds.combine(["not replicated"] * 3) == "not replicated"
     assert seeds.combine(["replicated", "not replicated", "replicated"]) == "inconclusive"
+    # No seed supports it: failed, or met only as the untrained SAE meets it.
+    assert seeds.combine(["not replicated", "holds untrained", "not replicated"]) == "not replicated"
+    assert seeds.combine(["replicated", "holds untrained"]) == "inconclusive"
 
 
 def test_best_cosines_find_permuted_and_scaled_directions() -> None:
@@ -56,7 +59,9 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
     assert set(summary["claims"]) == set(seed0)
     for cid, entry in summary["claims"].items():
         assert len(entry["verdicts"]) == len(entry["measured"]) == 3
-        assert entry["combined"] == (entry["verdicts"][0] if len(set(entry["verdicts"])) == 1 else "inconclusive")
+        verdicts = entry["verdicts"]
+        split = "inconclusive" if "replicated" in verdicts else "not replicated"
+        assert entry["combined"] == (verdicts[0] if len(set(verdicts)) == 1 else split)
         assert entry["verdicts"][0] == seed0[cid]
     seed_dirs = [run, run / "seeds" / "seed1", run / "seeds" / "seed2"]
     # Other seeds share the capture (hard links: same bytes) and train different weights.

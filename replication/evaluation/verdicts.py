@@ -8,8 +8,10 @@ A verdict is computed, never written, in the words of the claim's kind:
     the data type fixes: ``Metric.reach``) could give another verdict;
   - *holds untrained*: the same SAE at its initialisation -- no optimiser step, the same analysis
     (``<run>/control/``) -- meets the claim too, so it is no support for what training found.
-  Neither is counted among findings. Claims about the captured activations come before any SAE and
-  have no control value.
+  - *within chance*: the reading failed, but its test could not have flagged an effect as large as
+    the write-up's own example (the smallest effect it flags is stated): no evidence of absence.
+  None of the three is counted among findings. Claims about the captured activations come before any
+  SAE and have no control value.
 - *not testable*: the test could not have flagged any outcome; *not testable at this profile*: the
   claim is bound to another scale (its value is still measured and shown); *inconclusive*: no value.
 """
@@ -35,6 +37,7 @@ Verdict = Literal[
     "not replicated",
     "fixed by design",
     "holds untrained",
+    "within chance",
     "not testable",
     "not testable at this profile",
     "inconclusive",
@@ -185,10 +188,13 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
     verdict, design = main.verdict, None
     if claim.kind in COUNTED and main.holds is not None:
         design, fixed = _design(claim, run)
+        blind = METRICS[claim.metric].blind
         if fixed:
             verdict = "fixed by design"
         elif main.holds and untrained is not None and untrained.holds:
             verdict = "holds untrained"
+        elif not main.holds and blind is not None and blind(run):
+            verdict = "within chance"
     return Result(claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, design, **shown)
 
 

@@ -4,7 +4,8 @@ Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/see
 capture files are hard links, never copies or re-captures). Where the model samples while generating
 (the original's sampling was unseeded), sampling seeds 1..M-1 capture anew in ``<run>/seeds/sampling<k>/``.
 Every claim gets its measured value and verdict per seed (each with its own untrained control), an
-interval, and one combined verdict: the common verdict, or ``inconclusive`` when the seeds disagree. A
+interval, and one combined verdict: the common verdict, else ``inconclusive`` when some seed replicated
+the claim and another did not, else not replicated. A
 p-value is corrected for the number of runs it is one of (Bonferroni: each counts at alpha / runs).
 Features are matched across seeds by the best cosine similarity of their decoder directions.
 """
@@ -27,8 +28,13 @@ from replication.stages.context import Context
 
 
 def combine(verdicts: list[Verdict]) -> Verdict:
-    """One verdict over seeds: the one they share, or inconclusive when they differ."""
-    return verdicts[0] if len(set(verdicts)) == 1 else "inconclusive"
+    """One verdict over seeds: the one they share; where they differ, inconclusive if some seed
+    replicated the claim, else not replicated (no seed supports it: each failed it, or met it only as
+    its untrained SAE did, or within chance)."""
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    unsupported = {"not replicated", "holds untrained", "within chance"}
+    return "not replicated" if set(verdicts) <= unsupported else "inconclusive"
 
 
 def run_seeds(

@@ -45,7 +45,14 @@ def counts(results: list[Result]) -> dict[str, Any]:
         "findings": {v: scored[v] for v in FINDINGS},
         "n_findings": sum(scored[v] for v in FINDINGS),
         "not_findings": {
-            v: scored[v] for v in ("fixed by design", "holds untrained", "not testable", "not testable at this profile")
+            v: scored[v]
+            for v in (
+                "fixed by design",
+                "holds untrained",
+                "within chance",
+                "not testable",
+                "not testable at this profile",
+            )
         },
     }
 
@@ -61,8 +68,8 @@ def _initialisation(r: dict[str, Result]) -> str | None:
     bound = f"the write-up's own numbers (one Adam step) keep its SAE's at {implied.measured:.3f} or more"
     if moved.measured >= STABLE_COSINE:
         return (
-            f"The trained SAE is still its initialisation: its encoder rows keep a median cosine of "
-            f"{moved.measured:.4f} with their random initial values (`part3.moved_from_init`), and {bound} "
+            f"The trained SAE's weights barely left their random initialisation: its encoder rows keep a median "
+            f"cosine of {moved.measured:.4f} with their initial values (`part3.moved_from_init`), and {bound} "
             "(`part4.implied_random_features`)."
         )
     return (
@@ -94,7 +101,7 @@ def _losses(r: dict[str, Result]) -> str | None:
         else f"The loss of 17 is not the untrained SAE's L1 penalty ({initial.measured:.2f} times it, "
         "`part3.implied_initial_loss`)"
     )
-    left = f"at most {mass.measured:.2%} of the codes' initial mass"
+    left = f"about {mass.measured:.2%} of the codes' initial mass or less (if the untrained MSE is small next to 17)"
     return f"{first}, and the final loss leaves {left} (`part3.implied_reconstruction`)."
 
 
@@ -138,7 +145,9 @@ def _readings(results: list[Result]) -> str | None:
             by_verdict.setdefault(r.verdict, []).append(f"`{r.claim.id}`")
     rest = "; ".join(f"{verdict}: {', '.join(ids)}" for verdict, ids in sorted(by_verdict.items()))
     if not beat:
-        return f"No Part 4 reading beats the untrained control: none of {len(readings)} replicated ({rest})."
+        return (
+            f"No Part 4 reading replicated beyond the untrained control and chance: none of {len(readings)} ({rest})."
+        )
     return (
         f"{len(beat)} of {len(readings)} Part 4 readings replicated beyond the untrained control: "
         f"{', '.join(f'`{c}`' for c in beat)}" + (f" ({rest})." if rest else ".")

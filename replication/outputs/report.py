@@ -46,7 +46,9 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _seeds(run: RunData, kinds: Mapping[str, str], metric_of: Mapping[str, str]) -> dict[str, Any] | None:
+def _seeds(
+    run: RunData, kinds: Mapping[str, str], metric_of: Mapping[str, str], run_verdicts: Mapping[str, str]
+) -> dict[str, Any] | None:
     """The seed-robustness table and summary line, when the seeds step ran."""
     if not run.has(layout.SEEDS_JSON):
         return None
@@ -56,7 +58,8 @@ def _seeds(run: RunData, kinds: Mapping[str, str], metric_of: Mapping[str, str])
         for cid, c in summary["claims"].items()
         if c["verdicts"][0] != "not testable at this profile" and kinds.get(cid) in COUNTED
     }
-    combined = Counter(c["combined"] for c in tested.values())
+    here = {cid for cid, verdict in run_verdicts.items() if verdict in FINDINGS and kinds.get(cid) in COUNTED}
+    combined = Counter(c["combined"] for cid, c in tested.items() if cid in here)
     rows = []
     for cid, entry in tested.items():
         counts = Counter(entry["verdicts"] + entry.get("sampling_verdicts", []))
@@ -74,7 +77,7 @@ def _seeds(run: RunData, kinds: Mapping[str, str], metric_of: Mapping[str, str])
         **summary,
         "sampling": summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"}),
         "combined": {v: combined[v] for v in FINDINGS},
-        "not_findings": {v: n for v, n in combined.items() if v not in FINDINGS},
+        "findings_here": len(here),
         "changed": [cid for cid, c in tested.items() if c["combined"] != c["verdicts"][0]],
         "rows": rows,
     }
@@ -213,7 +216,11 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "figures": {"writeup": figures.FIGURES, "health": figures.HEALTH_FIGURES, "links": links},
         "captions": figures.captions(run),
         "kinds": Counter(r.claim.kind for r in results),
-        "seeds": (seeds := _seeds(run, kinds, {r.claim.id: r.claim.metric for r in results})),
+        "seeds": (
+            seeds := _seeds(
+                run, kinds, {r.claim.id: r.claim.metric for r in results}, {r.claim.id: r.verdict for r in results}
+            )
+        ),
         "bottom_line": findings.bottom_line(results, run, seeds),
         "counts": findings.counts(results),
         "entries": findings.entries(results),

@@ -217,6 +217,12 @@ def _max_hits_detail(topic: str, run: RunData) -> str:
     return "no live dimension" if test is None else f"at most {test.observed} of a top {run.live_top[0].shape[1]}"
 
 
+def _max_hits_blind(topic: str, run: RunData) -> bool:
+    """Whether the write-up's own example (h topic prompts of 5) would not be flagged here."""
+    test = max_hits(run, topic)
+    return test is not None and test.tail.get(writeup_strength(topic), 1.0) >= topics.ALPHA
+
+
 def _max_hits_flags(topic: str, run: RunData) -> str:
     test = max_hits(run, topic)
     if test is None:
@@ -258,6 +264,7 @@ for _topic in topics.TESTED:
         partial(best_for_topic, _topic),
         detail=partial(_max_hits_detail, _topic),
         flags=partial(_max_hits_flags, _topic),
+        blind=partial(_max_hits_blind, _topic),
         pvalue=True,
     )
     register(

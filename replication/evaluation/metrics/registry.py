@@ -38,6 +38,9 @@ class Metric:
     """What the value was computed from, in a few words (counts, rates, thresholds), for the report."""
     flags: Callable[[RunData], str] | None = None
     """For a test against a null: the smallest effect it can flag on this run, in words."""
+    blind: Callable[[RunData], bool] | None = None
+    """For a test against a null: True when it could not flag an effect as large as the write-up's own
+    example (a failed claim is then no evidence of absence: "within chance")."""
     pvalue: bool = False
     """A p-value: over several seeds it is corrected for their number."""
 
@@ -48,7 +51,7 @@ METRICS: dict[str, Metric] = {}
 def register(
     name: str, evidence: str, definition: str, compute: Callable[[RunData], Any], dims: Dims | None = None, **extra: Any
 ) -> None:
-    """Add a metric (``extra``: ``reach``, ``detail``, ``flags``, ``pvalue``, as ``Metric`` says)."""
+    """Add a metric (``extra``: ``reach``, ``detail``, ``flags``, ``blind``, ``pvalue``, as ``Metric`` says)."""
     if name in METRICS:
         raise ValueError(f"metric {name} is registered twice")
     METRICS[name] = Metric(name, compute, evidence, " ".join(definition.split()), dims, **extra)
