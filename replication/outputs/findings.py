@@ -101,7 +101,7 @@ def _losses(r: dict[str, Result]) -> str | None:
         else f"The loss of 17 is not the untrained SAE's L1 penalty ({initial.measured:.2f} times it, "
         "`part3.implied_initial_loss`)"
     )
-    left = f"about {mass.measured:.2%} of the codes' initial mass or less (if the untrained MSE is small next to 17)"
+    left = f"about {mass.measured:.2%} of the codes' initial mass or less, if the untrained MSE is small next to 17"
     return f"{first}, and the final loss leaves {left} (`part3.implied_reconstruction`)."
 
 
@@ -160,7 +160,8 @@ def _tally(results: list[Result]) -> str:
     return (
         f"Of the {len(results)} claims, {c['n_findings']} are findings: {f['replicated']} replicated, "
         f"{f['not replicated']} not replicated, {f['inconclusive']} inconclusive; {nf['fixed by design']} fixed by "
-        f"design and {nf['holds untrained']} holding untrained are not counted (Summary)."
+        f"design, {nf['holds untrained']} holding untrained and {nf['within chance']} within chance are not counted "
+        "(Summary)."
     )
 
 
