@@ -17,7 +17,7 @@ from test_claim_metrics import topic_run
 from replication.evaluation import health, stats
 from replication.evaluation import writeup as implied
 from replication.evaluation.claims import Reading, load_claims
-from replication.evaluation.metrics import METRICS
+from replication.evaluation.metrics import METRICS, initial
 from replication.evaluation.verdicts import FINDINGS, control_of, evaluate, evaluate_all
 from replication.outputs import findings
 from replication.rundir import artifacts, layout
@@ -198,3 +198,32 @@ def test_a_test_blind_to_the_writeups_own_example(tmp_path: Path, topic: str, bl
     # testing test could not have flagged the write-up's own example.
     check = METRICS[f"topic_max_pvalue_{topic}"].blind
     assert check is not None and check(topic_run(tmp_path, topic)) is blind
+
+
+def test_adams_step_bound_by_hand() -> None:
+    # Step 1: m_hat = g, v_hat = g^2: exactly lr. Step 2: sum a_i^2 / b_i = 0.09^2 / 0.000999 + 0.1^2 / 0.001
+    # = 18.1081, times (1 - 0.999^2) = 0.001999, square root 0.19026, over 1 - 0.9^2 = 0.19: 1.00137.
+    assert initial.adam_step_bound(1) == pytest.approx(1.0, abs=1e-12)
+    assert initial.adam_step_bound(2) == pytest.approx(math.sqrt(18.108108 * 0.001999) / 0.19, rel=1e-5)
+    # PyTorch's Adam, fed the gradients that push one weight hardest (the same sign, shrinking fast), stays within it.
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimiser = torch.optim.Adam([weight], lr=1.0)
+    moved = []
+    for step, grad in enumerate((1.0, 1e-3, 1e-6), start=1):
+        before = weight.item()
+        weight.grad = torch.tensor([-grad])
+        optimiser.step()
+        moved.append(weight.item() - before)
+        assert moved[-1] <= initial.adam_step_bound(step) + 1e-6
+
+
+def test_the_turn_bound_holds_on_a_trained_sae(tiny_run: Path) -> None:
+    """The reach of the encoder rows' median cosine after the steps taken: the trained SAE is inside it."""
+    run = RunData(tiny_run)
+    reach = METRICS["encoder_init_cosine"].reach
+    bounds = reach(run) if reach is not None else None
+    measured = METRICS["encoder_init_cosine"].compute(run)
+    if bounds is None:  # too many steps for the bound to say anything: nothing to check
+        assert METRICS["adam_steps"].compute(run) > 0
+    else:
+        assert bounds.low <= measured <= bounds.high

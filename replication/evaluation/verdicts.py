@@ -56,6 +56,7 @@ FINDINGS: tuple[Verdict, ...] = ("replicated", "not replicated", "inconclusive")
 NOT_FINDINGS: tuple[Verdict, ...] = (
     "fixed by design",
     "holds untrained",
+    "within chance",
     "not testable",
     "not testable at this profile",
 )
@@ -89,6 +90,8 @@ class Result:
     detail: str | None = None
     """What the value was computed from (``Metric.detail``)."""
     control_detail: str | None = None
+    holds: bool | None = None
+    """Whether the primary reading's comparison held on the run (None: no value, or not testable)."""
 
     @property
     def holds_untrained(self) -> bool:
@@ -100,11 +103,8 @@ class Result:
 
     @property
     def reading_dependent(self) -> bool:
-        """True when an alternative reading of the sentence would give another verdict."""
-        return self.verdict in WORDS[self.claim.kind] and any(
-            a.holds is not None and a.verdict != self.verdict and a.verdict in WORDS[self.claim.kind]
-            for a in self.alternatives
-        )
+        """True when an alternative reading of the sentence would flip whether the claim holds."""
+        return self.holds is not None and any(a.holds is not None and a.holds != self.holds for a in self.alternatives)
 
     def line(self) -> str:
         text = f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
@@ -177,14 +177,14 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
     evidence = METRICS[claim.metric].evidence
     untrained = outcome(claim, control, claim.kind, p_factor) if control is not None and has_control(claim) else None
     main = outcome(claim, run, claim.kind, p_factor)
-    shown = {
-        "detail": _detail(claim.metric, run),
-        "control_detail": _detail(claim.metric, control) if untrained is not None else None,
-    }
+    detail = _detail(claim.metric, run)
+    control_detail = _detail(claim.metric, control) if untrained is not None else None
     alternatives = tuple(outcome(reading, run, claim.kind, p_factor) for reading in claim.alternatives)
     if not testable(claim, run):
         verdict: Verdict = "not testable at this profile"
-        return Result(claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, **shown)
+        return Result(
+            claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, None, detail, control_detail
+        )
     verdict, design = main.verdict, None
     if claim.kind in COUNTED and main.holds is not None:
         design, fixed = _design(claim, run)
@@ -195,7 +195,22 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
             verdict = "holds untrained"
         elif not main.holds and blind is not None and blind(run):
             verdict = "within chance"
-    return Result(claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, design, **shown)
+        if not main.holds and untrained is not None and untrained.holds:
+            out_of_reach = "the untrained SAE meets this claim, so a trained SAE could at best hold untrained"
+            design = out_of_reach if design is None else f"{design}; {out_of_reach}"
+    return Result(
+        claim,
+        verdict,
+        main.claimed,
+        main.measured,
+        evidence,
+        untrained,
+        alternatives,
+        design,
+        detail,
+        control_detail,
+        main.holds,
+    )
 
 
 def control_of(run: RunData) -> RunData | None:

@@ -84,8 +84,8 @@ def _dimension0(r: dict[str, Result]) -> str | None:
         return None
     if origin.measured == TIE_ORDER:
         return (
-            "The write-up's \"OOP feature\", its dimension 0, lists exactly the five prompts numpy 1.24's argsort "
-            "puts first among 98 equal values: the tie order of a dead feature (`part4.dim0_tie_order`)."
+            "The write-up's \"OOP feature\", its dimension 0, lists exactly the top 5 that numpy 1.24's argsort "
+            "gives for 98 equal values: the tie order of a dead feature (`part4.dim0_tie_order`)."
         )
     return "The write-up's dimension-0 list is not a tie order of equal values (`part4.dim0_tie_order`)."
 
@@ -160,8 +160,8 @@ def _tally(results: list[Result]) -> str:
     return (
         f"Of the {len(results)} claims, {c['n_findings']} are findings: {f['replicated']} replicated, "
         f"{f['not replicated']} not replicated, {f['inconclusive']} inconclusive; {nf['fixed by design']} fixed by "
-        f"design, {nf['holds untrained']} holding untrained and {nf['within chance']} within chance are not counted "
-        "(Summary)."
+        f"design, {nf['holds untrained']} holding untrained, {nf['within chance']} within chance and "
+        f"{nf['not testable'] + nf['not testable at this profile']} not testable here are not counted (Summary)."
     )
 
 

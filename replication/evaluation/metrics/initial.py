@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from replication.evaluation.metrics.registry import metric
+from replication.evaluation.metrics.registry import Reach, metric
 from replication.rundir import layout
 from replication.rundir.reader import RunData
 from replication.sae.autoencoder import near_zero_fraction
@@ -34,11 +34,54 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(axis=1) / np.maximum(norms, 1e-30))
 
 
+ADAM_BETAS = (0.9, 0.999)
+"""torch.optim.Adam's defaults, which the original and this package train with."""
+
+
+def adam_step_bound(step: int, betas: tuple[float, float] = ADAM_BETAS) -> float:
+    """The most Adam's ``step``-th update can move one weight, in units of lr, whatever the gradients:
+    |m_hat| / sqrt(v_hat) <= sqrt(sum_i a_i^2 / b_i) sqrt(1 - b2^t) / (1 - b1^t) by Cauchy-Schwarz, with
+    a_i = (1 - b1) b1^(t - i) and b_i = (1 - b2) b2^(t - i) (1 at the first step)."""
+    b1, b2 = betas
+    weights = sum(((1 - b1) * b1 ** (step - i)) ** 2 / ((1 - b2) * b2 ** (step - i)) for i in range(1, step + 1))
+    return math.sqrt(weights) * math.sqrt(1 - b2**step) / (1 - b1**step)
+
+
+def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
+    """The median cosine a weight row can reach with its initial value after the steps the best SAE
+    took: each weight moved by at most lr x the sum of Adam's step bounds, so a row of n weights moved
+    by at most sqrt(n) times that, and a row w turned by d (|d| < |w|) keeps cosine >= sqrt(1 - |d|^2 / |w|^2).
+    None when the bound says nothing (too many steps, or minibatches) or the decoder is renormalised."""
+    initial = _initial(run)
+    steps = adam_steps(run)
+    if (
+        initial is None
+        or run.overlay == layout.CONTROL
+        or (name == "decoder.weight" and run.config.train.decoder_norm != "free")
+    ):
+        return None
+    start = _weights(initial)[name]
+    rows = start if rows_of == "rows" else start.T
+    radius = run.config.train.lr * sum(adam_step_bound(t) for t in range(1, steps + 1))
+    moved = rows.shape[1] * radius**2
+    norms = (rows.astype(np.float64) ** 2).sum(axis=1)
+    if steps == 0 or moved >= norms.min():
+        return None
+    low = float(np.median(np.sqrt(1 - moved / norms)))
+    return Reach(
+        low,
+        1.0,
+        f"{steps} Adam steps move a weight by at most {radius / run.config.train.lr:.3f} lr, so no "
+        f"{'encoder row' if rows_of == 'rows' else 'decoder column'} can turn below this cosine with its "
+        "initial value; early stopping fixed the steps",
+    )
+
+
 def _weights(run: RunData) -> dict[str, np.ndarray]:
     return {name: tensor.detach().numpy() for name, tensor in run.sae.state_dict().items()}
 
 
-@metric(layout.SAE)
+@metric(layout.SAE, reach=lambda run: _turn_bound(run, "encoder.weight", "rows"))
 def encoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained encoder row and its initial value
     (1 = not moved; None without the control's untrained SAE)."""
@@ -48,7 +91,7 @@ def encoder_init_cosine(run: RunData) -> float | None:
     return float(np.median(row_cosines(_weights(run)["encoder.weight"], _weights(initial)["encoder.weight"])))
 
 
-@metric(layout.SAE)
+@metric(layout.SAE, reach=lambda run: _turn_bound(run, "decoder.weight", "columns"))
 def decoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained decoder column (the feature's
     direction) and its initial value (None without the control's untrained SAE)."""

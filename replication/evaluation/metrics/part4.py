@@ -68,7 +68,26 @@ def median_top_activation(run: RunData) -> float | None:
     return float(np.median([d["top"][0]["value"] for d in run.live])) if run.live else None
 
 
-@counted(layout.TOP_PROMPTS, "whitebox_top_dims")
+def _whitebox_blind(run: RunData) -> bool:
+    """Whether the write-up's own count, 2 dimensions, would not beat the chance rate here (p >= alpha)."""
+    rate = _whitebox_rate(run)
+    return rate is not None and stats.binomial_tail(2, len(run.live), rate) >= topics.ALPHA
+
+
+def _whitebox_flags(run: RunData) -> str:
+    rate = _whitebox_rate(run)
+    if rate is None:
+        return "no live dimension, or no white-box prompt"
+    flagged = next(
+        (k for k in range(1, len(run.live) + 1) if stats.binomial_tail(k, len(run.live), rate) < topics.ALPHA), None
+    )
+    return (
+        f"by the chance rate of its sample type, {flagged} or more dimensions would be flagged; the write-up's "
+        f"own 2 get p = {stats.format_p(stats.binomial_tail(2, len(run.live), rate))} here"
+    )
+
+
+@counted(layout.TOP_PROMPTS, "whitebox_top_dims", blind=_whitebox_blind, flags=_whitebox_flags)
 def whitebox_dims(run: RunData) -> list[int]:
     """Live dimensions whose top prompt is the white-box/black-box testing question."""
     return [d["dim"] for d in run.live if d["top"][0]["prompt"] == WHITEBOX_PROMPT]
@@ -144,13 +163,19 @@ def whitebox_top_pvalue(run: RunData) -> float | None:
     and decode-step samples come first at very different rates, so the rate is that of the white-box
     sample's own type: (live dimensions whose first prompt is of that type) / (prompts of that type)
     / (live dimensions). None if none is live or the prompt is not in the corpus."""
+    rate = _whitebox_rate(run)
+    return None if rate is None else stats.binomial_tail(len(whitebox_dims(run)), len(run.live), rate)
+
+
+def _whitebox_rate(run: RunData) -> float | None:
+    """The chance that a live dimension puts the white-box prompt first: the rate at which prompts of
+    its sample type come first. None if none is live or the prompt is not in the corpus."""
     if not run.live or WHITEBOX_PROMPT not in run.prompts:
         return None
     source = [r["source"] for r in run.records]
     kind = source[run.prompts.index(WHITEBOX_PROMPT)]
     firsts = sum(source[d["top"][0]["index"]] == kind for d in run.live)
-    rate = firsts / source.count(kind) / len(run.live)
-    return stats.binomial_tail(len(whitebox_dims(run)), len(run.live), rate)
+    return float(firsts / source.count(kind) / len(run.live))
 
 
 @metric(layout.TOP_PROMPTS, dims=dead_dims)

@@ -69,7 +69,9 @@ def metric(
     return decorate
 
 
-def counted(evidence: str, name: str) -> Callable[[Callable[[RunData], list[Any]]], Callable[[RunData], list[Any]]]:
+def counted(
+    evidence: str, name: str, **extra: Any
+) -> Callable[[Callable[[RunData], list[Any]]], Callable[[RunData], list[Any]]]:
     """Register the count of what the decorated function lists (dimensions, or pairs of them) as the
     metric ``name``, with the function's docstring as its definition; the dimensions it lists are the
     metric's ``dims``. One definition for the list and its count."""
@@ -78,7 +80,7 @@ def counted(evidence: str, name: str) -> Callable[[Callable[[RunData], list[Any]
         def count(run: RunData) -> int:
             return len(listing(run))
 
-        register(name, evidence, listing.__doc__ or "", count, lambda run: flat_dims(listing(run)))
+        register(name, evidence, listing.__doc__ or "", count, lambda run: flat_dims(listing(run)), **extra)
         return listing
 
     return decorate
