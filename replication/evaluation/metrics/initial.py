@@ -78,7 +78,8 @@ def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
 
 
 def _weights(run: RunData) -> dict[str, np.ndarray]:
-    return {name: tensor.detach().numpy() for name, tensor in run.sae.state_dict().items()}
+    """The SAE's parameters as arrays, once per run."""
+    return run.memo("weights", lambda: {name: t.detach().numpy() for name, t in run.sae.state_dict().items()})
 
 
 @metric(layout.SAE, reach=lambda run: _turn_bound(run, "encoder.weight", "rows"))
@@ -152,11 +153,15 @@ def _epoch1_codes(run: RunData) -> tuple[torch.Tensor, int] | None:
     initial = _initial(run)
     if initial is None:
         return None
-    real = run.split[0]
-    with torch.no_grad():
-        codes = initial.sae.encode(torch.from_numpy(real))
-    padding = 0 if run.config.capture.positions == "all" else run.train_summary["train_rows"] - len(real)
-    return codes, padding
+
+    def encode() -> tuple[torch.Tensor, int]:
+        real = run.split[0]
+        with torch.no_grad():
+            codes = initial.sae.encode(torch.from_numpy(real))
+        padding = 0 if run.config.capture.positions == "all" else run.train_summary["train_rows"] - len(real)
+        return codes, padding
+
+    return run.memo("epoch1_codes", encode)
 
 
 @metric(layout.SAE)
