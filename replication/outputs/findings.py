@@ -97,7 +97,7 @@ def _losses(r: dict[str, Result]) -> str | None:
     first = (
         f"The loss of 17 is the untrained SAE's L1 penalty (the epoch-1 sparsity predicts {initial.measured:.2f} "
         "times it, `part3.implied_initial_loss`)"
-        if initial.verdict == "consistent"
+        if initial.verdict == "inconsistent"
         else f"The loss of 17 is not the untrained SAE's L1 penalty ({initial.measured:.2f} times it, "
         "`part3.implied_initial_loss`)"
     )
