@@ -65,7 +65,7 @@ def _initialisation(r: dict[str, Result]) -> str | None:
     moved, implied = r.get("part3.moved_from_init"), r.get("part4.implied_random_features")
     if moved is None or implied is None or not isinstance(moved.measured, float):
         return None
-    bound = f"the write-up's own numbers (one Adam step) keep its SAE's at {implied.measured:.3f} or more"
+    bound = f"the write-up's own numbers (one Adam step) keep its SAE's at {implied.measured:.4f} or more"
     if moved.measured >= STABLE_COSINE:
         return (
             f"The trained SAE's weights barely left their random initialisation: its encoder rows keep a median "
@@ -105,17 +105,25 @@ def _losses(r: dict[str, Result]) -> str | None:
     return f"{first}, and the final loss leaves {left} (`part3.implied_reconstruction`)."
 
 
-def _seeds(seeds: dict[str, Any] | None) -> str | None:
+def _seeds(seeds: dict[str, Any] | None, r: dict[str, Result]) -> str | None:
     if not seeds:
         return None
     f = seeds["features"]
     medians = ", ".join(f"{m:.2f}" for m in f["median_best_cosine"])
     some = "No feature reproduces" if f["stable"] == 0 else f"{f['stable']} of {f['live']} features reproduce"
-    return (
+    text = (
         f"{some} across {len(seeds['seeds'])} SAE seeds: {f['stable']} of {f['live']} live features have a decoder "
         f"match of cosine >= {f['threshold']} in every other seed (median best cosine {medians}; random directions "
-        f"{f['random_median_best_cosine']:.2f}; `seeds.json`)."
+        f"{f['random_median_best_cosine']:.2f}; `seeds.json`)"
     )
+    moved = r.get("part3.moved_from_init")
+    decoder = moved.alternatives[0].measured if moved is not None and moved.alternatives else None
+    if f["stable"] == 0 and isinstance(decoder, float) and decoder >= STABLE_COSINE:
+        text += (
+            f", as it must be when each SAE's decoder columns stay at a median cosine of {decoder:.4f} with their "
+            "random start (`part3.moved_from_init`)"
+        )
+    return text + "."
 
 
 def _splice(run: RunData) -> str | None:
@@ -157,8 +165,10 @@ def _readings(results: list[Result]) -> str | None:
 def _tally(results: list[Result]) -> str:
     c = counts(results)
     f, nf = c["findings"], c["not_findings"]
+    fragile = [f"`{r.claim.id}`" for r in results if r.finding and r.verdict == "replicated" and r.reading_dependent]
+    caveat = f" ({', '.join(fragile)} only under its primary reading)" if fragile else ""
     return (
-        f"Of the {len(results)} claims, {c['n_findings']} are findings: {f['replicated']} replicated, "
+        f"Of the {len(results)} claims, {c['n_findings']} are findings: {f['replicated']} replicated{caveat}, "
         f"{f['not replicated']} not replicated, {f['inconclusive']} inconclusive; {nf['fixed by design']} fixed by "
         f"design, {nf['holds untrained']} holding untrained, {nf['within chance']} within chance and "
         f"{nf['not testable'] + nf['not testable at this profile']} not testable here are not counted (Summary)."
@@ -172,7 +182,7 @@ def bottom_line(results: list[Result], run: RunData, seeds: dict[str, Any] | Non
         _initialisation(r),
         _dimension0(r),
         _losses(r),
-        _seeds(seeds),
+        _seeds(seeds, r),
         _splice(run),
         _readings(results),
         _tally(results),
