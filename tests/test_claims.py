@@ -19,8 +19,8 @@ from replication.__main__ import main
 from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
 from replication.evaluation.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
-from replication.evaluation.verdicts import NOT_FINDINGS, WORDS, control_of, evaluate
-from replication.rundir.reader import RunData
+from replication.evaluation.verdicts import NOT_FINDINGS, WORDS, evaluate
+from replication.rundir.reader import RunData, control_of
 
 REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
 SHARED_WRITEUP = REPO_ROOT.parent / "shared" / "seed" / "writeup.md"

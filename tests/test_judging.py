@@ -18,10 +18,10 @@ from replication.evaluation import health, stats
 from replication.evaluation import writeup as implied
 from replication.evaluation.claims import Reading, load_claims
 from replication.evaluation.metrics import METRICS, initial
-from replication.evaluation.verdicts import FINDINGS, control_of, evaluate, evaluate_all
+from replication.evaluation.verdicts import FINDINGS, evaluate, evaluate_all
 from replication.outputs import findings
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.evaluation.metrics.part4 import purity
 from replication.evaluation.stats import best_cosines
-from replication.evaluation.verdicts import control_of, evaluate
+from replication.evaluation.verdicts import evaluate
 from replication.experiments import ablations, seeds
 from replication.rundir.artifacts import sha256_file, verify_manifest
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 from replication.sae.autoencoder import SparseAutoencoder
 from replication.stages import steps
 from replication.stages.context import Context

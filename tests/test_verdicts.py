@@ -16,9 +16,9 @@ from replication.config import TrainConfig
 from replication.evaluation import metrics, topics
 from replication.evaluation import writeup as implied
 from replication.evaluation.claims import Reading, load_claims
-from replication.evaluation.verdicts import control_of, evaluate, evaluate_all, outcome
+from replication.evaluation.verdicts import evaluate, evaluate_all, outcome
 from replication.rundir import layout
-from replication.rundir.reader import RunData, Untestable
+from replication.rundir.reader import RunData, Untestable, control_of
 from replication.sae.training import train_sae
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from replication.evaluation.claims import Claim, Reading, format_value
 from replication.evaluation.metrics import METRICS
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import RunData, Untestable
+from replication.rundir.reader import RunData, Untestable, control_of
 
 Verdict = Literal[
     "conforms",
@@ -211,17 +211,6 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
         control_detail,
         main.holds,
     )
-
-
-def control_of(run: RunData) -> RunData | None:
-    """The run's untrained control, when its control stage ran; one view per run, so what its
-    metrics derive (the permutation tests) is computed once for the verdicts and the report."""
-
-    def view() -> RunData | None:
-        control = RunData(run.root, overlay=layout.CONTROL)
-        return control if control.path(layout.CODES).is_file() else None
-
-    return run.memo("control", view)
 
 
 def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:

@@ -18,11 +18,11 @@ from replication.config import ABLATIONS, load_profile
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim
 from replication.evaluation.metrics import METRICS
-from replication.evaluation.verdicts import control_of, evaluate
+from replication.evaluation.verdicts import evaluate
 from replication.experiments.variant import recaptures, variant_run
 from replication.model.loading import resolve_device
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 from replication.stages.context import Context
 from replication.stages.steps import FEEDS_ANY_GENERATION
 

@@ -20,10 +20,10 @@ import numpy as np
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
-from replication.evaluation.verdicts import Verdict, control_of, evaluate
+from replication.evaluation.verdicts import Verdict, evaluate
 from replication.experiments.variant import variant_run
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 from replication.stages.context import Context
 
 

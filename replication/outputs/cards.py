@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,10 @@ from replication.evaluation.metrics.initial import row_cosines
 from replication.evaluation.metrics.part4 import purity, topic_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
-from replication.evaluation.verdicts import Result, control_of, evaluate_all
+from replication.evaluation.verdicts import Result, evaluate_all
 from replication.outputs import rendering
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import PRINTS_AS_ZERO, RunData
+from replication.rundir.reader import PRINTS_AS_ZERO, RunData, control_of
 
 CARDS = layout.CARDS
 INDEX = "index.html"
@@ -79,7 +80,7 @@ class View:
     """(seed, decoder (d, d_hidden)) of the other SAE seeds, for the faithful SAE."""
     random_baseline: float | None = None
 
-    @property
+    @cached_property
     def health(self) -> dict[str, Any]:
         """What the whole SAE is worth: reconstruction against the mean, and the splice test."""
         splice = self.run.splice or {}

@@ -14,7 +14,7 @@ from replication.evaluation import stats, topics
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import TIE_ORDER
-from replication.evaluation.metrics.part4 import max_hits
+from replication.evaluation.metrics.part4 import max_hits, sample_types
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE
 from replication.evaluation.verdicts import COUNTED, FINDINGS, Result
@@ -251,7 +251,7 @@ def topic_tests(run: RunData, control: RunData | None) -> dict[str, Any] | None:
                 )
     if not rows:
         return None
-    types = [r["source"] for r in run.records]
+    types = sample_types(run)
     slots = [types[t["index"]] for d in run.live for t in d["top"] if t["value"] > 0]
     decode = [i for i, t in enumerate(types) if t == "decode"]
     labels = prompt_topics(run)

@@ -24,10 +24,10 @@ from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.part4 import purity, purity_null
 from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.verdicts import COUNTED, FINDINGS, Result, control_of
+from replication.evaluation.verdicts import COUNTED, FINDINGS, Result
 from replication.outputs import figures, findings, rendering
 from replication.rundir import artifacts, layout, provenance
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 
 PURITY_ROWS = 12
 HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
@@ -46,19 +46,20 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _seeds(
-    run: RunData, kinds: Mapping[str, str], metric_of: Mapping[str, str], run_verdicts: Mapping[str, str]
-) -> dict[str, Any] | None:
-    """The seed-robustness table and summary line, when the seeds step ran."""
+def _seeds(run: RunData, results: list[Result]) -> dict[str, Any] | None:
+    """The seed-robustness table and summary line, when the seeds step ran: the findings of this run
+    (``results``) combined over the seeds."""
     if not run.has(layout.SEEDS_JSON):
         return None
+    kinds = {r.claim.id: r.claim.kind for r in results}
+    metric_of = {r.claim.id: r.claim.metric for r in results}
     summary = run.json(layout.SEEDS_JSON)
     tested = {
         cid: c
         for cid, c in summary["claims"].items()
         if c["verdicts"][0] != "not testable at this profile" and kinds.get(cid) in COUNTED
     }
-    here = {cid for cid, verdict in run_verdicts.items() if verdict in FINDINGS and kinds.get(cid) in COUNTED}
+    here = {r.claim.id for r in results if r.finding}
     combined = Counter(c["combined"] for cid, c in tested.items() if cid in here)
     rows = []
     for cid, entry in tested.items():
@@ -151,11 +152,6 @@ def _split(run: RunData) -> dict[str, Any]:
     }
 
 
-def _verdicts(results: list[Result]) -> dict[str, Any]:
-    """Which verdicts depend on the reading of their sentence."""
-    return {"dependent": [r.claim.id for r in results if r.reading_dependent]}
-
-
 def facts(run: RunData, results: list[Result], links: dict[str, str], command: str) -> dict[str, Any]:
     """Everything the template shows, from the run's files."""
     manifest = run.manifest
@@ -216,11 +212,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "figures": {"writeup": figures.FIGURES, "health": figures.HEALTH_FIGURES, "links": links},
         "captions": figures.captions(run),
         "kinds": Counter(r.claim.kind for r in results),
-        "seeds": (
-            seeds := _seeds(
-                run, kinds, {r.claim.id: r.claim.metric for r in results}, {r.claim.id: r.verdict for r in results}
-            )
-        ),
+        "seeds": (seeds := _seeds(run, results)),
         "bottom_line": findings.bottom_line(results, run, seeds),
         "counts": findings.counts(results),
         "entries": findings.entries(results),
@@ -235,7 +227,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "dead_listing": _dead_listing(run),
         "tests": findings.topic_tests(run, control_of(run)),
         "coverage": _coverage(),
-        **_verdicts(results),
+        "dependent": [r.claim.id for r in results if r.reading_dependent],
         "performance": _performance(manifest),
         "bench": run.json(layout.BENCH) if run.has(layout.BENCH) else None,
     }

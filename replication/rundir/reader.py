@@ -181,3 +181,16 @@ class RunData:
     def has(self, name: str) -> bool:
         """Whether the manifest records ``name`` (a later step, e.g. seeds.json, may not have run)."""
         return name in self.manifest.get("files", {})
+
+
+def control_of(run: RunData) -> RunData | None:
+    """The run's untrained control -- the same SAE at its initialisation, no optimiser step, through the
+    same analysis (``<run>/control/``) -- when its control stage ran. One view per run, so what its
+    metrics derive (the permutation tests, the initial weights) is computed once for everything that
+    reads it; the control of a control is a view of the same files."""
+
+    def view() -> RunData | None:
+        control = RunData(run.root, overlay=layout.CONTROL)
+        return control if control.path(layout.CODES).is_file() else None
+
+    return run.memo("control", view)

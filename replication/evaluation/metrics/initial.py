@@ -14,18 +14,8 @@ import torch
 
 from replication.evaluation.metrics.registry import Reach, metric
 from replication.rundir import layout
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 from replication.sae.autoencoder import near_zero_fraction
-
-
-def _initial(run: RunData) -> RunData | None:
-    """The run's untrained SAE, when its control stage ran (the control itself is its own)."""
-
-    def view() -> RunData | None:
-        initial = RunData(run.root, overlay=layout.CONTROL)
-        return initial if initial.path(layout.SAE).is_file() else None
-
-    return run.memo("initial", view)
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,7 +42,7 @@ def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
     took: each weight moved by at most lr x the sum of Adam's step bounds, so a row of n weights moved
     by at most sqrt(n) times that, and a row w turned by d (|d| < |w|) keeps cosine >= sqrt(1 - |d|^2 / |w|^2).
     None when the bound says nothing (too many steps, or minibatches) or the decoder is renormalised."""
-    initial = _initial(run)
+    initial = control_of(run)
     steps = adam_steps(run)
     if (
         initial is None
@@ -86,7 +76,7 @@ def _weights(run: RunData) -> dict[str, np.ndarray]:
 def encoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained encoder row and its initial value
     (1 = not moved; None without the control's untrained SAE)."""
-    initial = _initial(run)
+    initial = control_of(run)
     if initial is None:
         return None
     return float(np.median(row_cosines(_weights(run)["encoder.weight"], _weights(initial)["encoder.weight"])))
@@ -96,7 +86,7 @@ def encoder_init_cosine(run: RunData) -> float | None:
 def decoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained decoder column (the feature's
     direction) and its initial value (None without the control's untrained SAE)."""
-    initial = _initial(run)
+    initial = control_of(run)
     if initial is None:
         return None
     return float(np.median(row_cosines(_weights(run)["decoder.weight"].T, _weights(initial)["decoder.weight"].T)))
@@ -105,7 +95,7 @@ def decoder_init_cosine(run: RunData) -> float | None:
 @metric(layout.SAE)
 def max_weight_change(run: RunData) -> float | None:
     """The largest |W - W0| over every weight and bias of the SAE (None without the control)."""
-    initial = _initial(run)
+    initial = control_of(run)
     if initial is None:
         return None
     start = _weights(initial)
@@ -142,7 +132,7 @@ def shared_top(run: RunData, other: RunData, k: int) -> float | None:
 def top5_shared_with_untrained(run: RunData) -> float | None:
     """Share of live dimensions whose top 5 shares at least 4 prompts with the same dimension's top 5 in
     the untrained SAE (None without the control, or with no live dimension)."""
-    initial = _initial(run)
+    initial = control_of(run)
     return None if initial is None else shared_top(run, initial, run.config.analyze.top_k - 1)
 
 
@@ -150,7 +140,7 @@ def _epoch1_codes(run: RunData) -> tuple[torch.Tensor, int] | None:
     """Epoch 1's training codes, which the untrained SAE gives (the epoch's forward pass comes before
     its step), on the training samples' real rows; and how many padding rows the training set has
     (each encoded to ReLU(b_enc)). None without the control."""
-    initial = _initial(run)
+    initial = control_of(run)
     if initial is None:
         return None
 
@@ -174,7 +164,7 @@ def sparsity_epoch1_real_rows(run: RunData) -> float | None:
 @metric(layout.SAE)
 def sparsity_epoch1_padding_rows(run: RunData) -> float | None:
     """Epoch 1's sparsity on the zero padding rows, each encoded to ReLU(b_enc) (None without padding)."""
-    epoch1, initial = _epoch1_codes(run), _initial(run)
+    epoch1, initial = _epoch1_codes(run), control_of(run)
     if epoch1 is None or initial is None or epoch1[1] == 0:
         return None
     with torch.no_grad():

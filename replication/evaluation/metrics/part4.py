@@ -172,7 +172,7 @@ def _whitebox_rate(run: RunData) -> float | None:
     its sample type come first. None if none is live or the prompt is not in the corpus."""
     if not run.live or WHITEBOX_PROMPT not in run.prompts:
         return None
-    source = [r["source"] for r in run.records]
+    source = sample_types(run)
     kind = source[run.prompts.index(WHITEBOX_PROMPT)]
     firsts = sum(source[d["top"][0]["index"]] == kind for d in run.live)
     return float(firsts / source.count(kind) / len(run.live))
