@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from huggingface_hub import constants
 from safetensors.numpy import load_file
 
 from replication.config import REPO_ROOT, RunConfig
@@ -24,6 +25,17 @@ from replication.sae.autoencoder import SparseAutoencoder
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 """The type of the ``cli`` fixture."""
+
+
+def hub_cache(monkeypatch: Any, home: Path) -> None:
+    """Points this process's Hugging Face cache at ``home`` (HF_HOME) and keeps it offline:
+    huggingface_hub reads the environment into ``constants`` when it is imported and takes the cache
+    location from there at each call, so both are set."""
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import Cli
+from helpers import Cli, hub_cache, run_args
 from safetensors.numpy import load_file
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT, config_from_dict
+from replication.config import config_from_dict
 from replication.rundir import layout
 from replication.rundir.artifacts import sha256_file, stage_outputs
 
@@ -68,20 +68,16 @@ def test_train_and_analyze_artifacts(tiny_run: Path) -> None:
     assert len(pca["coords"]) == summary["train_rows"]
 
 
-def test_two_runs_are_byte_identical(tmp_path: Path, cli: Cli) -> None:
-    """The same command, in this process and in a fresh interpreter, writes the same bytes (on 6
-    prompts: determinism does not hang on the corpus's size)."""
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join((REPO_ROOT / "fixtures" / "prompts.txt").read_text().splitlines()[:6]) + "\n")
-    first, second = tmp_path / "first", tmp_path / "again"
-    args = ["run", "--profile", "tiny", "--prompts", str(prompts), "--quiet", "--out"]
-    assert main([*args, str(first)]) == 0
-    result = cli(*args, str(second))
+def test_two_runs_are_byte_identical(small_prompts: Path, uninterrupted: Path, tmp_path: Path, cli: Cli) -> None:
+    """The same command, in this process (the ``uninterrupted`` run) and in a fresh interpreter, writes
+    the same bytes (on two prompts: determinism does not hang on the corpus's size)."""
+    again = tmp_path / "again"
+    result = cli(*run_args(again, small_prompts))
     assert result.returncode == 0, result.stderr
-    outputs = stage_outputs(first)
-    assert len(outputs) == 22 and stage_outputs(second) == outputs  # capture 5, train 5, analyze 3, splice 1, control 8
+    outputs = stage_outputs(uninterrupted)
+    assert len(outputs) == 22 and stage_outputs(again) == outputs  # capture 5, train 5, analyze 3, splice 1, control 8
     for name in outputs:
-        assert sha256_file(second / name) == sha256_file(first / name), name
+        assert sha256_file(again / name) == sha256_file(uninterrupted / name), name
 
 
 def test_stages_one_at_a_time_match_run(tiny_run: Path, tmp_path: Path) -> None:
@@ -156,24 +152,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     tmp_path: Path,
     bad_inputs: dict[str, str],
     capsys: pytest.CaptureFixture[str],
-    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """In-process (a fresh interpreter per case costs seconds each), except a seed-profile case that
-    looks in the Hugging Face cache (no --model.path): the cache location is read when its library is
-    imported, so it gets a process with an empty cache of its own."""
+    """In-process (a fresh interpreter per case costs seconds each); the Hugging Face cache this
+    process sees is an empty one of the test's own."""
     out = tmp_path / "out"
     args = [bad_inputs.get(a, a) for a in args]
     out_args = [] if args in (["verify"], ["export"]) else ["--out", str(out)]
-    if "seed" in args and not any(a.startswith("--model.path=") for a in args):
-        result = cli(*args, *out_args, "--quiet", env={"HF_HOME": str(tmp_path / "hf")})
-        code, stderr = result.returncode, result.stderr
-    else:
-        capsys.readouterr()
-        try:
-            code = main([*args, *out_args, "--quiet"])
-        except SystemExit as exc:  # argparse's own errors
-            code = exc.code  # type: ignore[assignment]
-        stderr = capsys.readouterr().err
+    hub_cache(monkeypatch, tmp_path / "hf")
+    capsys.readouterr()
+    try:
+        code = main([*args, *out_args, "--quiet"])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code  # type: ignore[assignment]
+    stderr = capsys.readouterr().err
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr

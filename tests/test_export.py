@@ -72,3 +72,4 @@ def test_export_is_recorded_and_reported(exported: Path) -> None:
     assert main(["report", "--run", str(exported)]) == 0
     report = (exported / "REPORT.md").read_text()
     assert "## SAELens export" in report and "`export/standard_sae/`" in report
+    assert "## Ablations" in report and "| `standard_sae` |" in report  # the run's ablations.json

@@ -117,13 +117,15 @@ def test_the_report_and_the_cards_on_a_full_disk_at_every_write_in_turn(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The report fails each of its writes once, in turn (the figures, verdicts.json, REPORT.md,
-    the manifest); then the cards their pages and the manifest, twice, the second time over
-    pages already there. Each time the run verifies, a failed page leaves the previous pages as
-    they were, and the same command finishes. (The stages the cards run first are stages like the run's.)"""
+    """The report fails each kind of its writes once, in turn (a figure: every figure is written by
+    the one ``artifacts.write_png``; verdicts.json, REPORT.md, the manifest); then the cards their
+    pages and the manifest, twice, the second time over pages already there. Each time the run
+    verifies, a failed page leaves the previous pages as they were, and the same command finishes.
+    (The stages the cards run first are stages like the run's.)"""
     run = shutil.copytree(uninterrupted, tmp_path / "run")
     written: set[str] = set()
-    for command, only in ((["report"], ("",)), *2 * [(["cards", "--quiet"], ("cards/", "manifest.json"))]):
+    report = ("figures/feature_density.png", "verdicts.json", "REPORT.md", "manifest.json")  # the last figure
+    for command, only in ((["report"], report), *2 * [(["cards", "--quiet"], ("cards/", "manifest.json"))]):
         pages = {p: p.read_bytes() for p in (run / "cards").rglob("*") if p.is_file()}
         disk = FullDisk(run, only=only)
         with monkeypatch.context() as patch:
@@ -140,7 +142,7 @@ def test_the_report_and_the_cards_on_a_full_disk_at_every_write_in_turn(
         assert code == 0 and failures == len(disk.failed) > 0
         written |= {key for key, _ in disk.failed}
         capsys.readouterr()
-    assert {"REPORT.md", "verdicts.json", "figures/part2.png", "manifest.json", "cards/"} <= written
+    assert {"REPORT.md", "verdicts.json", "figures/feature_density.png", "manifest.json", "cards/"} <= written
     assert (run / "REPORT.md").is_file() and (run / "cards" / "index.html").is_file()
 
 

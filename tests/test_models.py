@@ -3,18 +3,15 @@ directory that holds a config but no weights."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import hub_cache
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT, ModelConfig, RunConfig, config_from_dict, load_profile
+from replication.config import ModelConfig, RunConfig, config_from_dict, load_profile
 from replication.errors import ReplicationError
 from replication.model import loading as models
 from replication.model.loading import LoadedModel, load_model
@@ -71,37 +68,21 @@ def test_every_cpu_weight_is_aligned_and_ties_stay(saved: tuple[Path, torch.Tens
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
-def test_hugging_face_cache_snapshot_is_found_offline(saved: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
+def test_hugging_face_cache_snapshot_is_found_offline(
+    saved: tuple[Path, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """HF_HOME/hub/models--org--name/snapshots/<commit>/ with refs/main naming that commit; the first
-    repo id is absent from the cache and skipped. huggingface_hub reads the cache location when it
-    is imported, hence a fresh interpreter with the environment set."""
+    repo id is absent from the cache and skipped. huggingface_hub reads HF_HUB_CACHE into
+    ``constants.HF_HUB_CACHE`` when it is imported and looks there at each call: set both."""
     directory, expected = saved
     repo = tmp_path / "hf" / "hub" / "models--org--name"
     shutil.copytree(directory, repo / "snapshots" / SNAPSHOT)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(SNAPSHOT)
-    out = tmp_path / "logits.pt"
-    code = textwrap.dedent(
-        f"""
-        import sys, torch
-        from replication.config import ModelConfig
-        from replication.model.loading import load_model
-        cfg = ModelConfig(source="local", name="x", repo_ids=("org/absent", "org/name"))
-        loaded = load_model(cfg, torch.device("cpu"))
-        ids = loaded.tokenizer({PROMPT!r}, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            torch.save(loaded.model(input_ids=ids).logits, sys.argv[1])
-        print(loaded.weights)
-        """
-    )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=REPO_ROOT, env=env, check=False
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert Path(result.stdout.strip()).resolve() == (repo / "snapshots" / SNAPSHOT).resolve()
-    torch.testing.assert_close(torch.load(out), expected, rtol=0, atol=0)
+    hub_cache(monkeypatch, tmp_path / "hf")
+    loaded = load_model(ModelConfig(source="local", name="x", repo_ids=("org/absent", "org/name")), torch.device("cpu"))
+    assert Path(loaded.weights).resolve() == (repo / "snapshots" / SNAPSHOT).resolve()
+    torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=0)
 
 
 def test_weights_missing_from_a_snapshot_is_the_incomplete_error(

@@ -23,20 +23,26 @@ def table_verdicts(report: str) -> dict[str, str]:
     return dict(rows)
 
 
-def test_report_of_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
-    assert main(["report", "--run", str(tiny_run)]) == 0
-    report = (tiny_run / "REPORT.md").read_text()
-    verdicts = {v["id"]: v["verdict"] for v in json.loads((tiny_run / "verdicts.json").read_text())}
+@pytest.fixture(scope="module")
+def reported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny run with its report (the shared run stays as the other tests expect it)."""
+    run = shutil.copytree(tiny_run, tmp_path_factory.mktemp("report") / "run")
+    assert main(["report", "--run", str(run)]) == 0
+    return run
+
+
+def test_report_of_a_run(reported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = (reported / "REPORT.md").read_text()
+    verdicts = {v["id"]: v["verdict"] for v in json.loads((reported / "verdicts.json").read_text())}
     assert table_verdicts(report) == verdicts
     assert set(verdicts) == {c.id for c in load_claims()}
     for name in FIGURES:
         assert f"![{name}](figures/{name}.png)" in report
-        assert (tiny_run / "figures" / f"{name}.png").read_bytes().startswith(PNG)
+        assert (reported / "figures" / f"{name}.png").read_bytes().startswith(PNG)
     assert "`tiny`" in report and "## What the write-up says vs what its code ran" in report
     # The report's files are recorded: the run still verifies.
-    assert main(["verify", "--run", str(tiny_run)]) == 0
-    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert main(["verify", "--run", str(reported)]) == 0
+    manifest = json.loads((reported / "manifest.json").read_text())
     assert {"verdicts.json", "REPORT.md", "figures/part2.png"} <= set(manifest["files"])
     capsys.readouterr()
 
@@ -70,13 +76,8 @@ def test_the_sentence_check_finds_a_repeat() -> None:
 
 
 @pytest.mark.parametrize("which", ["tiny", "committed"])
-def test_no_long_sentence_is_said_twice(which: str, tiny_run: Path, tmp_path: Path) -> None:
-    if which == "tiny":
-        run = shutil.copytree(tiny_run, tmp_path / "run")
-        assert main(["report", "--run", str(run)]) == 0
-        text = (run / "REPORT.md").read_text()
-    else:
-        text = (REPO_ROOT / "REPORT.md").read_text()
+def test_no_long_sentence_is_said_twice(which: str, reported: Path) -> None:
+    text = ((reported if which == "tiny" else REPO_ROOT) / "REPORT.md").read_text()
     assert repeated_long_sentences(text) == []
 
 
