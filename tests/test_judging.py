@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import claim
-from test_claim_metrics import topic_run
+from helpers import claim, fake_run
+from test_claim_metrics import topic_run, whitebox_run
 
+from replication.config import load_profile
 from replication.evaluation import health, stats
 from replication.evaluation import writeup as implied
 from replication.evaluation.claims import Reading, load_claims
@@ -22,6 +23,7 @@ from replication.evaluation.verdicts import FINDINGS, evaluate, evaluate_all
 from replication.outputs import findings
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, control_of
+from replication.sae.autoencoder import SparseAutoencoder
 
 
 @pytest.mark.parametrize(
@@ -227,3 +229,49 @@ def test_the_turn_bound_holds_on_a_trained_sae(tiny_run: Path) -> None:
         assert METRICS["adam_steps"].compute(run) > 0
     else:
         assert bounds.low <= measured <= bounds.high
+
+
+def test_the_whitebox_count_is_judged_against_its_chance_rate_by_hand(tmp_path: Path) -> None:
+    # whitebox_run (test_claim_metrics): 4 live dimensions, each putting the white-box prompt first
+    # with chance 0.15. P(X >= 2) = 0.10951875 >= 0.05, so the write-up's own 2 dimensions would not
+    # be flagged here; P(X >= 3) = 4 * 0.15^3 * 0.85 + 0.15^4 = 0.01198125 < 0.05: 3 or more would be.
+    run = whitebox_run(tmp_path)
+    count = METRICS["whitebox_top_dims"]
+    assert count.blind is not None and count.blind(run) is True
+    assert count.flags is not None
+    assert count.flags(run) == (
+        "by the chance rate of its sample type, 3 or more dimensions would be flagged; "
+        "the write-up's own 2 get p = 0.11 here"
+    )
+
+
+def test_the_codes_the_steps_taken_leave_on_by_hand(tmp_path: Path) -> None:
+    # One Adam step (best epoch 1, full batch) moves each weight and bias by at most lr = 0.1. Encoder
+    # rows (1, 0), (0, 1), (-1, 0), biases 0, 0, 0.5. Sample x = (1, -0.5): pre-activations 1, -0.5,
+    # -0.5, each movable by 0.1 x (|x|_1 + 1) = 0.25: one code is on whatever the step did, and no
+    # more can be. Sample x = (0.1, 0.5): pre-activations 0.1, 0.5, 0.4, movable by 0.16 (the bias
+    # counts: 0.06 without it): two are surely on, the first may go either way. Mean per sample:
+    # between 1.5 and 2.
+    sae = SparseAutoencoder(2, 3)
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+        sae.encoder.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    tiny = load_profile("tiny")
+    config = tiny.replace(train=tiny.train.replace(lr=0.1))
+    samples = [torch.tensor([[[1.0, -0.5]]]), torch.tensor([[[0.1, 0.5]]])]
+    fake_run(tmp_path / layout.CONTROL, sae=sae, codes=np.zeros((2, 3), dtype=np.float32))
+    artifacts.write_json(tmp_path / layout.TRAIN_SUMMARY, {"best_epoch": 1, "train_rows": 1})
+    run = fake_run(tmp_path, config=config, activations=samples, sae=sae)
+    reach = METRICS["sample_code_l0"].reach
+    bounds = reach(run) if reach is not None else None
+    assert bounds is not None and (bounds.low, bounds.high) == pytest.approx((1.5, 2.0))
+    assert "1 Adam steps move each encoder weight and bias by at most 1.000 lr" in bounds.reason
+
+
+def test_the_codes_left_on_hold_on_a_trained_sae(tiny_run: Path) -> None:
+    """The reach of the mean L0 after the steps taken: the trained SAE is inside it."""
+    run = RunData(tiny_run)
+    reach = METRICS["sample_code_l0"].reach
+    bounds = reach(run) if reach is not None else None
+    assert bounds is not None
+    assert bounds.low <= METRICS["sample_code_l0"].compute(run) <= bounds.high

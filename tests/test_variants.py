@@ -31,9 +31,14 @@ def test_combined_verdict() -> None:
     assert seeds.combine(["replicated", "replicated"]) == "replicated"
     assert seeds.combine(["not replicated"] * 3) == "not replicated"
     assert seeds.combine(["replicated", "not replicated", "replicated"]) == "inconclusive"
-    # No seed supports it: failed, or met only as the untrained SAE meets it.
+    # No seed supports it, and one seed's test failed it.
     assert seeds.combine(["not replicated", "holds untrained", "not replicated"]) == "not replicated"
+    assert seeds.combine(["within chance", "holds untrained", "not replicated"]) == "not replicated"
     assert seeds.combine(["replicated", "holds untrained"]) == "inconclusive"
+    # No seed's verdict is a finding: the one most seeds give, the first seed's on a tie; never a finding.
+    assert seeds.combine(["within chance", "holds untrained", "within chance"]) == "within chance"
+    assert seeds.combine(["holds untrained", "within chance", "within chance", "holds untrained"]) == "holds untrained"
+    assert seeds.combine(["fixed by design", "holds untrained"]) == "fixed by design"
 
 
 def test_best_cosines_find_permuted_and_scaled_directions() -> None:
@@ -213,8 +218,11 @@ def test_sampling_seeds_capture_anew(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(texts) == 3  # three draws, three different captures
     for entry in summary["claims"].values():
         assert len(entry["sampling_verdicts"]) == len(entry["sampling_measured"]) == 2
-        every = entry["verdicts"] + entry["sampling_verdicts"]  # one verdict if all agree, else inconclusive
-        assert entry["combined"] == (every[0] if every.count(every[0]) == len(every) else "inconclusive")
+        every = entry["verdicts"] + entry["sampling_verdicts"]  # the sampled captures join the SAE seeds
+        if len(set(every)) == 1:
+            assert entry["combined"] == every[0]
+        else:
+            assert entry["combined"] in {*every, "inconclusive"} - {"replicated"}
     assert main(["seeds", "--run", str(run), "--sampling-seeds", "0"]) == 2
     capsys.readouterr()
 

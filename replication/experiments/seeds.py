@@ -12,6 +12,7 @@ Features are matched across seeds by the best cosine similarity of their decoder
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,18 @@ from replication.stages.context import Context
 
 
 def combine(verdicts: list[Verdict]) -> Verdict:
-    """One verdict over seeds: the one they share; where they differ, inconclusive if some seed
-    replicated the claim, else not replicated (no seed supports it: each failed it, or met it only as
-    its untrained SAE did, or within chance)."""
+    """One verdict over seeds (the first is the faithful run's): the one they share; where they
+    differ, inconclusive if some seed replicated the claim; else not replicated if some seed's test
+    could fail and did; else none of them is a finding (each held untrained, was within chance, ...),
+    and the combined is the verdict most seeds give, the first seed's on a tie."""
     if len(set(verdicts)) == 1:
         return verdicts[0]
-    unsupported = {"not replicated", "holds untrained", "within chance"}
-    return "not replicated" if set(verdicts) <= unsupported else "inconclusive"
+    if "replicated" in verdicts:
+        return "inconclusive"
+    if "not replicated" in verdicts:
+        return "not replicated"
+    counts = Counter(verdicts)
+    return max(verdicts, key=lambda v: (counts[v], -verdicts.index(v)))
 
 
 def run_seeds(

@@ -105,6 +105,7 @@ def _purity(run: RunData) -> dict[str, Any] | None:
     significant = [r for r in rows if r["q"] < topics.ALPHA]
     by_topic = Counter(r["topic"] for r in significant)
     prompts = {d["dim"]: d["top"] for d in run.live}
+    labels = prompt_topics(run)
     best = sorted(rows, key=lambda r: (r["p"], r["dim"]))[:PURITY_ROWS]
     return {
         "live": len(rows),
@@ -114,10 +115,13 @@ def _purity(run: RunData) -> dict[str, Any] | None:
         "best_p": (best_p := float(purity_null(run)[run.config.analyze.top_k])),
         "bh_min": math.ceil(best_p * len(rows) / topics.ALPHA),
         "histogram": ", ".join(f"{h}/k: {n}" for h, n in sorted(Counter(r["hits"] for r in rows).items())),
-        "best": [
-            {**r, "prompts": "; ".join(t["prompt"][:48].replace("|", "\\|") for t in prompts[r["dim"]])} for r in best
-        ],
+        "best": [{**r, "prompts": _marked(prompts[r["dim"]], labels, r["topic"])} for r in best],
     }
+
+
+def _marked(top: list[dict[str, Any]], labels: list[str], topic: str) -> str:
+    """A top list's prompts by number in the corpus (from 0), starred where they are of ``topic``."""
+    return ", ".join(f"{t['index']}*" if labels[t["index"]] == topic else str(t["index"]) for t in top)
 
 
 def _performance(manifest: dict[str, Any]) -> dict[str, Any]:

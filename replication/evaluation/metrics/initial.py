@@ -16,6 +16,7 @@ from replication.evaluation.metrics.registry import Reach, metric
 from replication.rundir import layout
 from replication.rundir.reader import RunData, control_of
 from replication.sae.autoencoder import near_zero_fraction
+from replication.sae.data import sample_rows
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -37,33 +38,59 @@ def adam_step_bound(step: int, betas: tuple[float, float] = ADAM_BETAS) -> float
     return math.sqrt(weights) * math.sqrt(1 - b2**step) / (1 - b1**step)
 
 
+def _radius(run: RunData) -> float | None:
+    """The most any one weight or bias of the best SAE can have moved from its initial value: lr x the
+    sum of Adam's step bounds over the steps it took. None without the control's untrained SAE, on the
+    control itself, or with no step."""
+    steps = adam_steps(run)
+    if control_of(run) is None or run.overlay == layout.CONTROL or steps == 0:
+        return None
+    return run.config.train.lr * sum(adam_step_bound(t) for t in range(1, steps + 1))
+
+
 def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
     """The median cosine a weight row can reach with its initial value after the steps the best SAE
-    took: each weight moved by at most lr x the sum of Adam's step bounds, so a row of n weights moved
-    by at most sqrt(n) times that, and a row w turned by d (|d| < |w|) keeps cosine >= sqrt(1 - |d|^2 / |w|^2).
+    took: each weight moved by at most the radius (``_radius``), so a row of n weights moved by at most
+    sqrt(n) times that, and a row w turned by d (|d| < |w|) keeps cosine >= sqrt(1 - |d|^2 / |w|^2).
     None when the bound says nothing (too many steps, or minibatches) or the decoder is renormalised."""
-    initial = control_of(run)
-    steps = adam_steps(run)
-    if (
-        initial is None
-        or run.overlay == layout.CONTROL
-        or (name == "decoder.weight" and run.config.train.decoder_norm != "free")
-    ):
+    radius, initial = _radius(run), control_of(run)
+    if radius is None or initial is None or (name == "decoder.weight" and run.config.train.decoder_norm != "free"):
         return None
     start = _weights(initial)[name]
     rows = start if rows_of == "rows" else start.T
-    radius = run.config.train.lr * sum(adam_step_bound(t) for t in range(1, steps + 1))
     moved = rows.shape[1] * radius**2
     norms = (rows.astype(np.float64) ** 2).sum(axis=1)
-    if steps == 0 or moved >= norms.min():
+    if moved >= norms.min():
         return None
     low = float(np.median(np.sqrt(1 - moved / norms)))
     return Reach(
         low,
         1.0,
-        f"{steps} Adam steps move a weight by at most {radius / run.config.train.lr:.3f} lr, so no "
+        f"{adam_steps(run)} Adam steps move a weight by at most {radius / run.config.train.lr:.3f} lr, so no "
         f"{'encoder row' if rows_of == 'rows' else 'decoder column'} can turn below this cosine with its "
-        "initial value; early stopping fixed the steps",
+        "initial value; early stopping fixed the steps (part3.stop_epoch)",
+    )
+
+
+def l0_reach(run: RunData) -> Reach | None:
+    """The mean number of codes on per encoded sample that the steps the best SAE took allow: a code's
+    pre-activation w.x + b moves by at most radius x (|x|_1 + 1) (``_radius``), so one above that on
+    the untrained SAE stays on, and one below minus that stays off. None as ``_radius`` says."""
+    radius, initial = _radius(run), control_of(run)
+    if radius is None or initial is None:
+        return None
+    x = sample_rows(run.activations)[0].double().numpy()  # the rows the analysis encodes
+    weights = _weights(initial)
+    pre = x @ weights["encoder.weight"].astype(np.float64).T + weights["encoder.bias"].astype(np.float64)
+    slack = radius * (np.abs(x).sum(axis=1, keepdims=True) + 1)
+    low, high = float((pre - slack > 0).sum(axis=1).mean()), float((pre + slack > 0).sum(axis=1).mean())
+    return Reach(
+        low,
+        high,
+        f"{adam_steps(run)} Adam steps move each encoder weight and bias by at most "
+        f"{radius / run.config.train.lr:.3f} lr, so a code's pre-activation moves by at most that times "
+        "(|x|_1 + 1), which leaves this many codes on per sample whatever the steps did; early stopping "
+        "fixed the steps (part3.stop_epoch)",
     )
 
 

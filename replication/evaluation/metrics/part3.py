@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from replication.evaluation import health
-from replication.evaluation.metrics.initial import sparsity_epoch1_detail
+from replication.evaluation.metrics.initial import l0_reach, sparsity_epoch1_detail
 from replication.evaluation.metrics.registry import Reach, metric, register
 from replication.rundir import layout
 from replication.rundir.reader import RunData
@@ -180,7 +180,7 @@ def padding_row_fraction(run: RunData) -> float:
     return 1.0 - real / (t_max * len(run.activations))
 
 
-@metric(layout.CODES)
+@metric(layout.CODES, reach=l0_reach)
 def sample_code_l0(run: RunData) -> float:
     """Mean number of non-zero code dimensions per encoded sample (best SAE)."""
     return float(health.l0(run.codes).mean())

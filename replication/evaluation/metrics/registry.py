@@ -14,7 +14,8 @@ Dims = Callable[[RunData], list[int]]
 @dataclass(frozen=True)
 class Reach:
     """The values a metric can take on a run, whatever training does: a floor or ceiling that the
-    architecture or the data type imposes, and why."""
+    architecture or the data type imposes, or the optimiser's bound over the steps early stopping
+    allowed, and why."""
 
     low: float
     high: float
