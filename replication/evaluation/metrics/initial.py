@@ -89,8 +89,8 @@ def l0_reach(run: RunData) -> Reach | None:
         high,
         f"{adam_steps(run)} Adam steps move each encoder weight and bias by at most "
         f"{radius / run.config.train.lr:.3f} lr, so a code's pre-activation moves by at most that times "
-        "(|x|_1 + 1), which leaves this many codes on per sample whatever the steps did; early stopping "
-        "fixed the steps (part3.stop_epoch)",
+        "(|x|_1 + 1): whatever the steps did, this many codes per sample, on average, are on; early "
+        "stopping fixed the steps (part3.stop_epoch)",
     )
 
 
