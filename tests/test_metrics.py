@@ -168,14 +168,17 @@ def samples(lengths: list[int], d: int = 4) -> list[torch.Tensor]:
 @pytest.mark.parametrize(
     ("lengths", "expected"),
     [
-        ([1, 3, 1, 2], 5 / 12),  # padded to T = 3: 4 * 3 = 12 rows, 1 + 3 + 1 + 2 = 7 real
+        # Padded to the longest sample, T = 3; int(0.8 * 4) = 3 samples train: 9 rows, 1 + 3 + 1 = 5 real.
+        ([1, 3, 1, 2], 4 / 9),
         ([1, 1, 1], 0.0),  # every sample (1, 1, d): nothing to pad
         ([4, 4], 0.0),
-        ([10, 1, 1, 1, 1], 36 / 50),  # 5 * 10 = 50 rows, 14 real
+        ([10, 1, 1, 1, 1], 27 / 40),  # 4 of 5 samples train, 4 * 10 = 40 rows, 13 real
+        ([1, 1, 1, 1, 10], 36 / 40),  # only the validation sample is long, yet the training ones pad to it
     ],
 )
 def test_padding_row_fraction(tmp_path: Path, lengths: list[int], expected: float) -> None:
-    run = fake_run(tmp_path, activations=samples(lengths), config=load_profile("tiny"))
+    """Of the SAE's training rows: the samples before the positional split, padded to the longest."""
+    run = fake_run(tmp_path, activations=samples(lengths), config=load_profile("tiny"), records=[{}] * len(lengths))
     assert METRICS["padding_row_fraction"].compute(run) == pytest.approx(expected, abs=1e-12)
 
 

@@ -35,18 +35,25 @@ def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
     ]
 
 
-def topic_feature_test(
+def topic_feature_null(
     top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
-) -> tuple[int, float]:
-    """(count, p): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
-    the permutation p-value of that count when the prompts' topic labels are shuffled within each
-    sample type (``strata``: prefill or decode step)."""
+) -> tuple[int, np.ndarray]:
+    """(count, null): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
+    that count under PERMUTATIONS shuffles of the prompts' topic labels within each sample type
+    (``strata``: prefill or decode step)."""
 
     def count(labels: np.ndarray) -> np.ndarray:
         return np.asarray(((labels[..., top_indices] & positive).sum(axis=-1) >= TOPIC_MIN_HITS).sum(axis=-1))
 
-    observed, p = stats.permutation_pvalue(count, is_topic, PERMUTATIONS, seed, strata)
-    return int(observed), p
+    return int(count(is_topic)), stats.permutation_null(count, is_topic, PERMUTATIONS, seed, strata)
+
+
+def topic_feature_test(
+    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
+) -> tuple[int, float]:
+    """(count, p): ``topic_feature_null``'s count and its one-sided permutation p-value."""
+    observed, null = topic_feature_null(top_indices, positive, is_topic, strata, seed)
+    return observed, stats.tail_pvalue(null, observed)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ A verdict is computed, never written, in the words of the claim's kind:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +104,11 @@ class Result:
 
     @property
     def reading_dependent(self) -> bool:
-        """True when an alternative reading of the sentence would flip whether the claim holds."""
-        return self.holds is not None and any(a.holds is not None and a.holds != self.holds for a in self.alternatives)
+        """True when an alternative reading of the sentence, judged as the primary one is, would give
+        another verdict."""
+        return self.holds is not None and any(
+            a.holds is not None and a.verdict != self.verdict for a in self.alternatives
+        )
 
     def line(self) -> str:
         text = f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
@@ -143,14 +147,16 @@ def outcome(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) ->
     return Outcome(WORDS[kind][0] if holds else WORDS[kind][1], claimed, measured, holds)
 
 
-def has_control(claim: Claim) -> bool:
-    """Measured and reading claims whose evidence comes after the capture (the SAE's files)."""
-    return claim.kind in COUNTED and METRICS[claim.metric].evidence not in layout.CAPTURE_FILES
+def has_control(claim: Claim, reading: Reading | None = None) -> bool:
+    """Measured and reading claims whose evidence (the primary reading's, or ``reading``'s) comes
+    after the capture (the SAE's files)."""
+    metric = (reading or claim).metric
+    return claim.kind in COUNTED and METRICS[metric].evidence not in layout.CAPTURE_FILES
 
 
-def _design(claim: Claim, run: RunData) -> tuple[str | None, bool]:
-    """(text, fixed): what values the design allows for the claim's metric on this run, and whether
-    the claim's comparison is decided on all of them."""
+def _design(claim: Reading, run: RunData) -> tuple[str | None, bool]:
+    """(text, fixed): what values the design allows for the reading's metric on this run, and whether
+    its comparison is decided on all of them."""
     spec = METRICS[claim.metric]
     bounds = spec.reach(run) if spec.reach is not None else None
     if bounds is None:
@@ -175,32 +181,18 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
     """The claim's verdict on the run (with its control and alternatives), and its evidence file.
     A claim not testable at this profile is still measured, and its value shown."""
     evidence = METRICS[claim.metric].evidence
-    untrained = outcome(claim, control, claim.kind, p_factor) if control is not None and has_control(claim) else None
-    main = outcome(claim, run, claim.kind, p_factor)
+    main, untrained, design = _judged(claim, claim, run, control, p_factor)
     detail = _detail(claim.metric, run)
     control_detail = _detail(claim.metric, control) if untrained is not None else None
-    alternatives = tuple(outcome(reading, run, claim.kind, p_factor) for reading in claim.alternatives)
+    alternatives = tuple(_judged(claim, reading, run, control, p_factor)[0] for reading in claim.alternatives)
     if not testable(claim, run):
         verdict: Verdict = "not testable at this profile"
         return Result(
             claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, None, detail, control_detail
         )
-    verdict, design = main.verdict, None
-    if claim.kind in COUNTED and main.holds is not None:
-        design, fixed = _design(claim, run)
-        blind = METRICS[claim.metric].blind
-        if fixed:
-            verdict = "fixed by design"
-        elif main.holds and untrained is not None and untrained.holds:
-            verdict = "holds untrained"
-        elif not main.holds and blind is not None and blind(run):
-            verdict = "within chance"
-        if not main.holds and untrained is not None and untrained.holds:
-            out_of_reach = "the untrained SAE meets this claim, so a trained SAE could at best hold untrained"
-            design = out_of_reach if design is None else f"{design}; {out_of_reach}"
     return Result(
         claim,
-        verdict,
+        main.verdict,
         main.claimed,
         main.measured,
         evidence,
@@ -211,6 +203,34 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
         control_detail,
         main.holds,
     )
+
+
+def _judged(
+    claim: Claim, reading: Reading, run: RunData, control: RunData | None, p_factor: float
+) -> tuple[Outcome, Outcome | None, str | None]:
+    """One reading of the claim on the run, judged as every reading is: its outcome with the verdict
+    that the design's reach, the untrained control and the test's power leave it; the control's
+    outcome; and what the design allows."""
+    main = outcome(reading, run, claim.kind, p_factor)
+    has = control is not None and has_control(claim, reading)
+    untrained = outcome(reading, control, claim.kind, p_factor) if has and control is not None else None
+    if claim.kind not in COUNTED or main.holds is None:
+        return main, untrained, None
+    verdict, (design, fixed) = main.verdict, _design(reading, run)
+    blind = METRICS[reading.metric].blind
+    if fixed:
+        verdict = "fixed by design"
+    elif main.holds and untrained is not None and untrained.holds:
+        verdict = "holds untrained"
+    elif not main.holds and blind is not None and blind(run):
+        verdict = "within chance"
+    if not main.holds and untrained is not None and untrained.holds:
+        out_of_reach = (
+            "it could not have replicated: the untrained SAE meets this claim, so a trained SAE meeting it "
+            "would only hold untrained"
+        )
+        design = out_of_reach if design is None else f"{design}; {out_of_reach}"
+    return dataclasses.replace(main, verdict=verdict), untrained, design
 
 
 def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:

@@ -157,11 +157,13 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def captions(run: RunData) -> dict[str, str]:
-    """Under each of the write-up's figures: what the write-up said it shows, and what this run's shows."""
+    """Under each figure: what the write-up said the figure shows, and what this run's shows (for the
+    SAE-health figures, which the write-up has not, what they show)."""
     history = run.history
     first, last = history[0], history[-1]
     full = METRICS["first_full_sparsity_epoch"].compute(run)
     listed = listed_prompts(run)
+    l0, density = health.l0(run.codes), health.feature_density(run.codes)
     return {
         "part2": 'The write-up: layer-10 activations of its 98 prompts, "mostly non-zero" and varying widely. '
         f"This run: {METRICS['nonzero_fraction'].compute(run):.4f} of the values are not exactly 0, and over the "
@@ -180,4 +182,8 @@ def captions(run: RunData) -> dict[str, str]:
         + (f"first in epoch {full}." if full != "never" else "in no epoch."),
         "pca_plot": "The write-up: a PCA visualization of encoded features. This run: a PCA of the last epoch's "
         "training codes, as the original plotted them (not of the best SAE's codes).",
+        "l0_hist": "Beyond the write-up, which shows no such figure: the number of non-zero codes of each encoded "
+        f"sample (best SAE), mean {l0.mean():.1f} of {run.codes.shape[1]}.",
+        "feature_density": "Beyond the write-up: on what fraction of the samples each feature fires (best SAE); "
+        f"{int((density == 0).sum())} of {density.size} never do.",
     }

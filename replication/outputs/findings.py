@@ -95,14 +95,29 @@ def _losses(r: dict[str, Result]) -> str | None:
     if initial is None or mass is None:
         return None
     first = (
-        f"The loss of 17 is the untrained SAE's L1 penalty (the epoch-1 sparsity predicts {initial.measured:.2f} "
-        "times it, `part3.implied_initial_loss`)"
+        f"By the write-up's own numbers, its loss of 17 matches the untrained SAE's L1 penalty (its epoch-1 "
+        f"sparsity predicts {initial.measured:.2f} times 17, `part3.implied_initial_loss`)"
         if initial.verdict == "inconsistent"
-        else f"The loss of 17 is not the untrained SAE's L1 penalty ({initial.measured:.2f} times it, "
-        "`part3.implied_initial_loss`)"
+        else f"By the write-up's own numbers, its loss of 17 is not the untrained SAE's L1 penalty "
+        f"({initial.measured:.2f} times it, `part3.implied_initial_loss`)"
     )
     left = f"about {mass.measured:.2%} of the codes' initial mass or less, if the untrained MSE is small next to 17"
-    return f"{first}, and the final loss leaves {left} (`part3.implied_reconstruction`)."
+    return f"{first}, and its final loss leaves {left} (`part3.implied_reconstruction`)."
+
+
+def _data(run: RunData) -> str | None:
+    """What the samples are, when most of them are not the write-up's (1, 1, d) decode-step states."""
+    types = sample_types(run)
+    prefill = types.count("prefill")
+    if prefill * 2 <= len(types):
+        return None
+    real, rows = len(run.split[0]), run.train_summary["train_rows"]
+    return (
+        f"Most of this run's samples ({prefill} of {len(types)}) hold a prompt's rows, as EOS was the first new "
+        "token, not one generated token's (1, 1, d) as the write-up's do, and "
+        f"{1 - real / rows:.0%} of the training rows are zero padding: the Part 3 and 4 verdicts describe that "
+        "data (`part2.sample_shape`)."
+    )
 
 
 def _seeds(seeds: dict[str, Any] | None, r: dict[str, Result]) -> str | None:
@@ -142,6 +157,16 @@ def _splice(run: RunData) -> str | None:
     return text + "."
 
 
+READING_WORDS = {
+    "holds untrained": "the untrained SAE meets {} too",
+    "within chance": "the tests of {} could not have flagged an effect as large as the write-up's own example",
+    "not replicated": "{} failed",
+    "not testable": "{} could flag no outcome",
+    "inconclusive": "{} gave no value",
+}
+"""How the bottom line says why a Part 4 reading did not replicate, by its verdict."""
+
+
 def _readings(results: list[Result]) -> str | None:
     readings = [r for r in results if r.claim.kind == "reading" and r.verdict != "not testable at this profile"]
     if not readings:
@@ -151,14 +176,16 @@ def _readings(results: list[Result]) -> str | None:
     for r in readings:
         if r.verdict != "replicated":
             by_verdict.setdefault(r.verdict, []).append(f"`{r.claim.id}`")
-    rest = "; ".join(f"{verdict}: {', '.join(ids)}" for verdict, ids in sorted(by_verdict.items()))
+    why = [
+        READING_WORDS.get(verdict, "{} " + verdict).format(", ".join(ids))
+        for verdict, ids in sorted(by_verdict.items())
+    ]
+    rest = "; ".join(why)
     if not beat:
-        return (
-            f"No Part 4 reading replicated beyond the untrained control and chance: none of {len(readings)} ({rest})."
-        )
+        return f"No Part 4 reading of {len(readings)} replicated: {rest}."
     return (
         f"{len(beat)} of {len(readings)} Part 4 readings replicated beyond the untrained control: "
-        f"{', '.join(f'`{c}`' for c in beat)}" + (f" ({rest})." if rest else ".")
+        f"{', '.join(f'`{c}`' for c in beat)}" + (f"; {rest}." if rest else ".")
     )
 
 
@@ -185,6 +212,7 @@ def bottom_line(results: list[Result], run: RunData, seeds: dict[str, Any] | Non
         _seeds(seeds, r),
         _splice(run),
         _readings(results),
+        _data(run),
         _tally(results),
     ]
     return [s for s in sentences if s]

@@ -79,7 +79,11 @@ def _seeds(run: RunData, results: list[Result]) -> dict[str, Any] | None:
         "sampling": summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"}),
         "combined": {v: combined[v] for v in FINDINGS},
         "findings_here": len(here),
-        "changed": [cid for cid, c in tested.items() if c["combined"] != c["verdicts"][0]],
+        "changed": [
+            f"`{cid}` ({c['verdicts'][0]} -> {c['combined']})"
+            for cid, c in tested.items()
+            if c["combined"] != c["verdicts"][0]
+        ],
         "rows": rows,
     }
 
@@ -253,9 +257,11 @@ def _val_fvu_reach(run: RunData) -> Any:
 
 def _stage_commits(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The code commit each artifact stage ran at (the manifest records it per stage), stages of one
-    commit together, in the order they ran."""
+    commit together, in the order they ran; the report's own stage is the report's line of its own."""
     groups: dict[str, list[str]] = {}
     for name, stage in manifest["stages"].items():
+        if name == "report":
+            continue
         groups.setdefault(stage.get("environment", {}).get("code_commit") or "unknown", []).append(name)
     return [{"commit": commit, "stages": names} for commit, names in groups.items()]
 

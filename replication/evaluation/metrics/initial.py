@@ -66,9 +66,10 @@ def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
     return Reach(
         low,
         1.0,
-        f"{adam_steps(run)} Adam steps move a weight by at most {radius / run.config.train.lr:.3f} lr, so no "
-        f"{'encoder row' if rows_of == 'rows' else 'decoder column'} can turn below this cosine with its "
-        "initial value; early stopping fixed the steps (part3.stop_epoch)",
+        f"given the {adam_steps(run)} Adam steps early stopping took (part3.stop_epoch), each weight moved by at "
+        f"most {radius / run.config.train.lr:.3f} lr, so the median "
+        f"{'encoder row' if rows_of == 'rows' else 'decoder column'} cannot have turned below this cosine with "
+        "its initial value (each one's own bound follows its initial norm)",
     )
 
 
@@ -87,10 +88,9 @@ def l0_reach(run: RunData) -> Reach | None:
     return Reach(
         low,
         high,
-        f"{adam_steps(run)} Adam steps move each encoder weight and bias by at most "
-        f"{radius / run.config.train.lr:.3f} lr, so a code's pre-activation moves by at most that times "
-        "(|x|_1 + 1): whatever the steps did, this many codes per sample, on average, are on; early "
-        "stopping fixed the steps (part3.stop_epoch)",
+        f"given the {adam_steps(run)} Adam steps early stopping took (part3.stop_epoch), each encoder weight and "
+        f"bias moved by at most {radius / run.config.train.lr:.3f} lr, so a code's pre-activation moved by at "
+        "most that times (|x|_1 + 1): whatever the steps did, this many codes per sample, on average, are on",
     )
 
 

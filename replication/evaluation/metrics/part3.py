@@ -14,7 +14,6 @@ from replication.evaluation.metrics.initial import l0_reach, sparsity_epoch1_det
 from replication.evaluation.metrics.registry import Reach, metric, register
 from replication.rundir import layout
 from replication.rundir.reader import RunData
-from replication.sae.data import stack_samples
 
 
 @metric(layout.SAE)
@@ -175,9 +174,8 @@ def padding_row_fraction(run: RunData) -> float:
     and for a per-token dataset, which is never padded)."""
     if run.config.capture.positions == "all":
         return 0.0
-    t_max = stack_samples(run.activations).shape[1]
-    real = sum(s.shape[1] for s in run.activations)
-    return 1.0 - real / (t_max * len(run.activations))
+    t_max = max(s.shape[1] for s in run.activations)
+    return 1.0 - len(run.split[0]) / (t_max * run.split_index)
 
 
 @metric(layout.CODES, reach=l0_reach)

@@ -43,17 +43,45 @@ def sample_types(run: RunData) -> list[str]:
     return [r["source"] for r in run.records]
 
 
-def topic_test(run: RunData, topic: str) -> tuple[int, float] | None:
-    """``topics.topic_feature_test`` on the live dimensions, once per topic and run (its count and
-    its p-value are two metrics of one permutation test); None when no dimension is live."""
+def topic_test(run: RunData, topic: str) -> tuple[int, float, np.ndarray] | None:
+    """``topics.topic_feature_null`` on the live dimensions, once per topic and run: the count, its
+    p-value and its null (the count and the p-value are two metrics of one permutation test); None
+    when no dimension is live."""
 
-    def compute() -> tuple[int, float] | None:
+    def compute() -> tuple[int, float, np.ndarray] | None:
         if not run.live:
             return None
         is_topic = np.array([t == topic for t in prompt_topics(run)])
-        return topics.topic_feature_test(*run.live_top, is_topic, sample_types(run))
+        count, null = topics.topic_feature_null(*run.live_top, is_topic, sample_types(run))
+        return count, stats.tail_pvalue(null, count), null
 
     return run.memo(f"topic_test:{topic}", compute)
+
+
+def _count_evidence(topic: str) -> int:
+    """The write-up's own evidence in the count test: its one example, if it holds enough topic prompts."""
+    return int(writeup_strength(topic) >= topics.TOPIC_MIN_HITS)
+
+
+def _count_blind(topic: str, run: RunData) -> bool:
+    """Whether the write-up's own evidence (one such feature, or none) would not be flagged here: chance
+    alone gives at least that many such features at p >= alpha."""
+    result = topic_test(run, topic)
+    return result is not None and stats.tail_pvalue(result[2], _count_evidence(topic)) >= topics.ALPHA
+
+
+def _count_flags(topic: str, run: RunData) -> str:
+    result = topic_test(run, topic)
+    if result is None:
+        return "no live dimension to test"
+    null = result[2]
+    flagged = next((c for c in range(int(null.max()) + 2) if stats.tail_pvalue(null, c) < topics.ALPHA), None)
+    evidence = _count_evidence(topic)
+    return (
+        f"the test flags {flagged} or more such features (labels shuffled within sample type); the write-up's "
+        f"own evidence, {evidence} such feature{'s' if evidence != 1 else ''}, gets p = "
+        f"{stats.format_p(stats.tail_pvalue(null, evidence))} here"
+    )
 
 
 @counted(layout.TOP_PROMPTS, "dead_features")
@@ -156,7 +184,7 @@ def redundant_pvalue(run: RunData) -> float:
     return stats.poisson_tail(len(redundant_dim_pairs(run)), redundant_pairs_expected(run))
 
 
-@metric(layout.TOP_PROMPTS, dims=whitebox_dims, pvalue=True)
+@metric(layout.TOP_PROMPTS, dims=whitebox_dims, pvalue=True, blind=_whitebox_blind, flags=_whitebox_flags)
 def whitebox_top_pvalue(run: RunData) -> float | None:
     """P(at least whitebox_top_dims live dimensions put the white-box question first | the live
     dimensions' first prompts spread evenly over the prompts of its sample type): binomial. Prefill
@@ -274,7 +302,9 @@ def significant_topic_dims(run: RunData) -> list[int]:
 def _topic_result(topic: str, item: int, run: RunData) -> float | None:
     """The count (item 0) or the p-value (item 1) of ``topic_test``; None when no dimension is live."""
     result = topic_test(run, topic)
-    return None if result is None else result[item]
+    if result is None:
+        return None
+    return result[1] if item else result[0]
 
 
 for _topic in topics.TESTED:
@@ -307,5 +337,7 @@ for _topic in topics.TESTED:
         "labels within each sample type (seed 0); small = more such features than chance gives.",
         partial(_topic_result, _topic, 1),
         partial(with_topic, _topic),
+        flags=partial(_count_flags, _topic),
+        blind=partial(_count_blind, _topic),
         pvalue=True,
     )
