@@ -13,7 +13,7 @@ from typing import Any
 from replication.evaluation import stats, topics
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
-from replication.evaluation.metrics.implied import TIE_ORDER
+from replication.evaluation.metrics.implied import DERIVED, TIE_ORDER
 from replication.evaluation.metrics.part4 import max_hits, sample_types
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE
@@ -232,10 +232,16 @@ def entries(results: list[Result]) -> list[dict[str, Any]]:
         first.setdefault(text, cid)
         return text
 
+    derived = dict(DERIVED)
     rows = []
     for r in results:
         spec, cid = METRICS[r.claim.metric], r.claim.id
-        definition = once(spec.definition, cid, f"`{spec.name}`,")
+        text = spec.definition
+        if spec.name in derived:  # its arithmetic is in the report's section of the write-up's numbers
+            text = (
+                f"From the write-up's numbers: **{derived[spec.name]().name}** (What the write-up's own numbers imply)"
+            )
+        definition = once(text, cid, f"`{spec.name}`,")
         reading = once(r.claim.why, cid, "Read")
         parts = [p if p.endswith(".") else p + "." for p in (definition, reading) if p]
         control_detail = r.control_detail if r.control_detail != r.detail else "the same"

@@ -24,7 +24,7 @@ from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.part4 import purity, purity_null
 from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.verdicts import COUNTED, FINDINGS, Result
+from replication.evaluation.verdicts import COUNTED, FINDINGS, Result, has_control
 from replication.outputs import figures, findings, rendering
 from replication.rundir import artifacts, layout, provenance
 from replication.rundir.reader import RunData, control_of
@@ -79,6 +79,7 @@ def _seeds(run: RunData, results: list[Result]) -> dict[str, Any] | None:
         "sampling": summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"}),
         "combined": {v: combined[v] for v in FINDINGS},
         "findings_here": len(here),
+        "capture_findings": sum(1 for r in results if r.finding and not has_control(r.claim)),
         "changed": [
             f"`{cid}` ({c['verdicts'][0]} -> {c['combined']})"
             for cid, c in tested.items()
