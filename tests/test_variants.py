@@ -175,7 +175,7 @@ def test_ablations_stage_on_a_run(
     # per_token changes only which positions are kept: it feeds the run's own sequences (no
     # generation, so no batch), its row says so, and the run's samples.json is its capture's input.
     assert tokens.config.capture.sequences_from == "../.."
-    assert tokens.config.capture.batch_size == RunData(run).config.capture.batch_size == 1
+    assert tokens.config.capture.batch_size == RunData(run).config.capture.batch_size
     assert "run's own generated sequences" in per_token["capture_sequences"]
     assert per_token["overrides"] == {"capture.positions": "all"}
     assert not {"capture_batch_size", "capture_batch_reason"} & (set(l1) | set(standard) | set(per_token))
@@ -227,11 +227,12 @@ def test_sampling_seeds_capture_anew(tmp_path: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
 
 
-def test_a_sampling_model_recaptures_one_prompt_at_a_time(tiny_run: Path, tmp_path: Path) -> None:
+def test_a_sampling_model_recaptures_one_prompt_at_a_time(uninterrupted: Path, tmp_path: Path) -> None:
     """Batching is for greedy decoding only: where the model samples -- as the run's capture
-    recorded, or as another model's generation config says -- an ablation captures as the run did."""
+    recorded, or as another model's generation config says -- an ablation captures as the run did
+    (here one prompt at a time)."""
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(uninterrupted, run)
     reference = RunData(run)
     ctx = Context()
     assert ablations.capture_batching(reference, {"capture.positions": "all"}, ctx)[0] == ablations.RECAPTURE_BATCH_SIZE
@@ -260,8 +261,9 @@ def test_a_capture_fed_another_runs_sequences(
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     fed = run / "variants" / "fed"
-    args = ["run", "--out", str(fed), "--profile", "tiny", "--quiet", "--capture.positions=all"]
     source = RunData(run)
+    batch = f"--capture.batch_size={source.config.capture.batch_size}"  # as the source generated
+    args = ["run", "--out", str(fed), "--profile", "tiny", "--quiet", "--capture.positions=all", batch]
 
     def no_generation(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("generated instead of feeding the source's sequences")

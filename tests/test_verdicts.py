@@ -24,7 +24,8 @@ from replication.sae.training import train_sae
 
 def test_the_untrained_sae_decides(tiny_run: Path) -> None:
     """The same comparison on the run and on its control: met by both is "holds untrained", by the run
-    only "replicated"; a verdict the control's value does not flip when the run fails."""
+    only "replicated", by the control only "not testable" (no outcome could have supported the claim:
+    a run meeting it would only hold untrained)."""
     run = RunData(tiny_run)
     control = control_of(run)
     assert control is not None
@@ -33,10 +34,16 @@ def test_the_untrained_sae_decides(tiny_run: Path) -> None:
     assert zeros != untrained
     low, high = sorted((zeros, untrained))
     below_both = claim(metric="sample_code_zero_fraction", op="gt", value=low / 2)
-    between = claim(metric="sample_code_zero_fraction", op="gt", value=(low + high) / 2)
+    above = claim(metric="sample_code_zero_fraction", op="gt", value=(low + high) / 2)
+    below = claim(metric="sample_code_zero_fraction", op="lt", value=(low + high) / 2)
     assert evaluate(below_both, run, control).verdict == "holds untrained"
-    expected = "replicated" if zeros > untrained else "not replicated"
-    assert evaluate(between, run, control).verdict == expected
+    run_only, control_only = (above, below) if zeros > untrained else (below, above)
+    assert evaluate(run_only, run, control).verdict == "replicated"
+    result = evaluate(control_only, run, control)
+    assert result.verdict == "not testable" and not result.finding
+    assert result.design is not None and "no outcome could have supported the claim" in result.design
+    neither = claim(metric="sample_code_zero_fraction", op="gt", value=high * 1.5)
+    assert evaluate(neither, run, control).verdict == "not replicated"
     assert evaluate(below_both, run).verdict == "replicated"  # no control: nothing to judge by
 
 

@@ -12,7 +12,8 @@ A verdict is computed, never written, in the words of the claim's kind:
     the write-up's own example (the smallest effect it flags is stated): no evidence of absence.
   None of the three is counted among findings. Claims about the captured activations come before any
   SAE and have no control value.
-- *not testable*: the test could not have flagged any outcome; *not testable at this profile*: the
+- *not testable*: the test could not have flagged any outcome, or no outcome could have supported the
+  claim (the untrained SAE meets it, and the trained one does not); *not testable at this profile*: the
   claim is bound to another scale (its value is still measured and shown); *inconclusive*: no value.
 """
 
@@ -222,14 +223,15 @@ def _judged(
         verdict = "fixed by design"
     elif main.holds and untrained is not None and untrained.holds:
         verdict = "holds untrained"
-    elif not main.holds and blind is not None and blind(run):
-        verdict = "within chance"
-    if not main.holds and untrained is not None and untrained.holds:
+    elif untrained is not None and untrained.holds:
+        verdict = "not testable"
         out_of_reach = (
-            "it could not have replicated: the untrained SAE meets this claim, so a trained SAE meeting it "
+            "no outcome could have supported the claim: the untrained SAE meets it, so a trained SAE meeting it "
             "would only hold untrained"
         )
         design = out_of_reach if design is None else f"{design}; {out_of_reach}"
+    elif not main.holds and blind is not None and blind(run):
+        verdict = "within chance"
     return dataclasses.replace(main, verdict=verdict), untrained, design
 
 

@@ -116,7 +116,7 @@ def _data(run: RunData) -> str | None:
         f"Most of this run's samples ({prefill} of {len(types)}) hold a prompt's rows, as EOS was the first new "
         "token, not one generated token's (1, 1, d) as the write-up's do, and "
         f"{1 - real / rows:.0%} of the training rows are zero padding: the Part 3 and 4 verdicts describe that "
-        "data (`part2.sample_shape`)."
+        "data (`part2.sample_shape`, and `part2.generated_length` by the same cause)."
     )
 
 

@@ -125,8 +125,10 @@ def _purity(run: RunData) -> dict[str, Any] | None:
 
 
 def _marked(top: list[dict[str, Any]], labels: list[str], topic: str) -> str:
-    """A top list's prompts by number in the corpus (from 0), starred where they are of ``topic``."""
-    return ", ".join(f"{t['index']}*" if labels[t["index"]] == topic else str(t["index"]) for t in top)
+    """A top list's prompts with a code > 0 (those purity counts) by number in the corpus (from 0),
+    starred where they are of ``topic``."""
+    positive = [t for t in top if t["value"] > 0]
+    return ", ".join(f"{t['index']}*" if labels[t["index"]] == topic else str(t["index"]) for t in positive)
 
 
 def _performance(manifest: dict[str, Any]) -> dict[str, Any]:
