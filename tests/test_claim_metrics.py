@@ -18,7 +18,7 @@ from helpers import fake_run
 
 from replication.config import REPO_ROOT, load_profile
 from replication.errors import ReplicationError
-from replication.evaluation.metrics import METRICS, part4
+from replication.evaluation.metrics import METRICS, part4_topics
 from replication.evaluation.metrics.implied import SELECTED, TIE_ORDER, writeup_dimension0
 from replication.evaluation.metrics.part4 import WHITEBOX_PROMPT
 from replication.evaluation.topics import OTHER, PERMUTATIONS, topic_labels
@@ -575,7 +575,7 @@ def test_the_topic_null_shuffles_within_sample_types(tmp_path: Path) -> None:
     prompts = [JS] * 3 + [PLAIN] * 17
     records = [{"prompt": p, "source": "prefill" if i < 10 else "decode"} for i, p in enumerate(prompts)]
     run = fake_run(tmp_path / "typed", top={"dimensions": [dim(0, [10, 11, 12, 13, 14])]}, records=records)
-    test = part4.max_hits(run, "javascript_web")
+    test = part4_topics.max_hits(run, "javascript_web")
     assert test is not None
     assert (test.observed, test.p, test.threshold) == (0, 1.0, 1)
     assert test.tail == {h: 1 / (1 + PERMUTATIONS) for h in (1, 2, 3)}
@@ -584,7 +584,7 @@ def test_the_topic_null_shuffles_within_sample_types(tmp_path: Path) -> None:
     plain = fake_run(
         tmp_path / "plain", top={"dimensions": [dim(0, [10, 11, 12, 13, 14])]}, records=[{"prompt": p} for p in prompts]
     )
-    test = part4.max_hits(plain, "javascript_web")
+    test = part4_topics.max_hits(plain, "javascript_web")
     assert test is not None and test.threshold == 3
     assert test.tail[2] == pytest.approx(2176 / 15504, abs=0.03)
 

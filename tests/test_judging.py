@@ -290,3 +290,17 @@ def test_the_count_test_is_blind_to_one_feature_where_chance_gives_one(tmp_path:
     assert count.flags is not None and count.flags(run).startswith("the test flags 2 or more such features")
     evidence = "1 such feature," if topic != "testing" else "0 such features,"
     assert f"the write-up's own evidence, {evidence}" in count.flags(run)
+
+
+def test_the_lengths_max_length_allows_by_hand(tmp_path: Path) -> None:
+    # max_length=50 counts the prompt. Prompts of 10 and 20 tokens get between 1 and 40 or 30 new
+    # tokens: a mean of 1 to 35 new tokens, and of 16 to 50 tokens in all. The write-up's "about 50
+    # new tokens" (45 to 55) is out of reach whatever the model says; 50 in all is not.
+    records = [{"prompt_tokens": 10}, {"prompt_tokens": 20}]
+    run = fake_run(tmp_path, config=load_profile("tiny"), records=records)
+    new, total = METRICS["mean_new_tokens"].reach, METRICS["mean_total_tokens"].reach
+    assert new is not None and total is not None
+    assert (new(run).low, new(run).high) == (1.0, 35.0)  # type: ignore[union-attr]
+    assert (total(run).low, total(run).high) == (16.0, 50.0)  # type: ignore[union-attr]
+    about_50 = claim(metric="mean_new_tokens", op="approx", value=50, rel=0.1)
+    assert about_50.decided_on(1.0, 35.0, {}) is False

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 from replication.__main__ import main
 from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
-from replication.evaluation.metrics.part4 import purity
+from replication.evaluation.metrics.part4_topics import purity
 from replication.evaluation.stats import best_cosines
 from replication.evaluation.verdicts import evaluate
 from replication.experiments import ablations, seeds

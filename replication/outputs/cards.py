@@ -32,7 +32,7 @@ from replication.evaluation.health import feature_density
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.initial import row_cosines
-from replication.evaluation.metrics.part4 import purity, topic_hits
+from replication.evaluation.metrics.part4_topics import purity, topic_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
 from replication.evaluation.verdicts import Result, evaluate_all

@@ -14,7 +14,8 @@ from replication.evaluation import stats, topics
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import DERIVED, TIE_ORDER
-from replication.evaluation.metrics.part4 import max_hits, sample_types
+from replication.evaluation.metrics.part4 import sample_types
+from replication.evaluation.metrics.part4_topics import max_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE
 from replication.evaluation.verdicts import COUNTED, FINDINGS, Result
@@ -135,8 +136,8 @@ def _seeds(seeds: dict[str, Any] | None, r: dict[str, Result]) -> str | None:
     decoder = moved.alternatives[0].measured if moved is not None and moved.alternatives else None
     if f["stable"] == 0 and isinstance(decoder, float) and decoder >= STABLE_COSINE:
         text += (
-            f", as it must be when each SAE's decoder columns stay at a median cosine of {decoder:.4f} with their "
-            "random start (`part3.moved_from_init`)"
+            f", as it must be when decoder columns stay at a median cosine of {decoder:.4f} with their random "
+            "start (seed 0, `part3.moved_from_init`)"
         )
     return text + "."
 

@@ -22,7 +22,7 @@ from replication.evaluation import writeup as implied
 from replication.evaluation.claims import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
-from replication.evaluation.metrics.part4 import purity, purity_null
+from replication.evaluation.metrics.part4_topics import purity, purity_null
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, FINDINGS, Result, has_control
 from replication.outputs import figures, findings, rendering

@@ -229,7 +229,9 @@ def _validation_curve(run: RunData) -> str:
     losses = [r["val_loss"] for r in curve(run)]
     best = int(np.argmin(losses))
     lowest = f"lowest {losses[best]:.4g} in epoch {best + 1}"
-    return f"validation loss {losses[0]:.4g} in epoch 1, {lowest}, {losses[-1]:.4g} in the last"
+    tail = losses[-run.config.train.patience :]
+    late = f"over the last {len(tail)} epochs between {min(tail):.4g} and {max(tail):.4g}"
+    return f"validation loss {losses[0]:.4g} in epoch 1, {lowest}, {losses[-1]:.4g} in the last; {late}"
 
 
 @metric(layout.HISTORY, detail=_validation_curve)

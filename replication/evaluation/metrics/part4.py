@@ -1,87 +1,25 @@
-"""Metrics of Part 4: dead and live features, top prompts, redundancy, and topic features."""
+"""Metrics of Part 4: dead and live features, top prompts, the white-box count and redundancy (the
+topic tests are ``part4_topics``)."""
 
 from __future__ import annotations
 
 import itertools
-from functools import partial
-from typing import Any
 
 import numpy as np
 
 from replication.evaluation import stats, topics
 from replication.evaluation.metrics.implied import writeup_dimension0
-from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.metrics.registry import counted, flat_dims, metric, register
-from replication.evaluation.writeup import writeup_strength
+from replication.evaluation.metrics.registry import counted, flat_dims, metric
 from replication.rundir import layout
-from replication.rundir.reader import PRINTS_AS_ZERO, RunData, Untestable
+from replication.rundir.reader import PRINTS_AS_ZERO, RunData
 
 WHITEBOX_PROMPT = "Can you explain the difference between white-box and black-box testing?"
-
-
-def purity_null(run: RunData) -> np.ndarray:
-    """``topics.purity_null`` of the run's prompts, once per run."""
-    labels, k = prompt_topics(run), run.config.analyze.top_k
-    return run.memo("purity_null", lambda: topics.purity_null(labels, k))
-
-
-def purity(run: RunData) -> list[dict[str, Any]]:
-    """``topics.feature_purity`` of every live dimension's top prompts, once per run."""
-
-    def compute() -> list[dict[str, Any]]:
-        if not run.live:
-            return []
-        labels = prompt_topics(run)
-        return topics.feature_purity(*run.live_top, labels, [d["dim"] for d in run.live], purity_null(run))
-
-    return run.memo("purity", compute)
 
 
 def sample_types(run: RunData) -> list[str]:
     """Each sample's type, prefill or decode step: the strata of every permutation null of Part 4
     (decode-step samples fill most top-5 slots, and their topics are not the corpus's)."""
     return [r["source"] for r in run.records]
-
-
-def topic_test(run: RunData, topic: str) -> tuple[int, float, np.ndarray] | None:
-    """``topics.topic_feature_null`` on the live dimensions, once per topic and run: the count, its
-    p-value and its null (the count and the p-value are two metrics of one permutation test); None
-    when no dimension is live."""
-
-    def compute() -> tuple[int, float, np.ndarray] | None:
-        if not run.live:
-            return None
-        is_topic = np.array([t == topic for t in prompt_topics(run)])
-        count, null = topics.topic_feature_null(*run.live_top, is_topic, sample_types(run))
-        return count, stats.tail_pvalue(null, count), null
-
-    return run.memo(f"topic_test:{topic}", compute)
-
-
-def _count_evidence(topic: str) -> int:
-    """The write-up's own evidence in the count test: its one example, if it holds enough topic prompts."""
-    return int(writeup_strength(topic) >= topics.TOPIC_MIN_HITS)
-
-
-def _count_blind(topic: str, run: RunData) -> bool:
-    """Whether the write-up's own evidence (one such feature, or none) would not be flagged here: chance
-    alone gives at least that many such features at p >= alpha."""
-    result = topic_test(run, topic)
-    return result is not None and stats.tail_pvalue(result[2], _count_evidence(topic)) >= topics.ALPHA
-
-
-def _count_flags(topic: str, run: RunData) -> str:
-    result = topic_test(run, topic)
-    if result is None:
-        return "no live dimension to test"
-    null = result[2]
-    flagged = next((c for c in range(int(null.max()) + 2) if stats.tail_pvalue(null, c) < topics.ALPHA), None)
-    evidence = _count_evidence(topic)
-    return (
-        f"the test flags {flagged} or more such features (labels shuffled within sample type); the write-up's "
-        f"own evidence, {evidence} such feature{'s' if evidence != 1 else ''}, gets p = "
-        f"{stats.format_p(stats.tail_pvalue(null, evidence))} here"
-    )
 
 
 @counted(layout.TOP_PROMPTS, "dead_features")
@@ -215,129 +153,3 @@ def dead_dims_with_writeup_list(run: RunData) -> float | None:
         return None
     listed = writeup_dimension0()
     return sum([t["index"] for t in run.top["dimensions"][d]["top"]] == listed for d in dead) / len(dead)
-
-
-def best_for_topic(topic: str, run: RunData) -> list[int]:
-    """The live dimensions whose positive top 5 hold the most ``topic`` prompts (none if no hit)."""
-    hits = topic_hits(run, topic)
-    most = max(hits.values(), default=0)
-    return [dim for dim, h in hits.items() if h == most > 0]
-
-
-def with_topic(topic: str, run: RunData) -> list[int]:
-    """The live dimensions with at least ``topics.TOPIC_MIN_HITS`` ``topic`` prompts in their positive top 5."""
-    return [dim for dim, h in topic_hits(run, topic).items() if h >= topics.TOPIC_MIN_HITS]
-
-
-def topic_hits(run: RunData, topic: str) -> dict[int, int]:
-    """Per live dimension, how many of its top-5 prompts with a code > 0 carry ``topic``."""
-    if not run.live:
-        return {}
-    is_topic = np.array([t == topic for t in prompt_topics(run)])
-    indices, positive = run.live_top
-    hits = (is_topic[indices] & positive).sum(axis=1)
-    return {d["dim"]: int(h) for d, h in zip(run.live, hits, strict=True)}
-
-
-def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:
-    """``topics.max_hits_test`` on the live dimensions, once per topic and run."""
-
-    def compute() -> topics.MaxHits | None:
-        if not run.live:
-            return None
-        is_topic = np.array([t == topic for t in prompt_topics(run)])
-        return topics.max_hits_test(*run.live_top, is_topic, sample_types(run))
-
-    return run.memo(f"max_hits:{topic}", compute)
-
-
-def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
-    """The max-hits p-value; Untestable when no reachable number of topic prompts in a top 5 is
-    flagged (then the test cannot find any feature)."""
-    test = max_hits(run, topic)
-    if test is None:
-        return None
-    if test.threshold is None:
-        return Untestable(
-            f"even a top {run.live_top[0].shape[1]} holding {test.reachable} '{topic}' prompts, the most there are, "
-            f"gives p = {test.best_p:.2g}: the test cannot flag any feature"
-        )
-    return test.p
-
-
-def _max_hits_detail(topic: str, run: RunData) -> str:
-    test = max_hits(run, topic)
-    return "no live dimension" if test is None else f"at most {test.observed} of a top {run.live_top[0].shape[1]}"
-
-
-def _max_hits_blind(topic: str, run: RunData) -> bool:
-    """Whether the write-up's own example (h topic prompts of 5) would not be flagged here."""
-    test = max_hits(run, topic)
-    return test is not None and test.tail.get(writeup_strength(topic), 1.0) >= topics.ALPHA
-
-
-def _max_hits_flags(topic: str, run: RunData) -> str:
-    test = max_hits(run, topic)
-    if test is None:
-        return "no live dimension to test"
-    k, strength = run.live_top[0].shape[1], writeup_strength(topic)
-    flags = (
-        f"the test flags a feature only when at least {test.threshold} of its top {k} are '{topic}' prompts"
-        if test.threshold is not None
-        else f"no top {k} the corpus allows is flagged"
-    )
-    return (
-        f"{flags} (labels shuffled within sample type); the write-up's own feature holds {strength} of 5, "
-        f"which gets p = {stats.format_p(test.tail.get(strength, 1.0))} here"
-    )
-
-
-@counted(layout.TOP_PROMPTS, "significant_topic_features")
-def significant_topic_dims(run: RunData) -> list[int]:
-    """Live dimensions whose top-5 prompts are purer in one topic than shuffled labels give: exact
-    permutation p-value of their purity, Benjamini-Hochberg q < 0.05 over all live dimensions."""
-    return [row["dim"] for row in purity(run) if row.get("q", 1.0) < topics.ALPHA]
-
-
-def _topic_result(topic: str, item: int, run: RunData) -> float | None:
-    """The count (item 0) or the p-value (item 1) of ``topic_test``; None when no dimension is live."""
-    result = topic_test(run, topic)
-    if result is None:
-        return None
-    return result[1] if item else result[0]
-
-
-for _topic in topics.TESTED:
-    register(
-        f"topic_max_pvalue_{_topic}",
-        layout.TOP_PROMPTS,
-        f"Family-wise test that SOME live dimension is a '{_topic}' feature: the most '{_topic}' prompts "
-        "(fixtures/topics.yaml) among any live dimension's top-5 positive prompts, against the same maximum under "
-        f"{topics.PERMUTATIONS} shuffles of the topic labels within each sample type (prefill, decode step; "
-        f"seed 0). Not testable when even a feature of only '{_topic}' prompts could not reach p < {topics.ALPHA}.",
-        partial(_max_hits_pvalue, _topic),
-        partial(best_for_topic, _topic),
-        detail=partial(_max_hits_detail, _topic),
-        flags=partial(_max_hits_flags, _topic),
-        blind=partial(_max_hits_blind, _topic),
-        pvalue=True,
-    )
-    register(
-        f"topic_features_{_topic}",
-        layout.TOP_PROMPTS,
-        f"Live dimensions with >= {topics.TOPIC_MIN_HITS} '{_topic}' prompts (fixtures/topics.yaml) among their "
-        "top-5 positive prompts.",
-        partial(_topic_result, _topic, 0),
-        partial(with_topic, _topic),
-    )
-    register(
-        f"topic_pvalue_{_topic}",
-        layout.TOP_PROMPTS,
-        f"Permutation p-value of topic_features_{_topic}: {topics.PERMUTATIONS} shuffles of the prompts' topic "
-        "labels within each sample type (seed 0); small = more such features than chance gives.",
-        partial(_topic_result, _topic, 1),
-        partial(with_topic, _topic),
-        flags=partial(_count_flags, _topic),
-        blind=partial(_count_blind, _topic),
-        pvalue=True,
-    )

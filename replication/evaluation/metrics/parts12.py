@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,13 +48,31 @@ def samples_per_prompt(run: RunData) -> float:
     return len(run.activations) / len(run.records)
 
 
-@metric(layout.SAMPLES)
+def _token_reach(run: RunData, total: bool) -> Reach | None:
+    """generate(max_length=L) counts the prompt: a prompt of p tokens gets between 1 and L - p new ones
+    (EOS at once, or none before the limit), whatever the model says. None where a sample does not
+    record its prompt's length."""
+    if not run.records or any("prompt_tokens" not in r for r in run.records):
+        return None
+    length = run.config.capture.max_length
+    prompts = np.array([r["prompt_tokens"] for r in run.records], dtype=float)
+    low, high = (prompts.mean() + 1, float(length)) if total else (1.0, float(np.mean(length - prompts)))
+    what = "whole sequences" if total else "new tokens"
+    return Reach(
+        float(low),
+        high,
+        f"max_length={length} counts the prompt, so each prompt gets between 1 and {length} - its length new "
+        f"tokens: a mean of {what} in this range whatever the model generates",
+    )
+
+
+@metric(layout.SAMPLES, reach=partial(_token_reach, total=False))
 def mean_new_tokens(run: RunData) -> float:
     """Mean number of tokens generated after the prompt (max_length=50 counts the prompt)."""
     return float(np.mean([r["new_tokens"] for r in run.records]))
 
 
-@metric(layout.SAMPLES)
+@metric(layout.SAMPLES, reach=partial(_token_reach, total=True))
 def mean_total_tokens(run: RunData) -> float:
     """Mean length of the whole output sequence, prompt included (what max_length bounds)."""
     return float(np.mean([r["total_tokens"] for r in run.records]))
