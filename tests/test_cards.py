@@ -19,7 +19,7 @@ from replication.__main__ import main
 from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.model.loading import LoadedModel
-from replication.outputs import cards
+from replication.outputs import card_data, cards
 from replication.rundir.reader import RunData
 
 REFERENCE_CARDS = REPO_ROOT / "runs" / "smollm2" / cards.CARDS
@@ -143,18 +143,18 @@ def test_cards_cite_the_claims_that_point_at_them(carded: Path) -> None:
     index = (carded / cards.CARDS / cards.INDEX).read_text()
     drawn = pages(carded)
     for claim in load_claims():
-        dims = cards.cited_dims(claim, run)
+        dims = card_data.cited_dims(claim, run)
         row = re.search(rf'<tr data-claim="{re.escape(claim.id)}">(.*?)</tr>', index, re.DOTALL)
         assert row, claim.id
         linked = [int(d) for d in re.findall(r'href="faithful/dim(\d+)\.html"', row.group(1))]
         assert linked == [d for d in dims if ("faithful", d) in drawn]
-        for dim in linked[: cards.PER_CLAIM]:
+        for dim in linked[: card_data.PER_CLAIM]:
             assert claim.id in drawn[("faithful", dim)].read_text()
     top = json.loads((carded / "analyze/top_prompts.json").read_text())["dimensions"]
     dead = [d["dim"] for d in top if all(t["value"] < 5e-5 for t in d["top"])]  # all print as 0.0000
     assert dead, "the tiny run has dead dimensions"
     claim = next(c for c in load_claims() if c.metric == "dead_features")
-    assert cards.cited_dims(claim, run) == dead  # the dead-feature claim cites exactly them
+    assert card_data.cited_dims(claim, run) == dead  # the dead-feature claim cites exactly them
 
 
 def test_cards_are_self_contained(carded: Path) -> None:

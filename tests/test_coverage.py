@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from replication.errors import ReplicationError
-from replication.evaluation.claims import COVERAGE, load_claims, load_coverage
+from replication.evaluation.claims import load_claims
+from replication.evaluation.coverage import COVERAGE, load_coverage
 
 
 def test_every_sentence_of_the_writeup_is_in_the_map() -> None:

@@ -169,7 +169,7 @@ def _design(claim: Reading, run: RunData) -> tuple[str | None, bool]:
         else (f"[{format_value(bounds.low)}, {format_value(bounds.high)}]")
     )
     if decided is None:
-        return f"the design allows {span} ({bounds.reason}), so it could have failed", False
+        return f"the design allows {span} ({bounds.reason}), so it could have come out either way", False
     return f"the design allows only {span}: {bounds.reason}", True
 
 

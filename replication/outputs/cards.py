@@ -10,249 +10,32 @@ topic, the redundant pairs, the dead dimensions, the white-box dimensions), and 
 topic-purest, for the faithful SAE and the ``standard_sae`` ablation. Pages are self-contained
 (inline CSS, SVG, a few lines of vanilla JS): no URL outside the cards directory is referenced.
 
-This module needs no model: the token states and the read-out are files the token-states stage
-wrote (``stages.tokens``: ``tokens/``).
+This module writes the pages; what a card shows is ``card_data``'s. It needs no model: the token
+states and the read-out are files the token-states stage wrote (``stages.tokens``: ``tokens/``).
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 import torch
 
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim, format_value
-from replication.evaluation.health import feature_density
-from replication.evaluation.metrics import METRICS
-from replication.evaluation.metrics.implied import writeup_dimension0
-from replication.evaluation.metrics.initial import row_cosines
-from replication.evaluation.metrics.part4_topics import purity, topic_hits
-from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.stats import STABLE_COSINE, best_cosines
-from replication.evaluation.verdicts import Result, evaluate_all
+from replication.evaluation.verdicts import evaluate_all
 from replication.outputs import rendering
+from replication.outputs.card_data import View, cited_dims, feature_card, select
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import PRINTS_AS_ZERO, RunData, control_of
+from replication.rundir.reader import RunData, control_of
 
 CARDS = layout.CARDS
 INDEX = "index.html"
-PER_CLAIM = 4
-"""Cards per claim: the first few of the features it points at (all of them are listed in the index)."""
-PER_RANKING = 5
-"""Cards for the densest and for the topic-purest features of each SAE."""
-QUANTILES = (0.75, 0.5, 0.25)
-"""Beside the top k: the samples at these quantiles of the feature's other positive sample codes."""
-TOP_K = 5
-HISTOGRAM_BINS = 24
 SIZE_BUDGET = 20_000
 """Bytes a card may take on average (the committed reference run's cards are held to it)."""
 ABLATION = "standard_sae"
-
-
-def cited_dims(claim: Claim, run: RunData) -> list[int]:
-    """The dimensions a claim points at, through the metrics of its primary reading then its
-    alternatives (a metric about particular features says which: ``Metric.dims``)."""
-    dims: dict[int, None] = {}
-    for name in [claim.metric, *(a.metric for a in claim.alternatives)]:
-        cite = METRICS[name].dims
-        if cite is not None:
-            dims.update(dict.fromkeys(cite(run)))
-    return list(dims)
-
-
-@dataclass
-class View:
-    """One SAE of the run (the faithful one, or an ablation's) with what its cards need."""
-
-    name: str
-    run: RunData
-    results: list[Result]
-    token_codes: list[np.ndarray]
-    """Per sample, (T - 1, d_hidden): the SAE's codes at every position the model fed itself."""
-    control: RunData | None
-    seeds: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    """(seed, decoder (d, d_hidden)) of the other SAE seeds, for the faithful SAE."""
-    random_baseline: float | None = None
-
-    @cached_property
-    def health(self) -> dict[str, Any]:
-        """What the whole SAE is worth: reconstruction against the mean, and the splice test."""
-        splice = self.run.splice or {}
-        return {
-            "val_fvu": METRICS["val_fvu"].compute(self.run),
-            "mean_fvu": METRICS["val_mean_predictor_fvu"].compute(self.run),
-            "ce_recovered": splice.get("ce_loss_recovered"),
-            "decoder": self.run.sae.architecture.decoder_activation,
-            **{name: METRICS[name].compute(self.run) for name in INITIALISATION},
-        }
-
-    @property
-    def density(self) -> np.ndarray:
-        """Per dimension, the fraction of the samples' analysed rows with a code > 0."""
-        return feature_density(self.run.codes)
-
-    def cited(self) -> dict[int, list[Result]]:
-        """Per dimension, the results of the claims that point at it."""
-        by_dim: dict[int, list[Result]] = {}
-        for result in self.results:
-            for dim in cited_dims(result.claim, self.run):
-                by_dim.setdefault(dim, []).append(result)
-        return by_dim
-
-
-INITIALISATION = (
-    "encoder_init_cosine",
-    "decoder_init_cosine",
-    "weight_change_over_steps_lr",
-    "top5_shared_with_untrained",
-)
-"""How far training moved the whole SAE from its initialisation, on every card."""
-
-
-def _init_cosines(view: View, dim: int) -> dict[str, float] | None:
-    """This feature's encoder row and decoder column against their initial values (the control's SAE)."""
-    if view.control is None:
-        return None
-    trained, initial = view.run.sae, view.control.sae
-    pairs = {
-        "encoder": (trained.encoder.weight[dim], initial.encoder.weight[dim]),
-        "decoder": (trained.decoder.weight[:, dim], initial.decoder.weight[:, dim]),
-    }
-    return {
-        part: float(row_cosines(a.detach().numpy()[None], b.detach().numpy()[None])[0])
-        for part, (a, b) in pairs.items()
-    }
-
-
-def select(view: View) -> dict[int, list[str]]:
-    """The dimensions to draw, each with why: the first few each claim points at, the densest, and
-    the topic-purest (smallest purity p-value)."""
-    chosen: dict[int, list[str]] = {}
-    for result in view.results:
-        dims = cited_dims(result.claim, view.run)
-        reason = result.claim.id
-        topic = result.claim.metric.removeprefix("topic_max_pvalue_")
-        if topic != result.claim.metric and dims:
-            hits = topic_hits(view.run, topic)[dims[0]]
-            reason += f" ({hits} of {TOP_K} {topic} prompts; {len(dims)} dimension{'s' * (len(dims) > 1)} tie)"
-        for dim in dims[:PER_CLAIM]:
-            chosen.setdefault(dim, []).append(reason)
-    density = view.density
-    for dim in np.argsort(-density, kind="stable")[:PER_RANKING]:
-        chosen.setdefault(int(dim), []).append("densest")
-    pure = sorted(purity(view.run), key=lambda row: (row["p"], -row["hits"], row["dim"]))
-    for row in pure[:PER_RANKING]:
-        chosen.setdefault(row["dim"], []).append("purest topic")
-    return chosen
-
-
-def _histogram(values: np.ndarray) -> dict[str, Any]:
-    """Counts of the codes over all fed tokens: zeros apart, positives in equal bins."""
-    positive = values[values > 0]
-    top = float(positive.max()) if positive.size else 0.0
-    counts, edges = np.histogram(positive, bins=HISTOGRAM_BINS, range=(0.0, top or 1.0))
-    tallest = max(int(counts.max(initial=0)), 1)
-    bars = [
-        {"x": i * 10, "h": round(60 * int(c) / tallest, 1), "count": int(c), "lo": float(lo), "hi": float(hi)}
-        for i, (c, lo, hi) in enumerate(zip(counts, edges[:-1], edges[1:], strict=True))
-    ]
-    return {"tokens": int(values.size), "zeros": int((values <= 0).sum()), "max": top, "bars": bars}
-
-
-def _sample(view: View, index: int, dim: int, label: str) -> dict[str, Any]:
-    record = view.run.records[index]
-    codes = view.token_codes[index][:, dim]
-    row = len(record["token_ids"]) - 2
-    tokens = []
-    for position, text in enumerate(view.run.token_text["tokens"][index]):
-        fed = position < codes.size
-        tokens.append({"text": text, "value": float(codes[position]) if fed else None, "row": position == row})
-    return {
-        "index": index,
-        "split": "training" if index < view.run.split_index else "validation",
-        "label": label,
-        "value": float(view.run.codes[index, dim]),
-        "source": record["source"],
-        "topic": prompt_topics(view.run)[index],
-        "tokens": tokens,
-        "prompt_tokens": record["prompt_tokens"],
-    }
-
-
-def _lower_quantiles(column: np.ndarray, shown: set[int]) -> list[tuple[int, str]]:
-    """The samples at QUANTILES of the positive codes outside the top k (distinct, highest first)."""
-    others = [i for i in np.argsort(-column, kind="stable") if column[i] > 0 and int(i) not in shown]
-    picked: dict[int, str] = {}
-    for q in QUANTILES:
-        if others:
-            picked.setdefault(int(others[round((1 - q) * (len(others) - 1))]), f"{round(q * 100)}th percentile")
-    return list(picked.items())
-
-
-def _untrained(view: View, dim: int) -> dict[str, Any] | None:
-    control = view.control
-    if control is None:
-        return None
-    column = control.codes[:, dim]
-    row = next((r for r in purity(control) if r["dim"] == dim), None)
-    return {
-        "density": float((column > 0).mean()),
-        "top": control.top["dimensions"][dim]["top"],
-        "dead": control.top["dimensions"][dim]["top"][0]["value"] < PRINTS_AS_ZERO,
-        "purity": row,
-    }
-
-
-def _seed_matches(view: View, dim: int) -> list[tuple[int, float]]:
-    direction = view.run.sae.decoder.weight.detach().numpy()[:, dim : dim + 1]
-    return [(seed, float(best_cosines(direction, decoder)[0])) for seed, decoder in view.seeds]
-
-
-def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
-    """Every fact of one card, each computed from the run's files and the token codes."""
-    run = view.run
-    entry = run.top["dimensions"][dim]
-    column = run.codes[:, dim]
-    everywhere = np.concatenate([codes[:, dim] for codes in view.token_codes])
-    scale = float(everywhere.max(initial=0.0))
-    top = [(t["index"], f"top {rank + 1}") for rank, t in enumerate(entry["top"])]
-    samples = [_sample(view, i, dim, label) for i, label in top + _lower_quantiles(column, {i for i, _ in top})]
-    control = _untrained(view, dim)
-    top_indices = [t["index"] for t in entry["top"]]
-    return {
-        "sae": view.name,
-        "dim": dim,
-        "health": view.health,
-        "dead": entry["top"][0]["value"] < PRINTS_AS_ZERO,
-        "max_row_code": float(column.max(initial=0.0)),
-        "positive_top": sum(t["value"] > 0 for t in entry["top"]),
-        "overlap": None if control is None else len(set(top_indices) & {t["index"] for t in control["top"]}),
-        "init_cosine": _init_cosines(view, dim),
-        "stable": bool(view.seeds) and all(c >= STABLE_COSINE for _, c in _seed_matches(view, dim)),
-        "density": float((column > 0).mean()),
-        "token_density": float((everywhere > 0).mean()) if everywhere.size else 0.0,
-        "max_token_code": scale,
-        "reasons": reasons,
-        "samples": samples,
-        "histogram": _histogram(everywhere),
-        "read_out": {side: run.token_text["read_out"][side][dim] for side in ("promoted", "suppressed")},
-        "purity": next((r for r in purity(run) if r["dim"] == dim), None),
-        "control": control,
-        "seeds": _seed_matches(view, dim),
-        "random_baseline": view.random_baseline,
-        "claims": [
-            {"id": r.claim.id, "verdict": r.verdict, "measured": format_value(r.measured)}
-            for r in view.cited().get(dim, [])
-        ],
-        "top_prompts": [t["prompt"] for t in entry["top"]],
-        "writeup_list": top_indices == writeup_dimension0(),
-    }
 
 
 def page_name(sae: str, dim: int) -> str:

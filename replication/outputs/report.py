@@ -19,7 +19,7 @@ import numpy as np
 
 from replication.evaluation import health, topics
 from replication.evaluation import writeup as implied
-from replication.evaluation.claims import load_coverage
+from replication.evaluation.coverage import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.part4_topics import purity, purity_null
