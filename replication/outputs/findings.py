@@ -112,11 +112,11 @@ def _data(run: RunData) -> str | None:
     prefill = types.count("prefill")
     if prefill * 2 <= len(types):
         return None
-    real, rows = len(run.split[0]), run.train_summary["train_rows"]
+    padding = METRICS["padding_row_fraction"].compute(run)
     return (
         f"Most of this run's samples ({prefill} of {len(types)}) hold a prompt's rows, as EOS was the first new "
         "token, not one generated token's (1, 1, d) as the write-up's do, and "
-        f"{1 - real / rows:.0%} of the training rows are zero padding: the Part 3 and 4 verdicts describe that "
+        f"{padding:.0%} of the training rows are zero padding: the Part 3 and 4 verdicts describe that "
         "data (`part2.sample_shape`, and `part2.generated_length` by the same cause)."
     )
 
