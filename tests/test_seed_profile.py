@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from replication.__main__ import build_parser, main, resolve_config
+from replication.cli import build_parser, main, resolve_config
 from replication.config import REPO_ROOT, CaptureConfig, ModelConfig
 from replication.model.loading import load_model
 from replication.stages.capture import capture

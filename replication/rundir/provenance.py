@@ -8,7 +8,6 @@ import os
 import platform
 import resource
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,15 @@ import torch
 from packaging.requirements import Requirement
 
 from replication.config import REPO_ROOT
+from replication.dependencies import requirements
 
-PYPROJECT = REPO_ROOT / "pyproject.toml"
 RUNTIME_EXTRAS = ("smollm2",)
 """Optional dependencies that shape a run's numbers (the test and lint extras do not)."""
 
 
 def dependencies() -> list[str]:
     """The distributions the package runs on, from pyproject.toml, the one list of them."""
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
-    extras = project.get("optional-dependencies", {})
-    requirements = [*project["dependencies"], *(r for name in RUNTIME_EXTRAS for r in extras.get(name, []))]
-    return [Requirement(r).name for r in requirements]
+    return [Requirement(r).name for r in requirements(RUNTIME_EXTRAS)]
 
 
 def reset_peak_memory() -> None:
