@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
-from replication.config import REPO_ROOT
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.outputs import cards
 from replication.rundir.reader import RunData
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN = Path(os.environ.get("CARDS_RUN", REPO_ROOT / "runs" / "smollm2"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "build" / "screenshots"

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replication.config import ABLATIONS, RunConfig, load_profile
+from replication.config import ABLATIONS, CLAIMS_DIR, RunConfig, load_profile
 from replication.errors import ReplicationError
-from replication.evaluation.claims import CLAIMS_DIR, Claim, load_claims
+from replication.evaluation.claims import Claim, load_claims
 from replication.evaluation.verdicts import Result, evaluate_all, write_verdicts
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from replication import api
-from replication.config import ABLATIONS, RunConfig, load_profile, parse_overrides
+from replication.config import ABLATIONS, CLAIMS_DIR, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
-from replication.evaluation.claims import CLAIMS_DIR, load_claims
+from replication.evaluation.claims import load_claims
 from replication.rundir import artifacts, layout
 
 DEFAULT_PROFILE = "smollm2"

@@ -9,6 +9,7 @@ field, so it shows in the saved config, its hash and the report.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -19,9 +20,12 @@ from pydantic_core import PydanticCustomError
 
 from replication.errors import ReplicationError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
+PACKAGE_DIR = Path(str(importlib.resources.files("replication")))
+"""The package as installed, with the data it carries: a checkout's claims/ and fixtures/ (links)."""
 PROFILES_DIR = PACKAGE_DIR / "profiles"
+CLAIMS_DIR = PACKAGE_DIR / "claims"
+FIXTURES_DIR = PACKAGE_DIR / "fixtures"
+"""The study's prompts, write-up, topic rule and figure prompts, and the model configs of the profiles."""
 
 Source = Literal["local", "gguf_package", "random_init"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -226,13 +230,16 @@ class RunConfig(_Frozen):
         return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def prompts_path(self) -> Path:
-        return repo_path(self.capture.prompts)
+        return data_path(self.capture.prompts)
 
 
-def repo_path(path: str) -> Path:
-    """An absolute path, or one relative to the repository root."""
+def data_path(path: str) -> Path:
+    """An absolute path; a relative one among the package's data where it is there (a profile's
+    ``fixtures/tiny``), else from the current directory."""
     candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+    if candidate.is_absolute() or not (PACKAGE_DIR / candidate).exists():
+        return candidate
+    return PACKAGE_DIR / candidate
 
 
 def available_profiles() -> list[str]:

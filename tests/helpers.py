@@ -16,12 +16,15 @@ import yaml
 from huggingface_hub import constants
 from safetensors.numpy import load_file
 
-from replication.config import REPO_ROOT, RunConfig
+from replication.config import RunConfig
 from replication.evaluation.claims import Claim
 from replication.rundir import artifacts, layout
 from replication.rundir.artifacts import verify_manifest
 from replication.rundir.reader import RunData
 from replication.sae.autoencoder import SparseAutoencoder
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: the committed runs, the report, the fixtures."""
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 """The type of the ``cli`` fixture."""

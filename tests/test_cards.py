@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import REPO_ROOT
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.model.loading import LoadedModel
 from replication.outputs import card_data, cards

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import fake_run
+from helpers import REPO_ROOT, fake_run
 
-from replication.config import REPO_ROOT, load_profile
+from replication.config import load_profile
 from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS, part4_topics
 from replication.evaluation.metrics.implied import SELECTED, TIE_ORDER, writeup_dimension0

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import REPO_ROOT
 from pydantic import ValidationError
 from safetensors.numpy import load_file, save_file
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
 from replication.evaluation.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
 from replication.evaluation.verdicts import NOT_FINDINGS, WORDS, evaluate

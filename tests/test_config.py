@@ -7,9 +7,10 @@ import re
 
 import pytest
 import yaml
+from helpers import REPO_ROOT
 from pydantic import ValidationError
 
-from replication.config import REPO_ROOT, available_profiles, config_from_dict, load_profile, parse_overrides
+from replication.config import available_profiles, config_from_dict, load_profile, parse_overrides
 from replication.errors import ReplicationError
 
 

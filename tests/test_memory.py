@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 from transformers import AutoConfig
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT, load_profile
+from replication.config import load_profile
 from replication.errors import ReplicationError
 from replication.model import memory
 from replication.model.memory import GIB, Workload

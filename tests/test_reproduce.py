@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import Cli
+from helpers import REPO_ROOT, Cli
 
-from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.evaluation.compare import compare_runs
 from replication.evaluation.verdicts import evaluate_all

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import assert_complete, run_args, write_key, writes_in_a_run
+from helpers import REPO_ROOT, assert_complete, run_args, write_key, writes_in_a_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT
 from replication.errors import ReplicationError
 from replication.evaluation.claims import CLAIMS_DIR, OPS, PROFILES, WRITEUP, load_claims
 from replication.evaluation.metrics import METRICS

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from helpers import REPO_ROOT
 
-from replication.config import REPO_ROOT
 from replication.rundir import layout
 from replication.rundir.reader import RunData
 

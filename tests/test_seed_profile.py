@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 from transformers import AutoConfig
 
 from replication.cli import build_parser, main, resolve_config
-from replication.config import REPO_ROOT, CaptureConfig, ModelConfig
+from replication.config import CaptureConfig, ModelConfig
 from replication.model.loading import load_model
 from replication.stages.capture import capture
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 
-from replication.config import REPO_ROOT, load_profile
+from replication.config import load_profile
 from replication.errors import ReplicationError
 from replication.model.loading import LoadedModel, load_model
 from replication.stages.capture import read_prompts

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO_ROOT
 from transformers import AutoConfig, LlamaForCausalLM
 
 from replication import api
-from replication.config import REPO_ROOT, RunConfig
+from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS
 from replication.model.batching import sorted_batches

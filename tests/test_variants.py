@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import REPO_ROOT
 from safetensors.numpy import load_file
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.evaluation.metrics.part4_topics import purity
 from replication.evaluation.stats import best_cosines

@@ -31,12 +31,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from replication.config import REPO_ROOT
+from replication.config import CLAIMS_DIR, FIXTURES_DIR
 from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS
 
-CLAIMS_DIR = REPO_ROOT / "claims"
-WRITEUP = REPO_ROOT / "fixtures" / "writeup.md"
+WRITEUP = FIXTURES_DIR / "writeup.md"
 Profile = Literal["seed", "smollm2", "tiny"]
 PROFILES: tuple[Profile, ...] = ("seed", "smollm2", "tiny")
 COVERAGE_FILE = "coverage.yaml"

@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
+from replication.config import CLAIMS_DIR
 from replication.errors import ReplicationError
-from replication.evaluation.claims import CLAIMS_DIR, COVERAGE_FILE, WRITEUP, load_claims
+from replication.evaluation.claims import COVERAGE_FILE, WRITEUP, load_claims
 
 COVERAGE = CLAIMS_DIR / COVERAGE_FILE
 """Every sentence of the write-up, in order and verbatim, with its claims or why it has none."""

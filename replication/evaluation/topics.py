@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from replication.config import REPO_ROOT
+from replication.config import FIXTURES_DIR
 from replication.evaluation import stats
 
-TOPICS_FILE = REPO_ROOT / "fixtures" / "topics.yaml"
+TOPICS_FILE = FIXTURES_DIR / "topics.yaml"
 TOPIC_MIN_HITS = 3
 """A topic feature: at least 3 of its top-5 (positive) prompts carry the topic."""
 PERMUTATIONS = 2000

@@ -14,7 +14,7 @@ from math import comb
 
 from scipy.stats import norm
 
-from replication.config import REPO_ROOT
+from replication.config import FIXTURES_DIR
 from replication.evaluation import topics
 
 # The write-up's numbers (Part 3) and the original's code (METHOD.md).
@@ -32,8 +32,8 @@ LR = 0.001  # "Used Adam optimizer (`lr=0.001`)"
 D_IN = 4096  # "Input/Output Dimension: 4096"
 PRINTED_DIMS = 50  # the original prints the top prompts of dimensions 0-49 (METHOD.md)
 TOP_K = 5  # prompts listed per dimension
-WRITEUP_FILE = REPO_ROOT / "fixtures" / "writeup.md"
-CORPUS_FILE = REPO_ROOT / "fixtures" / "prompts.txt"
+WRITEUP_FILE = FIXTURES_DIR / "writeup.md"
+CORPUS_FILE = FIXTURES_DIR / "prompts.txt"
 WRITEUP_FEATURE = {"oop": 1, "javascript_web": 2, "testing": 3}
 """The write-up's feature (its "Feature N" section) that it reads as each topic."""
 

@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from replication.config import ModelConfig, repo_path
+from replication.config import ModelConfig, data_path
 from replication.errors import ReplicationError
 from replication.model import cache as modelcache
 from replication.model import memory
@@ -89,7 +89,7 @@ def load_model(cfg: ModelConfig, device: torch.device, workload: memory.Workload
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ReplicationError(f"{cfg.name} weights at {directory} are incomplete: {first}") from None
     else:
-        directory = repo_path(cfg.path or "")
+        directory = data_path(cfg.path or "")
         if not (directory / "config.json").is_file():
             raise ReplicationError(f"model.path={cfg.path}: no config.json there")
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
@@ -172,7 +172,7 @@ def _dispatch(model: PreTrainedModel, dtype: torch.dtype) -> None:
 def _random_init_tokenizer(cfg: ModelConfig, directory: Path) -> tuple[PreTrainedTokenizerBase, str]:
     """The tokenizer of a random-init model, and where it came from (for the weights' label)."""
     if cfg.tokenizer_package is None:
-        tokenizer_dir = repo_path(cfg.tokenizer_path) if cfg.tokenizer_path else directory
+        tokenizer_dir = data_path(cfg.tokenizer_path) if cfg.tokenizer_path else directory
         return AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True), ""
     dist = cfg.tokenizer_package
     try:
@@ -211,7 +211,7 @@ def _local_weights(cfg: ModelConfig) -> Path:
         f"safetensors weights) or set HF_HOME to a cache that holds {' or '.join(cfg.repo_ids)}"
     )
     if cfg.path is not None:
-        directory = repo_path(cfg.path)
+        directory = data_path(cfg.path)
         if not (directory / "config.json").is_file():
             raise ReplicationError(f"{cfg.name} weights not found at model.path={cfg.path}; {hint}")
         return directory

@@ -9,14 +9,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 
-from replication.config import REPO_ROOT
+from replication.config import FIXTURES_DIR
 from replication.evaluation import health
 from replication.evaluation.metrics import METRICS
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 from replication.sae.data import sample_rows
 
-FIGURE_PROMPTS = REPO_ROOT / "fixtures" / "figure_prompts.txt"
+FIGURE_PROMPTS = FIXTURES_DIR / "figure_prompts.txt"
 PNG_META = {"Software": None}  # no version string: the same figure gives the same bytes
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from packaging.requirements import Requirement
 
-from replication.config import REPO_ROOT
-from replication.dependencies import requirements
+from replication import __version__
+from replication.dependencies import CHECKOUT, requirements
 
 RUNTIME_EXTRAS = ("smollm2",)
 """Optional dependencies that shape a run's numbers (the test and lint extras do not)."""
@@ -65,14 +65,18 @@ def machine() -> dict[str, Any]:
 
 def code_commit() -> str:
     """The checkout's commit, marked when the code, claims or fixtures have uncommitted changes
-    (a run's own files are tracked too, and writing them is no change of code)."""
+    (a run's own files are tracked too, and writing them is no change of code); an installed
+    package's version where it runs from no checkout."""
+    checkout = CHECKOUT.parent
+    if not (checkout / ".git").exists():
+        return f"sae-replication {__version__} (installed, no checkout)"
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "replication", "claims", "fixtures"],
-            cwd=REPO_ROOT,
+            cwd=checkout,
             capture_output=True,
             text=True,
             check=True,

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 from replication.__main__ import main
-from replication.config import REPO_ROOT
 from replication.evaluation.claims import load_claims
 from replication.outputs.figures import FIGURES
 

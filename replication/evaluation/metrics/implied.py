@@ -7,7 +7,7 @@ from functools import partial
 
 import numpy as np
 
-from replication.config import REPO_ROOT
+from replication.config import FIXTURES_DIR
 from replication.evaluation import topics
 from replication.evaluation import writeup as implied
 from replication.evaluation.metrics.registry import register
@@ -20,7 +20,7 @@ WRITEUP = "fixtures/writeup.md"
 
 def writeup_listed(feature: int) -> list[int]:
     """Their indices in the study's corpus (fixtures/prompts.txt)."""
-    corpus = (REPO_ROOT / "fixtures" / "prompts.txt").read_text(encoding="utf-8").splitlines()
+    corpus = (FIXTURES_DIR / "prompts.txt").read_text(encoding="utf-8").splitlines()
     return [corpus.index(prompt) for prompt in writeup_listed_prompts(feature)]
 
 
