@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify": ("check the run's files against its manifest, then print one verdict line per claim", _verify),
         "seeds": ("retrain the SAE with other seeds (and, where the model samples, capture again)", _seeds),
         "ablations": ("run the named ablations beside the run", _ablations),
+        "bands": ("rerun everything after the capture as on other CPU kernels: each number's rounding band", _bands),
         "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
         "report": ("write verdicts.json, the figures and REPORT.md", _report),
         "cards": ("write the feature cards: RUN/cards/index.html and a page per selected feature", _cards),
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         _run_dir(step, required=True)
         if name not in ("export", "compare"):
             step.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
-        if name in ("seeds", "ablations", "cards"):
+        if name in ("seeds", "ablations", "cards", "bands"):
             step.add_argument("--quiet", action="store_true", help="no progress bars")
         step.set_defaults(handler=handler)
     seeds = commands.choices["seeds"]
@@ -145,6 +146,11 @@ def _seeds(args: argparse.Namespace, rest: list[str]) -> int:
 def _ablations(args: argparse.Namespace, rest: list[str]) -> int:
     names = args.only.split(",") if args.only else None
     print(api.Run(args.out, args.claims).ablations(names, progress=not args.quiet))
+    return 0
+
+
+def _bands(args: argparse.Namespace, rest: list[str]) -> int:
+    print(api.Run(args.out, args.claims).bands(progress=not args.quiet))
     return 0
 
 

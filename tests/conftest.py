@@ -32,8 +32,8 @@ def _rank(item: pytest.Item, first_reader: pytest.Item | None) -> int:
     """Where a test goes in a session of several workers (``--dist=worksteal``: each takes a share
     of this order from its start, and a worker that runs out takes over the end of another's)."""
     names = set(getattr(item, "fixturenames", ()))
-    if "smollm2_rerun" in names:
-        return 0  # the longest piece of work (SmolLM2 end to end) starts first
+    if names & {"smollm2_rerun", "rerun_on_one_thread"}:
+        return 0  # the longest pieces of work (SmolLM2 end to end, its trained parts) start first
     if item is first_reader:
         return 1  # its worker makes the tiny run while the others work on
     if SMOLLM2_FIXTURES & names:

@@ -18,6 +18,7 @@ splice/splice.json               CE clean / with the SAE spliced in / zero-ablat
 verdicts.json                    every claim's verdict (written by the report step)
 seeds.json, seeds/               seed robustness and the retrained runs (not committed)
 ablations.json, variants/        the ablations and their runs (not committed)
+bands.json, bands/               a reference's rounding bands and the reruns they come from (not committed)
 export/index.json, export/NAME/  SAEs in SAELens's format
 figures/NAME.png, REPORT.md      the report and its figures
 tokens/states.safetensors, ...   every position's layer state and token text, for the cards
@@ -69,6 +70,8 @@ SEEDS_JSON = "seeds.json"
 SEED_RUNS = "seeds"
 ABLATIONS_JSON = "ablations.json"
 VARIANT_RUNS = "variants"
+BANDS_JSON = "bands.json"
+BAND_RUNS = "bands"
 EXPORT = "export"
 EXPORT_INDEX = f"{EXPORT}/index.json"
 SAELENS_CFG = "cfg.json"

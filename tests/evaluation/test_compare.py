@@ -128,8 +128,8 @@ def test_a_changed_verdict_is_named(twin: Path, reference: Path, monkeypatch: py
     assert not result.reproduced and f"verdict of {claims[0].id}" in result.line()
 
 
-def test_the_whole_replication_is_compared(twin: Path, reference: Path, tmp_path: Path) -> None:
-    """Beyond the stages: a recorded verdict or measured value, and the features the cards drew."""
+def test_the_whole_replication_is_compared(twin: Path, reference: Path) -> None:
+    """Beyond the stages: a recorded verdict or measured value."""
     rows = json.loads((twin / layout.VERDICTS).read_text())
     number = next(i for i, r in enumerate(rows) if isinstance(r["measured"], float))
     rows[number]["measured"] *= 1.01  # beyond rtol 1e-4
@@ -146,11 +146,53 @@ def test_the_whole_replication_is_compared(twin: Path, reference: Path, tmp_path
     artifacts.write_json(twin / layout.VERDICTS, rows)
     rehash(twin, layout.VERDICTS)
     assert compare_runs(twin, reference, load_claims()).reproduced
-    # Cards drawn for other features are named, page by page (on a copy: the reference is shared).
-    reference = shutil.copytree(reference, tmp_path / "reference")
-    for run, page in ((twin, "cards/faithful-7.html"), (reference, "cards/faithful-3.html")):
+
+
+def _with_cards(run: Path, page: str) -> None:
+    manifest = artifacts.read_manifest(run)
+    manifest["files"] = {**manifest["files"], page: "0" * 64, "cards/index.html": "1" * 64}
+    artifacts.write_json(run / layout.MANIFEST, manifest)
+
+
+def test_cards_drawn_for_other_features_are_named(twin: Path, reference: Path, tmp_path: Path) -> None:
+    """On the same kernels a difference; on others named beside the bands: the cards are drawn from
+    the numbers compared, each within its tolerance."""
+    reference = shutil.copytree(reference, tmp_path / "reference")  # the shared one stays as it is
+    _with_cards(twin, "cards/faithful-7.html")
+    _with_cards(reference, "cards/faithful-3.html")
+    named = "the cards drew other features: cards/faithful-7.html instead of cards/faithful-3.html"
+    assert compare_runs(twin, reference, load_claims()).unexplained == [named]
+    other_kernels(twin)
+    result = compare_runs(twin, reference, load_claims())
+    assert result.reproduced and result.banded == [named] and named in result.line()
+
+
+def _ablations(run: Path, sample_code_l0: float, threads: int | None = None) -> None:
+    rows = {"faithful": {"sample_code_l0": 300.0}, "standard_sae": {"sample_code_l0": sample_code_l0}}
+    artifacts.write_json(run / layout.ABLATIONS_JSON, rows)
+    artifacts.record_addition(run, "ablations", [run / layout.ABLATIONS_JSON], {})
+    if threads is not None:
         manifest = artifacts.read_manifest(run)
-        manifest["files"] = {**manifest["files"], page: "0" * 64, "cards/index.html": "1" * 64}
+        manifest["stages"]["ablations"]["environment"]["torch_threads"] = threads
         artifacts.write_json(run / layout.MANIFEST, manifest)
-    differences = compare._replication_differences(twin, reference, same_kernels=False)
-    assert differences == ["the cards drew other features: cards/faithful-7.html instead of cards/faithful-3.html"]
+
+
+def test_a_trained_number_is_held_to_its_measured_band(twin: Path, reference: Path, tmp_path: Path) -> None:
+    """The ablations rerun on another thread count: a number that training amplified past one pass's
+    rounding passes within the band the reference measured, and is named with it beyond."""
+    reference = shutil.copytree(reference, tmp_path / "reference")
+    _ablations(reference, 256.72)
+    artifacts.write_json(reference / layout.BANDS_JSON, {"bands": {"ablations.json.standard_sae.sample_code_l0": 1.3}})
+    _ablations(twin, 257.31, threads=7)
+    result = compare_runs(twin, reference, load_claims())
+    within = "ablations.json.standard_sae.sample_code_l0: 257.31 vs 256.72 (band \u00b11.3)"
+    assert result.reproduced and result.banded == [within] and result.differing == [layout.ABLATIONS_JSON]
+    assert within in result.line() and "7 threads" in result.line()
+    _ablations(twin, 200.0, threads=7)  # far beyond: e.g. another L1 coefficient
+    result = compare_runs(twin, reference, load_claims())
+    assert result.unexplained == ["ablations.json.standard_sae.sample_code_l0: 200 vs 256.72 (band \u00b11.3)"]
+    assert result.line().startswith("NOT reproduced: 1 difference(s): ablations.json.standard_sae.sample_code_l0")
+    _ablations(twin, 256.72 * 1.001, threads=7)  # no band measured for the faithful row: one pass's rounding
+    (reference / layout.BANDS_JSON).unlink()
+    (named,) = compare_runs(twin, reference, load_claims()).unexplained
+    assert named.endswith("(tolerance: rtol 0.0001, atol 0.0001; no measured band)")
