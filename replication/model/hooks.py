@@ -41,6 +41,26 @@ def hidden_state(output: Any) -> torch.Tensor:
     return tensor
 
 
+@dataclass
+class Calls:
+    count: int = 0
+
+
+@contextmanager
+def counted_calls(module: nn.Module) -> Iterator[Calls]:
+    """How often ``module`` runs inside the block: once per forward pass, whatever the batch."""
+    calls = Calls()
+
+    def hook(_module: nn.Module, _inputs: Any) -> None:
+        calls.count += 1
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
 @contextmanager
 def last_call_hook(module: nn.Module, keep_all: bool = False) -> Iterator[LastCall]:
     """A forward hook on ``module`` that keeps its most recent output (and, with ``keep_all``,

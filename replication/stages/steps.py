@@ -17,7 +17,7 @@ import torch
 
 from replication.config import ModelConfig, RunConfig
 from replication.errors import ReplicationError
-from replication.model.hooks import decoder_layer, hook_point, input_device, num_layers
+from replication.model.hooks import counted_calls, decoder_layer, hook_point, input_device, num_layers
 from replication.model.loading import LoadedModel, resolve_device
 from replication.model.memory import Workload
 from replication.rundir import artifacts, layout
@@ -50,10 +50,11 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
     run.reads[layout.CORPUS] = corpus_digest(prompts)
     device = resolve_device(cfg.capture.device)
     loaded = ctx.model(cfg.model, device, Workload.of(cfg, len(prompts)))
-    decoder_layer(loaded.model, cfg.capture.layer)
+    layer = decoder_layer(loaded.model, cfg.capture.layer)
     loaded_at = time.perf_counter()
     if cfg.capture.sequences_from is None:
-        samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
+        with counted_calls(layer) as passes:  # one per forward pass, over all the rows of a batch
+            samples = capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress)
     else:
         samples = samples_of(sequences_source(cfg, run, prompts))
     generate_s = time.perf_counter() - loaded_at
@@ -104,7 +105,7 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
         "generate_s": generate_s,
         "batch_size": cfg.capture.batch_size,
         "new_tokens": sum(s.new_tokens for s in samples),
-        "forward_calls": sum(s.hook_calls for s in samples),
+        "forward_calls": passes.count,
         "tokens_per_s": sum(s.new_tokens for s in samples) / generate_s,
         "weight_bytes": sum(p.numel() * p.element_size() for p in loaded.model.parameters()),
         "model_cache": loaded.cache,
