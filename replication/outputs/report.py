@@ -30,9 +30,21 @@ from replication.rundir import artifacts, layout, provenance
 from replication.rundir.reader import RunData, control_of
 
 PURITY_ROWS = 12
-HBM_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}
-"""Peak HBM bandwidth (bytes/s) by GPU name, from the vendors' data sheets: the bound on a decode
-step that reads every weight once."""
+HBM_BANDWIDTH = (
+    ("H200", 4.8e12),
+    ("H100 NVL", 3.9e12),
+    ("H100 PCIe", 2.0e12),
+    ("H100", 3.35e12),  # SXM: "NVIDIA H100 80GB HBM3"
+    ("A100 80GB PCIe", 1.935e12),
+    ("A100-SXM4-80GB", 2.039e12),
+    ("A100", 1.555e12),  # the 40 GB cards
+)
+"""Peak HBM bandwidth (bytes/s) by the GPU's name as CUDA reports it, the most specific first, from
+NVIDIA's data sheets: the bound on a decode step that reads every weight once."""
+
+
+def hbm_bandwidth(gpu: str) -> float | None:
+    return next((bandwidth for name, bandwidth in HBM_BANDWIDTH if name in gpu), None)
 
 
 def _environment() -> jinja2.Environment:
@@ -140,7 +152,7 @@ def _performance(manifest: dict[str, Any]) -> dict[str, Any]:
     facts["capture"] = capture
     facts["per_call_ms"] = capture["generate_s"] / capture["forward_calls"] * 1000
     gpu = capture["environment"].get("gpu") or ""
-    bandwidth = next((bw for name, bw in HBM_BANDWIDTH.items() if name in gpu), None)
+    bandwidth = hbm_bandwidth(gpu)
     facts["bound"] = None
     if capture["device"].startswith("cuda") and bandwidth:
         facts["bound"] = {

@@ -54,13 +54,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def driver_version() -> str | None:
+    """The NVIDIA driver's version, as nvidia-smi reports it (torch does not say)."""
+    try:
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        output = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return output.splitlines()[0].strip() if output.strip() else None
+
+
 def machine() -> dict[str, Any]:
-    """The machine a stage ran on: CPU model and cores, and the GPU's name and memory if there is one."""
+    """The machine a stage ran on: CPU model and cores; the GPU's name and memory and the CUDA, cuDNN
+    and driver versions if there is one."""
     facts: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": None, "gpu_memory_gib": None}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         facts.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
+        facts.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), driver=driver_version())
     return facts
+
+
+def float32_matmul() -> dict[str, Any]:
+    """How float32 matrix products are computed: 'highest' and no TF32 is float32 throughout."""
+    return {
+        "precision": torch.get_float32_matmul_precision(),
+        "cublas_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+    }
 
 
 def code_commit() -> str:
@@ -102,5 +123,6 @@ def environment() -> dict[str, Any]:
         "code_commit": code_commit(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "float32_matmul": float32_matmul(),
         "packages": versions,
     }

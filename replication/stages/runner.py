@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.rundir import artifacts, layout, provenance
@@ -50,6 +52,20 @@ STAGES = {
 assert tuple(STAGES) == (*layout.STAGES, layout.TOKENS_STAGE)
 
 
+TF32_OVERRIDE = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"
+"""Set by some NVIDIA containers: cuBLAS then computes float32 products in TF32 (1e-3 relative)."""
+
+
+def pin_float32() -> None:
+    """float32 products in float32 (the study's dtype), whatever the environment asks: torch reads the
+    override once, at its first float32 product on CUDA or first look at the setting, so it is removed
+    before either."""
+    os.environ.pop(TF32_OVERRIDE, None)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def current_digest(cfg: RunConfig, run_dir: Path) -> Callable[[str], str | None]:
     """The sha256 an input has now: a run file's, or (``layout.CORPUS``) the corpus's."""
 
@@ -79,6 +95,7 @@ def run_stage(
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise ReplicationError(f"--out {run_dir} is a file, not a run directory")
+    pin_float32()
     stage = STAGES[name]
     key = cfg.section_hash(stage.sections)
     if not force and artifacts.stage_is_current(run_dir, name, key, current_digest(cfg, run_dir)):
