@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import dispatch_model, infer_auto_device_map
 from accelerate.utils import get_balanced_memory
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -56,7 +59,9 @@ def load_model(cfg: ModelConfig, device: torch.device, workload: memory.Workload
     """The model of ``cfg`` on ``device`` (or placed by ``cfg.device_map``); nothing is ever
     downloaded. With a ``workload``, the memory check runs before any weight is read."""
     dtype = DTYPES[cfg.dtype]
-    placement = {"device_map": cfg.device_map} if cfg.device_map is not None else {}
+    # Read straight onto an accelerator (a float32 8B model staged in host memory would take 32 GB).
+    straight = {"device_map": device} if device.type != "cpu" else {}
+    placement = {"device_map": cfg.device_map} if cfg.device_map is not None else straight
 
     def check(config: PretrainedConfig) -> None:
         if workload is not None:
@@ -95,8 +100,9 @@ def load_model(cfg: ModelConfig, device: torch.device, workload: memory.Workload
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         check(config)
         tokenizer, tokenizer_source = _random_init_tokenizer(cfg, directory)
-        torch.manual_seed(cfg.init_seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        with torch.device(device if cfg.device_map is None else "cpu"):  # built where it runs
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        draw_weights(model, cfg.init_seed, config.initializer_range)
         if (directory / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(directory)
         weights = f"RANDOM weights (seed {cfg.init_seed}) from the config in {cfg.path}{tokenizer_source}"
@@ -105,11 +111,40 @@ def load_model(cfg: ModelConfig, device: torch.device, workload: memory.Workload
     tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     if cfg.device_map is None:
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)  # type: ignore[arg-type]  # a no-op where it was read onto the device
     elif not placement:  # built in memory: accelerate places it as from_pretrained(device_map=...) would
         _dispatch(model, dtype)
     own_aligned_memory(model)
     return LoadedModel(model=model, tokenizer=tokenizer, weights=weights, cache=cache)
+
+
+def weight_seed(seed: int, name: str) -> int:
+    """The generator seed of one named weight: independent of the others, their order and the dtype."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
+def draw_weights(model: PreTrainedModel, seed: int, std: float) -> None:
+    """Random weights as transformers initialises a Llama (linear and embedding weights normal with
+    ``std``, norms one, biases zero), each drawn in float32 on the CPU from its own generator and then
+    cast: every dtype and device holds the same weights up to its rounding, and no more than one
+    float32 tensor is held at a time."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            owner_name, _, kind = name.rpartition(".")
+            owner = modules[owner_name]
+            values = torch.empty(parameter.shape, dtype=torch.float32)
+            if isinstance(owner, nn.Linear | nn.Embedding) and kind == "weight":
+                values.normal_(0.0, std, generator=torch.Generator().manual_seed(weight_seed(seed, name)))
+                if isinstance(owner, nn.Embedding) and owner.padding_idx is not None:
+                    values[owner.padding_idx] = 0
+            elif kind == "bias":
+                values.zero_()
+            elif "Norm" in type(owner).__name__ and kind == "weight":
+                values.fill_(1.0)
+            else:
+                raise ReplicationError(f"random init has no rule for {name} ({type(owner).__name__})")
+            parameter.copy_(values)
 
 
 ALIGNMENT = 64

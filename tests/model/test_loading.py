@@ -146,3 +146,38 @@ def test_device_map_is_left_out_of_the_config_and_its_hash_while_unset() -> None
     assert config_from_dict(mapped.to_dict()) == mapped
     with pytest.raises(ReplicationError, match=r"^config model.device_map='balanced': "):
         load_profile("smollm2", {"model.device_map": "balanced"})
+
+
+def test_an_accelerator_gets_the_weights_straight(
+    saved: tuple[Path, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU the weights are read onto it, not staged in host memory first (32 GB for the float32
+    8B model); stopped at the call, since no GPU is here."""
+    directory, _ = saved
+    calls: list[dict[str, object]] = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", spy)
+    with pytest.raises(Stop):
+        load_model(ModelConfig(source="local", name="x", path=str(directory)), torch.device("cuda"))
+    assert calls[0]["device_map"] == torch.device("cuda")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_random_weights_are_the_float32_ones_rounded(dtype: str, tiny_config: RunConfig) -> None:
+    """Each weight is drawn in float32 and then cast: a half-precision random model holds the float32
+    one's weights, rounded, not other draws."""
+    wide = load_model(tiny_config.model, torch.device("cpu")).model
+    narrow = load_model(tiny_config.model.replace(dtype=dtype), torch.device("cpu")).model
+    pairs = list(zip(wide.named_parameters(), narrow.named_parameters(), strict=True))
+    for (name, a), (other, b) in pairs:
+        assert name == other and b.dtype == getattr(torch, dtype)
+        assert torch.equal(a.detach().to(b.dtype), b.detach()), name
+    weights = [a for (name, a), _ in pairs if name.endswith("proj.weight")]
+    assert all(0.015 < float(w.detach().std()) < 0.025 for w in weights)  # normal with initializer_range 0.02

@@ -104,7 +104,10 @@ def test_a_batch_sharing_a_system_prompt_stores_what_one_at_a_time_stores(
     stores the same tokens as one prompt at a time, and each sample the same states, a prefill
     sample's system-prompt rows included."""
     tokenizer = tiny_model.tokenizer
-    tokenizer.chat_template = "<|system|>\nYou are a helpful assistant.\n" + CHAT_TEMPLATE
+    # No generation suffix: every prompt would end in the same tokens, and a random model then predicts
+    # the same first token for all of them, leaving no prompt that decodes.
+    messages = "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{% endfor %}"
+    tokenizer.chat_template = "<|system|>\nYou are a helpful assistant.\n" + messages
     prompts = read_prompts(tiny_config.prompts_path())[:9]
     config = CaptureConfig(chat_template=True, max_length=100)
     encoded = [encode_prompt(tokenizer, p, chat_template=True)["input_ids"][0].tolist() for p in prompts]
