@@ -9,7 +9,8 @@ the hidden state of the last call: (1, 1, d) when a decode step ran last -- the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +133,38 @@ def eos_ids(model: PreTrainedModel) -> set[int]:
     return set(eos) if isinstance(eos, list) else {int(eos)} if eos is not None else set()
 
 
+def padded_attention(device: torch.device, dtype: torch.dtype, padded: bool) -> str | None:
+    """The attention a left-padded batch needs, where the model's own could fail it: in half precision
+    on CUDA, SDPA kernels can give NaN for a pad row that may attend to nothing, and 0 x NaN then
+    reaches every row; eager attention masks with a finite minimum instead."""
+    if padded and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        return "eager"
+    return None
+
+
+@contextmanager
+def attention(model: PreTrainedModel, implementation: str | None) -> Iterator[None]:
+    """The model's attention set to ``implementation`` for the block (unchanged for None)."""
+    own = model.config._attn_implementation
+    if implementation is None or implementation == own:
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(own)
+
+
+def check_rows(prompts: Sequence[str], samples: list[Sample]) -> None:
+    """NaN or inf in a batch's sample is named with its prompt, before anything is written."""
+    for prompt, sample in zip(prompts, samples, strict=True):
+        if not torch.isfinite(sample.activation).all():
+            raise ReplicationError(
+                f"the batched capture of prompt {prompt[:40]!r} holds NaN or inf: capture with --batch-size 1"
+            )
+
+
 def capture_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -159,7 +192,8 @@ def capture_batch(
     for row, ids in enumerate(encoded):
         input_ids[row, t_pad - len(ids) :], mask[row, t_pad - len(ids) :] = ids, 1
     torch.manual_seed(seed)
-    with last_call_hook(module, keep_all=True) as store, torch.no_grad():
+    implementation = padded_attention(device, model.dtype, min(lengths) < t_pad)
+    with attention(model, implementation), last_call_hook(module, keep_all=True) as store, torch.no_grad():
         output = model.generate(  # type: ignore[operator]
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
@@ -185,6 +219,7 @@ def capture_batch(
                 activation=hidden.to("cpu", torch.float32).clone(),
             )
         )
+    check_rows(prompts, samples)
     return samples
 
 

@@ -11,7 +11,14 @@ from replication.config import CaptureConfig, RunConfig
 from replication.errors import ReplicationError
 from replication.model.loading import LoadedModel, resolve_device
 from replication.model.tokenstates import fed_states
-from replication.stages.capture import capture, capture_one, encode_prompt, read_prompts, sample_seed
+from replication.stages.capture import (
+    capture,
+    capture_one,
+    encode_prompt,
+    padded_attention,
+    read_prompts,
+    sample_seed,
+)
 from replication.stages.context import Context
 
 LAYER = 10
@@ -220,3 +227,41 @@ def test_fed_states_are_computed_once_per_context_and_sequences(tiny_config: Run
                 alone = model(torch.tensor([ids[:-1]]), output_hidden_states=True).hidden_states[LAYER + 1][0]
             torch.testing.assert_close(state, alone, rtol=1e-5, atol=1e-5)
     assert not torch.equal(deeper[0], states[0])
+
+
+def test_a_batch_row_gone_nan_is_named(tiny_model: LoadedModel, tiny_config: RunConfig) -> None:
+    """NaN in a pad position of the prefill, as CUDA's half-precision SDPA kernels can give (a pad row
+    attends to nothing), reaches the row's real positions through 0 x NaN: the prompt is named."""
+    prompts = read_prompts(tiny_config.prompts_path())[:4]
+    lengths = [encode_prompt(tiny_model.tokenizer, p, chat_template=False)["input_ids"].shape[1] for p in prompts]
+    shortest = lengths.index(min(lengths))
+    assert min(lengths) < max(lengths), "the batch must be padded for this test"
+
+    def pad_goes_nan(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        hidden = output if isinstance(output, torch.Tensor) else output[0]  # type: ignore[index]
+        if hidden.shape[1] > 1:  # the prefill; a greedy batch runs shortest first: row 0 starts padded
+            hidden[0, 0] = float("nan")
+
+    handle = tiny_model.model.model.layers[0].register_forward_hook(pad_goes_nan)
+    try:
+        with pytest.raises(ReplicationError, match="holds NaN or inf: capture with --batch-size 1") as raised:
+            capture(tiny_model.model, tiny_model.tokenizer, prompts, CaptureConfig(batch_size=4), progress=False)
+    finally:
+        handle.remove()
+    assert prompts[shortest][:40] in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "padded", "expected"),
+    [
+        ("cuda", torch.bfloat16, True, "eager"),
+        ("cuda", torch.float16, True, "eager"),
+        ("cuda", torch.float32, True, None),
+        ("cuda", torch.bfloat16, False, None),
+        ("cpu", torch.bfloat16, True, None),
+    ],
+)
+def test_left_padded_half_precision_batches_on_cuda_use_eager_attention(
+    device: str, dtype: torch.dtype, padded: bool, expected: str | None
+) -> None:
+    assert padded_attention(torch.device(device), dtype, padded) == expected
