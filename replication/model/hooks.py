@@ -4,6 +4,7 @@ or starts after it)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -144,3 +145,15 @@ def only_layers(model: PreTrainedModel, layers: slice) -> Iterator[None]:
         yield
     finally:
         inner.layers = full
+
+
+def cache_kwargs(module: nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword arguments that hand ``module`` a KV cache (none: ``None``): ``cache`` from
+    transformers 5.25 on, where ``past_key_values`` is deprecated, ``past_key_values`` before."""
+    name = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+    return {name: cache, "use_cache": cache is not None}
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned, under either name."""
+    return output["cache"] if "cache" in output else output["past_key_values"]

@@ -35,11 +35,13 @@ from replication.errors import ReplicationError
 from replication.model.batching import BATCH_TOKENS, sorted_batches
 from replication.model.hooks import (
     Replace,
+    cache_kwargs,
     decoder_layer,
     input_device,
     last_call_hook,
     only_layers,
     replaced_output,
+    returned_cache,
 )
 from replication.sae.autoencoder import SparseAutoencoder
 
@@ -155,9 +157,9 @@ class LayerScorer:
         if shared:
             ids = torch.tensor([self.sequences[0][:shared]], device=device)
             with only_layers(model, before), last_call_hook(module) as store, torch.no_grad():
-                out = base(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+                out = base(input_ids=ids, **cache_kwargs(base, DynamicCache()))
             assert store.hidden is not None
-            self.prefix = SharedPrefix(ids, store.hidden, _kv(out.past_key_values, before))
+            self.prefix = SharedPrefix(ids, store.hidden, _kv(returned_cache(out), before))
         tails = [ids[shared:] for ids in self.sequences]
         self._firsts = [tail[0] for tail in tails]
         """Each sequence's first own token, which the prefix's last position predicts."""
@@ -172,8 +174,7 @@ class LayerScorer:
                 base(
                     input_ids=padded.input_ids.to(device),
                     attention_mask=mask.to(device),
-                    past_key_values=cache,
-                    use_cache=cache is not None,
+                    **cache_kwargs(base, cache),
                 )
             assert store.hidden is not None
             targets = torch.tensor([t for i in rows for t in tails[i][1:]], device=device)
@@ -189,11 +190,11 @@ class LayerScorer:
         with only_layers(self.model, after), torch.no_grad():
             if self.prefix is not None:  # the prefix's own predictions, the same in every sequence
                 hidden = self.prefix.hidden if replace is None else replace(self.prefix.hidden)
-                out = base(inputs_embeds=hidden, past_key_values=DynamicCache(), use_cache=True)
+                out = base(inputs_embeds=hidden, **cache_kwargs(base, DynamicCache()))
                 logits = head(out.last_hidden_state[0]).float()
                 common = F.cross_entropy(logits[:-1], self.prefix.input_ids[0, 1:], reduction="sum").item()
                 last = F.log_softmax(logits[-1], dim=-1)  # predicts each sequence's first own token
-                kv = self.prefix.kv + _kv(out.past_key_values, after)
+                kv = self.prefix.kv + _kv(returned_cache(out), after)
             sums = [common - (last[first].item() if last is not None else 0.0) for first in self._firsts]
             for batch in self._batches:
                 hidden = batch.hidden if replace is None else replace(batch.hidden)
@@ -201,8 +202,7 @@ class LayerScorer:
                 states = base(
                     inputs_embeds=hidden,
                     attention_mask=batch.attention_mask,
-                    past_key_values=cache,
-                    use_cache=cache is not None,
+                    **cache_kwargs(base, cache),
                 ).last_hidden_state
                 predicting = torch.cat([states[row, :n] for row, n in enumerate(batch.lengths)])  # no padding
                 losses = F.cross_entropy(head(predicting).float(), batch.targets, reduction="none")

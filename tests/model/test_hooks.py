@@ -9,7 +9,14 @@ import torch
 
 from replication.errors import ReplicationError
 from replication.model.batching import sorted_batches
-from replication.model.hooks import decoder_layer, hidden_state, hook_point, last_call_hook
+from replication.model.hooks import (
+    cache_kwargs,
+    decoder_layer,
+    hidden_state,
+    hook_point,
+    last_call_hook,
+    returned_cache,
+)
 from replication.model.loading import LoadedModel
 from replication.stages.capture import encode_prompt
 
@@ -72,3 +79,25 @@ def test_sorted_batches_hold_every_sequence_within_the_budget() -> None:
         for row, i in enumerate(batch.rows):
             assert batch.input_ids[row, : len(sequences[i])].tolist() == sequences[i]
             assert batch.attention_mask[row].tolist() == [1] * len(sequences[i]) + [0] * (width - len(sequences[i]))
+
+
+class _Renamed(torch.nn.Module):
+    """A forward taking its KV cache as ``cache``, as transformers 5.25 on does."""
+
+    def forward(self, input_ids: torch.Tensor, cache: object = None, use_cache: bool = False) -> dict[str, object]:
+        return {"cache": cache}
+
+
+class _Plain(torch.nn.Module):
+    def forward(self, input_ids: torch.Tensor, past_key_values: object = None, use_cache: bool = False) -> object:
+        return {"past_key_values": past_key_values}
+
+
+def test_the_cache_goes_by_the_name_the_model_takes() -> None:
+    """transformers 5.25 deprecates ``past_key_values`` for ``cache`` (removed in 5.40): each by its name."""
+    held = object()
+    for module, name in ((_Renamed(), "cache"), (_Plain(), "past_key_values")):
+        kwargs = cache_kwargs(module, held)
+        assert kwargs == {name: held, "use_cache": True}
+        assert returned_cache(module(torch.zeros(1), **kwargs)) is held
+    assert cache_kwargs(_Plain(), None) == {"past_key_values": None, "use_cache": False}
