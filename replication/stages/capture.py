@@ -91,12 +91,16 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def check_budget(prompt: str, prompt_tokens: int, cfg: CaptureConfig) -> None:
-    """max_length counts the prompt: a prompt of max_length tokens or more leaves no new token."""
-    if prompt_tokens >= cfg.max_length:
+def new_token_budget(tokenizer: PreTrainedTokenizerBase, prompt: str, cfg: CaptureConfig) -> int:
+    """The new tokens a prompt may get: max_length counts the prompt as the original fed it, raw. In
+    the chat template each prompt gets what its raw prompt would, the template's own tokens not
+    counted (Llama 3.1's always adds a system block of about 30 tokens, which would leave at most 8)."""
+    raw = encode_prompt(tokenizer, prompt, chat_template=False)["input_ids"].shape[1]
+    if raw >= cfg.max_length:
         raise ReplicationError(
-            f"prompt {prompt[:40]!r} has {prompt_tokens} tokens, not fewer than capture.max_length={cfg.max_length}"
+            f"prompt {prompt[:40]!r} has {raw} tokens, not fewer than capture.max_length={cfg.max_length}"
         )
+    return cfg.max_length - raw
 
 
 def capture_one(
@@ -110,12 +114,14 @@ def capture_one(
     device = input_device(model)
     encoded = {k: v.to(device) for k, v in encode_prompt(tokenizer, prompt, cfg.chat_template).items()}
     prompt_tokens = encoded["input_ids"].shape[1]
-    check_budget(prompt, prompt_tokens, cfg)
+    budget = new_token_budget(tokenizer, prompt, cfg)
+    # The original's own call (max_length counting the prompt), or the same budget past a template.
+    limit = {"max_new_tokens": budget} if cfg.chat_template else {"max_length": cfg.max_length}
     torch.manual_seed(seed)
     with last_call_hook(decoder_layer(model, cfg.layer)) as store, torch.no_grad():
         # No sampling arguments: the model's own generation config decides, as in the original.
         eos = tokenizer.eos_token_id
-        output = model.generate(**encoded, max_length=cfg.max_length, pad_token_id=eos)  # type: ignore[operator]
+        output = model.generate(**encoded, **limit, pad_token_id=eos)  # type: ignore[operator]
     assert store.hidden is not None  # generate always runs the prefill
     return Sample(
         prompt=prompt,
@@ -174,9 +180,9 @@ def capture_batch(
 ) -> list[Sample]:
     """Several prompts in one ``generate``, each sample what ``capture_one`` would store.
 
-    Left padding with an attention mask (pad = EOS, as the original). ``max_length`` counts each
-    prompt's own length, so the batch decodes up to 50 - (shortest prompt) steps and each row is
-    cut at its own budget or its first EOS. Row i's sample is the hidden state of the forward call
+    Left padding with an attention mask (pad = EOS, as the original). Each row has its own budget
+    (``new_token_budget``), so the batch decodes up to the largest and each row is cut at its own
+    budget or its first EOS. Row i's sample is the hidden state of the forward call
     that produced its last token: decode call n_i - 1, or the prefill (without its padding) when
     EOS came first -- even while other rows go on decoding. Greedy rows decode the same tokens as
     one at a time; a sampling model draws from one random stream for the whole batch, so its
@@ -185,6 +191,7 @@ def capture_batch(
     device = input_device(model)
     encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
     lengths = [len(ids) for ids in encoded]
+    budgets = [new_token_budget(tokenizer, p, cfg) for p in prompts]
     module = decoder_layer(model, cfg.layer)
     t_pad, pad = max(lengths), int(tokenizer.eos_token_id)  # type: ignore[arg-type]
     input_ids = torch.full((len(prompts), t_pad), pad, dtype=torch.long)
@@ -197,12 +204,12 @@ def capture_batch(
         output = model.generate(  # type: ignore[operator]
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
-            max_new_tokens=cfg.max_length - min(lengths),
+            max_new_tokens=max(budgets),
             pad_token_id=pad,
         )
     stops, samples = eos_ids(model), []
-    for row, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True)):
-        new = output[row, t_pad:].tolist()[: cfg.max_length - len(ids)]
+    for row, (prompt, ids, budget) in enumerate(zip(prompts, encoded, budgets, strict=True)):
+        new = output[row, t_pad:].tolist()[:budget]
         n = next((j + 1 for j, token in enumerate(new) if token in stops), len(new))
         call = store.every[n - 1]
         # A decode step's state, or the prefill's (without its padding) when EOS came first.
@@ -243,7 +250,7 @@ def capture(
     lengths = []
     for prompt in prompts:
         lengths.append(encode_prompt(tokenizer, prompt, cfg.chat_template)["input_ids"].shape[1])
-        check_budget(prompt, lengths[-1], cfg)
+        new_token_budget(tokenizer, prompt, cfg)  # refuses a prompt that leaves no new token
     done: dict[int, Sample] = {}
     size = cfg.batch_size
     with tqdm(total=len(prompts), desc="capture", unit="prompt", disable=not progress) as bar:

@@ -67,13 +67,17 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}
     artifacts.save_tensors(root / layout.ACTIVATIONS, tensors, layer_meta)
     artifacts.write_json(root / layout.SAMPLES, [s.record(i) for i, s in enumerate(samples)])
-    artifacts.write_json(
-        root / layout.ORIGINAL_FORMAT,
-        [
-            {"prompt": s.prompt, "generated_text": s.generated_text, "activations": s.activation.tolist()}
-            for s in samples
-        ],
-    )
+    files = list(layout.CAPTURE_FILES)
+    if cfg.capture.positions == "last_call":  # the original's own format, of the original's samples
+        artifacts.write_json(
+            root / layout.ORIGINAL_FORMAT,
+            [
+                {"prompt": s.prompt, "generated_text": s.generated_text, "activations": s.activation.tolist()}
+                for s in samples
+            ],
+        )
+    else:  # every fed position as indented JSON: about 0.5 GB at the seed's scale, in no format of the original's
+        files.remove(layout.ORIGINAL_FORMAT)
     info = {
         "model": cfg.model.name,
         "weights": loaded.weights,
@@ -92,7 +96,7 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
     artifacts.write_json(root / layout.CAPTURE_INFO, info)
     artifacts.write_text(root / layout.PROMPTS, "".join(p + "\n" for p in prompts))
     if cfg.capture.sequences_from is not None:  # nothing generated: no generation speed to state
-        return list(layout.CAPTURE_FILES), {
+        return files, {
             "load_s": loaded_at - started,
             "sequences_from": cfg.capture.sequences_from,
             "feed_s": time.perf_counter() - loaded_at,
@@ -100,7 +104,7 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
             "device": placement(cfg.model, loaded, device),
             "dtype": cfg.model.dtype,
         }
-    return list(layout.CAPTURE_FILES), {
+    return files, {
         "load_s": loaded_at - started,
         "generate_s": generate_s,
         "batch_size": cfg.capture.batch_size,

@@ -29,3 +29,14 @@ def test_forward_passes_are_counted_once_per_batch(batch_size: int, tmp_path: Pa
         assert max(calls) <= passes <= cfg.capture.max_length - min(s["prompt_tokens"] for s in samples)
         assert passes < sum(calls)
 
+
+def test_every_fed_position_is_not_written_in_the_originals_format(tmp_path: Path) -> None:
+    """The original saved one last-call sample a prompt as JSON; every fed position as indented JSON
+    would be about 0.5 GB at the seed's scale, and in no format of the original's."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(p + "\n" for p in (REPO_ROOT / "fixtures/prompts.txt").read_text().splitlines()[:3]))
+    cfg = load_profile("tiny", {"capture.prompts": str(prompts), "capture.positions": "all"})
+    run(cfg, tmp_path / "run", stages=("capture",))
+    outputs = json.loads((tmp_path / "run" / layout.MANIFEST).read_text())["stages"]["capture"]["outputs"]
+    assert layout.ORIGINAL_FORMAT not in outputs and not (tmp_path / "run" / layout.ORIGINAL_FORMAT).exists()
+    assert layout.ACTIVATIONS in outputs

@@ -132,8 +132,10 @@ def plotted_spread_p99_over_median(run: RunData) -> float:
 @metric(layout.ORIGINAL_FORMAT)
 def original_format_ok(run: RunData) -> bool:
     """activations_data.json is a list, one item per prompt in order, each exactly {prompt,
-    generated_text, activations} with activations of the stored sample's shape."""
-    return _original_format_ok(json.loads(run.path(layout.ORIGINAL_FORMAT).read_text()), run.records)
+    generated_text, activations} with activations of the stored sample's shape; a run of every fed
+    position (``capture.positions=all``) writes none."""
+    path = run.path(layout.ORIGINAL_FORMAT)
+    return path.is_file() and _original_format_ok(json.loads(path.read_text()), run.records)
 
 
 def _original_format_ok(items: Any, records: list[dict[str, Any]]) -> bool:
