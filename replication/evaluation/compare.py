@@ -41,6 +41,8 @@ class Comparison:
     verdicts_changed: list[str] = field(default_factory=list)
     banded: list[str] = field(default_factory=list)
     """Numbers beyond one pass's rounding and within their measured band, each with its band."""
+    cards: str | None = None
+    """Other features the cards drew on other kernels, from numbers that differ within tolerance."""
 
     @property
     def reproduced(self) -> bool:
@@ -50,32 +52,35 @@ class Comparison:
         if not self.reproduced:
             named = self.unexplained + [f"verdict of {c}" for c in self.verdicts_changed]
             return f"NOT reproduced: {len(named)} difference(s): {'; '.join(named[:SHOWN])}"
-        if not self.differing and not self.banded:
+        if not self.differing:
             return f"reproduced byte for byte (CPU kernels {self.kernels[1]}); every verdict unchanged"
         banded = ""
         if self.banded:
             banded = f"; {len(self.banded)} number(s) within their measured bands: {'; '.join(self.banded[:SHOWN])}"
+        cards = f"; {self.cards}" if self.cards else ""
         return (
             f"reproduced within rtol {RTOL:g}, atol {ATOL:g} on CPU kernels {self.kernels[0]} (reference: "
-            f"{self.kernels[1]}); {len(self.differing)} file(s) differ in float rounding only{banded}; "
+            f"{self.kernels[1]}); {len(self.differing)} file(s) differ in float rounding only{banded}{cards}; "
             "every verdict unchanged"
         )
 
 
-def _kernels(run_dir: Path, stages: tuple[str, ...] = layout.STAGES) -> str | None:
-    """The CPU capability and torch threads of ``stages`` as the manifest records them, e.g.
-    "AVX2, 2 threads" (stages made on other kernels are each named, in stage order)."""
+def _kernels(run_dir: Path, stages: tuple[str, ...] = layout.STAGES) -> dict[str, str]:
+    """Each of ``stages``'s CPU capability and torch threads as the manifest records them, e.g.
+    "AVX2, 2 threads"."""
     recorded = artifacts.read_manifest(run_dir).get("stages", {})
-    seen: list[str] = []
+    kernels = {}
     for stage in stages:
         environment = recorded.get(stage, {}).get("environment", {})
         capability, threads = environment.get("cpu_capability"), environment.get("torch_threads")
-        if capability is None:
-            continue
-        kernels = f"{capability}, {threads} thread{'' if threads == 1 else 's'}"
-        if kernels not in seen:
-            seen.append(kernels)
-    return "; ".join(seen) or None
+        if capability is not None:
+            kernels[stage] = f"{capability}, {threads} thread{'' if threads == 1 else 's'}"
+    return kernels
+
+
+def _named(kernels: dict[str, str]) -> str | None:
+    """The kernels of a run's stages, each family named once in stage order."""
+    return "; ".join(dict.fromkeys(kernels.values())) or None
 
 
 @dataclass
@@ -129,10 +134,9 @@ def _within_tolerance(name: str, ours: Path, ref: Path) -> list[str]:
 
 def compare_runs(run_dir: Path, reference: Path, claims: list[Claim]) -> Comparison:
     """The pipeline's files of ``run_dir`` against ``reference``'s, then every claim's verdict."""
-    steps = (*layout.STAGES, *REPLICATION_FILES.values())
     result = Comparison(
         same_kernels=_kernels(run_dir) == _kernels(reference),
-        kernels=(_kernels(run_dir, steps), _kernels(reference, steps)),
+        kernels=(_named(_kernels(run_dir, KERNEL_STEPS)), _named(_kernels(reference, KERNEL_STEPS))),
     )
     files = artifacts.stage_outputs(reference)
     if artifacts.stage_outputs(run_dir) != files:
@@ -158,14 +162,14 @@ def compare_runs(run_dir: Path, reference: Path, claims: list[Claim]) -> Compari
 REPLICATION_FILES = {layout.VERDICTS: "report", layout.SEEDS_JSON: "seeds", layout.ABLATIONS_JSON: "ablations"}
 """What the whole replication derives beyond the stages, with the step that writes it: compared where
 both runs have it, exactly on the same kernels, else each number within its tolerance or band."""
+KERNEL_STEPS = (*layout.STAGES, *REPLICATION_FILES.values())
 
 
 def _replication_differences(run_dir: Path, reference: Path, tolerance: _Tolerance, result: Comparison) -> None:
     """The verdicts, seeds, ablations and the features the cards drew, where both runs have them. The
-    cards are drawn from numbers compared here: on other kernels, other features drawn are named
-    beside the bands, on the same kernels they are a difference."""
+    cards are drawn from numbers compared here: where those differ within their tolerance on other
+    kernels, other features drawn are named beside the comparison; anywhere else they are a difference."""
     ours, theirs = artifacts.read_manifest(run_dir)["files"], artifacts.read_manifest(reference)["files"]
-    same = True
     for name, step in REPLICATION_FILES.items():
         if name not in ours or name not in theirs or ours[name] == theirs[name]:
             continue
@@ -174,7 +178,6 @@ def _replication_differences(run_dir: Path, reference: Path, tolerance: _Toleran
         if _kernels(run_dir, steps) == _kernels(reference, steps):
             result.unexplained.append(f"{name} differs on the same CPU kernels")
         else:
-            same = False
             mine, reference_data = (json.loads((d / name).read_text()) for d in (run_dir, reference))
             result.unexplained += tolerance.differences(mine, reference_data, name)[:3]
     drawn = [{n for n in files if n.startswith(f"{layout.CARDS}/")} for files in (ours, theirs)]
@@ -183,10 +186,11 @@ def _replication_differences(run_dir: Path, reference: Path, tolerance: _Toleran
             ", ".join(sorted(a - b)[:4]) or "none" for a, b in ((drawn[0], drawn[1]), (drawn[1], drawn[0]))
         )
         named = f"the cards drew other features: {extra} instead of {missing}"
-        if same and result.same_kernels:
-            result.unexplained.append(named)
+        other_kernels = _kernels(run_dir, KERNEL_STEPS) != _kernels(reference, KERNEL_STEPS)
+        if result.differing and not result.unexplained and other_kernels:
+            result.cards = named  # drawn from numbers that differ within their tolerance
         else:
-            tolerance.banded.append(named)
+            result.unexplained.append(named)
 
 
 def _verdicts(run_dir: Path, claims: list[Claim]) -> dict[str, str]:
