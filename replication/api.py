@@ -86,13 +86,13 @@ class Run:
         rows = run_ablations(self.path, self.claims(), names, ctx=ctx, progress=progress)
         return f"ablations: {', '.join(names)} -> {self.path / layout.ABLATIONS_JSON} ({len(rows) - 1} rows)"
 
-    def bands(self, *, ctx: Context | None = None, progress: bool = False) -> str:
+    def bands(self, *, progress: bool = False) -> str:
         """Everything after the capture rerun as on other CPU kernels (the capture perturbed as they
         round it, other torch thread counts); ``bands.json``, the rounding band of each number the
         seeds and ablations move, to which ``compare`` holds a rerun on other kernels."""
         from replication.experiments.bands import measure_bands  # noqa: PLC0415
 
-        return measure_bands(self.path, self.claims(), ctx=ctx, progress=progress)
+        return measure_bands(self.path, self.claims(), progress=progress)
 
     def export(self) -> str:
         """Each SAE of the run and its ablations in SAELens's format. Returns a line per SAE."""

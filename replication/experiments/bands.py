@@ -84,10 +84,12 @@ def rerun(
     return directory
 
 
-def measure_bands(run_dir: Path, claims: list[Claim], *, ctx: Context | None = None, progress: bool = True) -> str:
-    """Rerun ``run_dir`` as on other kernels ``RERUNS`` times; write ``bands.json``."""
-    ctx = ctx if ctx is not None else Context()
-    threads = rerun_threads(torch.get_num_threads())
+def measure_bands(run_dir: Path, claims: list[Claim], *, progress: bool = True) -> str:
+    """Rerun ``run_dir`` as on other kernels ``RERUNS`` times; write ``bands.json``. Each rerun has a
+    process context of its own: the splice's clean and zero-ablated CE and the fed states are computed
+    again on its thread count, not shared."""
+    own = RunData(run_dir).manifest["stages"]["train"]["environment"]["torch_threads"]
+    threads = rerun_threads(own)
     reruns = [
         rerun(
             run_dir,
@@ -95,7 +97,7 @@ def measure_bands(run_dir: Path, claims: list[Claim], *, ctx: Context | None = N
             claims,
             threads=count,
             noise_seed=k,
-            ctx=ctx,
+            ctx=Context(),
             progress=progress,
         )
         for k, count in enumerate(threads, start=1)
@@ -103,12 +105,13 @@ def measure_bands(run_dir: Path, claims: list[Claim], *, ctx: Context | None = N
     measured = bands.measure(run_dir, reruns)
     summary: dict[str, Any] = {
         "method": bands.__doc__.splitlines()[0] if bands.__doc__ else "",
-        "threads": {"reference": torch.get_num_threads(), "reruns": threads},
+        "threads": {"reference": own, "reruns": threads},
         "noise": NOISE,
         "confidence": bands.CONFIDENCE,
         "bands": measured,
     }
     path = run_dir / layout.BANDS_JSON
     artifacts.write_json(path, summary)
-    artifacts.record_addition(run_dir, "bands", [path], {"threads": threads, "noise": NOISE})
+    inputs = {name: artifacts.sha256_file(run_dir / name) for name in bands.FILES}  # stale once they change
+    artifacts.record_addition(run_dir, "bands", [path], {"threads": threads, "noise": NOISE, "inputs": inputs})
     return f"bands: {len(measured)} number(s) moved in {len(reruns)} reruns as on other kernels -> {path}"
