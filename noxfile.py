@@ -50,7 +50,7 @@ def _unmet(session: nox.Session) -> list[str]:
     another version: the package's own check (replication/dependencies.py), run from the checkout."""
     code = "from replication.dependencies import requirements, unmet; print(*(r for _, r in unmet(requirements())))"
     output = session.run_install("python", "-c", code, silent=True, log=False)
-    return str(output).split()
+    return [] if output is None else str(output).split()  # None: --no-install, nothing is installed
 
 
 def _install(session: nox.Session, extras: str, *, bytecode: bool = False) -> None:

@@ -15,7 +15,7 @@ import torch
 from packaging.requirements import Requirement
 
 from replication import __version__
-from replication.dependencies import CHECKOUT, requirements
+from replication.dependencies import PYPROJECT, checkout, requirements
 
 RUNTIME_EXTRAS = ("smollm2",)
 """Optional dependencies that shape a run's numbers (the test and lint extras do not)."""
@@ -88,16 +88,16 @@ def code_commit() -> str:
     """The checkout's commit, marked when the code, claims or fixtures have uncommitted changes
     (a run's own files are tracked too, and writing them is no change of code); an installed
     package's version where it runs from no checkout."""
-    checkout = CHECKOUT.parent
-    if not (checkout / ".git").exists():
+    if checkout() is None:
         return f"sae-replication {__version__} (installed, no checkout)"
+    root = PYPROJECT.parent
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "replication", "claims", "fixtures"],
-            cwd=checkout,
+            cwd=root,
             capture_output=True,
             text=True,
             check=True,
