@@ -78,6 +78,7 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
         )
     else:  # every fed position as indented JSON: about 0.5 GB at the seed's scale, in no format of the original's
         files.remove(layout.ORIGINAL_FORMAT)
+        (root / layout.ORIGINAL_FORMAT).unlink(missing_ok=True)  # an earlier capture's, in this directory
     info = {
         "model": cfg.model.name,
         "weights": loaded.weights,

@@ -51,9 +51,9 @@ def samples_per_prompt(run: RunData) -> float:
 def _token_reach(run: RunData, total: bool) -> Reach | None:
     """generate(max_length=L) counts the prompt: a prompt of p tokens gets between 1 and L - p new ones
     (EOS at once, or none before the limit), whatever the model says. None where a sample does not
-    record its prompt's length."""
-    if not run.records or any("prompt_tokens" not in r for r in run.records):
-        return None
+    record the prompt length its budget counts."""
+    if not run.records or any("prompt_tokens" not in r for r in run.records) or run.config.capture.chat_template:
+        return None  # in the chat template the budget counts the raw prompt, which no sample records
     length = run.config.capture.max_length
     prompts = np.array([r["prompt_tokens"] for r in run.records], dtype=float)
     low, high = (prompts.mean() + 1, float(length)) if total else (1.0, float(np.mean(length - prompts)))
