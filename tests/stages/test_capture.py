@@ -12,6 +12,7 @@ from replication.errors import ReplicationError
 from replication.model.loading import LoadedModel, resolve_device
 from replication.model.tokenstates import fed_states
 from replication.stages.capture import (
+    attention,
     capture,
     capture_one,
     encode_prompt,
@@ -249,6 +250,17 @@ def test_a_batch_row_gone_nan_is_named(tiny_model: LoadedModel, tiny_config: Run
     finally:
         handle.remove()
     assert prompts[shortest][:40] in str(raised.value)
+
+
+def test_attention_is_set_for_the_block_and_restored(tiny_model: LoadedModel) -> None:
+    model = tiny_model.model
+    own = model.config._attn_implementation
+    assert own != "eager", "the tiny model must run another attention for this test"
+    with attention(model, "eager"):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == own
+    with attention(model, None):
+        assert model.config._attn_implementation == own
 
 
 @pytest.mark.parametrize(
