@@ -38,11 +38,9 @@ def run(
     force: bool = False,
 ) -> list[str]:
     """Run ``stages`` of ``config`` into ``out``, each skipped when up to date; the stages that ran."""
-    from replication.stages.context import Context  # noqa: PLC0415 -- the model libraries load here
-    from replication.stages.runner import run_stage  # noqa: PLC0415
+    from replication.stages.runner import run_stages  # noqa: PLC0415 -- the model libraries load here
 
-    ctx = ctx if ctx is not None else Context()
-    return [s for s in stages if run_stage(s, config, out, ctx=ctx, progress=progress, force=force)]
+    return run_stages(stages, config, out, ctx=ctx, progress=progress, force=force)
 
 
 class Run:

@@ -9,7 +9,7 @@ from typing import Any
 from replication.config import load_profile
 from replication.rundir import artifacts, layout
 from replication.stages.context import Context
-from replication.stages.runner import run_stage
+from replication.stages.runner import run_stages
 
 
 def recaptures(overrides: dict[str, Any]) -> bool:
@@ -26,6 +26,5 @@ def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], ctx: 
         for name in artifacts.stage_outputs(run_dir):
             if name in layout.CAPTURE_FILES:
                 artifacts.link_or_copy(run_dir / name, directory / name)
-    for stage in layout.STAGES if recapture else layout.STAGES[1:]:
-        run_stage(stage, cfg, directory, ctx=ctx, progress=progress)
+    run_stages(layout.STAGES if recapture else layout.STAGES[1:], cfg, directory, ctx=ctx, progress=progress)
     return directory

@@ -117,3 +117,22 @@ def run_stage(
     files = [run_dir / name for name in outputs]
     artifacts.record_stage(run_dir, name, files=files, config=config, config_hash=cfg.hash(), info=record)
     return True
+
+
+def run_stages(
+    names: tuple[str, ...],
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    ctx: Context | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> list[str]:
+    """Run ``names`` in order, then every other stage the directory records from an earlier run (the
+    token states), which reads their files and is stale once they change; the stages that ran."""
+    ctx = ctx if ctx is not None else Context()
+    recorded = artifacts.read_manifest(run_dir).get("stages", {})
+    later = tuple(stage for stage in STAGES if stage not in names and stage in recorded)
+    ran = [stage for stage in names if run_stage(stage, cfg, run_dir, ctx=ctx, progress=progress, force=force)]
+    return ran + [stage for stage in later if run_stage(stage, cfg, run_dir, ctx=ctx, progress=progress)]
+
