@@ -4,8 +4,10 @@ A verdict is computed, never written, in the words of the claim's kind:
 - setup: *conforms* / *differs* (the run used the stated configuration; not a finding);
 - implied: *consistent* / *inconsistent* with the write-up's reading (its own numbers, no run);
 - measured and reading: *replicated* / *not replicated*, or
-  - *fixed by design*: no value the design allows (a floor the architecture imposes, a fraction that
-    the data type fixes: ``Metric.reach``) could give another verdict;
+  - *fixed by design*: every value the design allows (a fraction that the data type fixes:
+    ``Metric.reach``) meets the claim, so meeting it is no evidence. Where no value the design allows
+    meets it (a floor the architecture imposes), the claim is *not replicated*, and counts: the
+    write-up's own design refutes it, and the verdict says why;
   - *holds untrained*: the same SAE at its initialisation -- no optimiser step, the same analysis
     (``<run>/control/``) -- meets the claim too, so it is no support for what training found.
   - *within chance*: the reading failed, but its test could not have flagged an effect as large as
@@ -54,7 +56,8 @@ WORDS: dict[str, tuple[Verdict, Verdict]] = {
 COUNTED = ("measured", "reading")
 """The kinds whose verdicts can be findings: quantities of the run that could have come out otherwise."""
 FINDINGS: tuple[Verdict, ...] = ("replicated", "not replicated", "inconclusive")
-"""The verdicts counted as findings; fixed by design, holds untrained and not testable are not."""
+"""The verdicts counted as findings (a claim the design makes impossible to meet is not replicated);
+fixed by design (impossible to miss), holds untrained and not testable are not."""
 NOT_FINDINGS: tuple[Verdict, ...] = (
     "fixed by design",
     "holds untrained",
@@ -219,8 +222,8 @@ def _judged(
         return main, untrained, None
     verdict, (design, fixed) = main.verdict, _design(reading, run)
     blind = METRICS[reading.metric].blind
-    if fixed:
-        verdict = "fixed by design"
+    if fixed:  # impossible to miss: no evidence; impossible to meet: refuted by the design itself
+        verdict = "fixed by design" if main.holds else WORDS[claim.kind][1]
     elif main.holds and untrained is not None and untrained.holds:
         verdict = "holds untrained"
     elif untrained is not None and untrained.holds:
