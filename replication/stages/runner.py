@@ -128,11 +128,13 @@ def run_stages(
     progress: bool = True,
     force: bool = False,
 ) -> list[str]:
-    """Run ``names`` in order, then every other stage the directory records from an earlier run (the
-    token states), which reads their files and is stale once they change; the stages that ran."""
+    """Run ``names`` in order; where they are the pipeline's stages after the capture, then every stage
+    beyond the pipeline the directory records from an earlier run (the token states), which reads
+    their files and is stale once they change. The stages that ran."""
     ctx = ctx if ctx is not None else Context()
     recorded = artifacts.read_manifest(run_dir).get("stages", {})
-    later = tuple(stage for stage in STAGES if stage not in names and stage in recorded)
+    whole = set(layout.STAGES[1:]) <= set(names)
+    later = tuple(s for s in STAGES if whole and s not in layout.STAGES and s in recorded)
     ran = [stage for stage in names if run_stage(stage, cfg, run_dir, ctx=ctx, progress=progress, force=force)]
     return ran + [stage for stage in later if run_stage(stage, cfg, run_dir, ctx=ctx, progress=progress)]
 
