@@ -179,7 +179,7 @@ def test_the_bottom_line_follows_the_facts(tiny_run: Path) -> None:
     assert findings.bottom_line(others + still, run, None)[0].startswith("The trained SAE's weights barely left")
     assert findings.bottom_line(others + away, run, None)[0].startswith("Training moved the SAE away")
     assert "0.420" in findings.bottom_line(others + away, run, None)[0]
-    tally = findings.bottom_line(results, run, None)[-1]
+    tally = findings.opening(results, run)[-1]
     counted = sum(r.verdict in FINDINGS and r.claim.kind in ("measured", "reading") for r in results)
     assert tally.startswith(f"Of the {len(results)} claims, {counted} are findings")
 

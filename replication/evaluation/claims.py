@@ -180,6 +180,11 @@ class Claim(Reading):
     """Other readings of the same sentence: shown as sensitivity, never the verdict."""
     source: str = ""
     """The claim file it came from."""
+    question: Text | None = None
+    """The question the claim's part of the write-up answers (its file's), asked on the report's first
+    screen."""
+    answers: bool = False
+    """Whether the claim's verdict answers that question there."""
 
 
 def format_value(value: Any) -> str:
@@ -216,18 +221,23 @@ def _load_file(path: Path, writeup: str) -> Iterable[Claim]:
         raise ReplicationError(f"{path.name}: unreadable ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise ReplicationError(f"{path.name}: expected a mapping with a 'claims' list")
-    section = data.get("section")
+    shared = {"section": data.get("section"), "question": data.get("question")}  # the file's, for each claim
     for index, raw in enumerate(data["claims"]):
-        yield _claim(raw, path.name, index, section, writeup)
+        yield _claim(raw, path.name, index, shared, writeup)
 
 
-def _claim(raw: Any, name: str, index: int, section: Any, writeup: str) -> Claim:
+def _claim(raw: Any, name: str, index: int, shared: dict[str, Any], writeup: str) -> Claim:
     cid = raw.get("id") if isinstance(raw, dict) else None
     where = f"{name}: claim {cid if isinstance(cid, str) else f'#{index + 1}'}"
-    if isinstance(raw, dict) and "source" in raw:  # the loader's to set, never the file's
-        raise ReplicationError(f"{where}: unknown field 'source'")
+    if isinstance(raw, dict) and ({"source", "question"} & raw.keys()):  # the loader's and the file's to set
+        raise ReplicationError(f"{where}: unknown field {sorted({'source', 'question'} & raw.keys())[0]!r}")
+    fields = (
+        {"section": shared["section"], **raw, "question": shared["question"], "source": name}
+        if isinstance(raw, dict)
+        else raw
+    )
     try:
-        claim = Claim.model_validate({"section": section, **raw, "source": name} if isinstance(raw, dict) else raw)
+        claim = Claim.model_validate(fields)
     except ValidationError as exc:
         raise ReplicationError(f"{where}: {_one_line(exc.errors()[0])}") from None
     if claim.quote not in writeup:

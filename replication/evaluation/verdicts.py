@@ -58,6 +58,15 @@ COUNTED = ("measured", "reading")
 FINDINGS: tuple[Verdict, ...] = ("replicated", "not replicated", "inconclusive")
 """The verdicts counted as findings (a claim the design makes impossible to meet is not replicated);
 fixed by design (impossible to miss), holds untrained and not testable are not."""
+WHY: dict[str, str] = {
+    "fixed by design": "the write-up's design fixes it either way",
+    "holds untrained": "the untrained SAE does the same",
+    "within chance": "the test cannot detect an effect the size of the write-up's own",
+    "not testable": "no outcome could have supported it",
+    "not testable at this profile": "it is bound to the 8B model's scale",
+    "inconclusive": "it has no value here",
+}
+"""Why a verdict is no finding, in a few words."""
 NOT_FINDINGS: tuple[Verdict, ...] = (
     "fixed by design",
     "holds untrained",

@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from replication.config import load_profile
 from replication.evaluation import stats, topics
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
@@ -18,7 +19,7 @@ from replication.evaluation.metrics.part4 import sample_types
 from replication.evaluation.metrics.part4_topics import max_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE
-from replication.evaluation.verdicts import COUNTED, FINDINGS, Result
+from replication.evaluation.verdicts import COUNTED, FINDINGS, WHY, Result
 from replication.evaluation.writeup import writeup_strength
 from replication.rundir.reader import RunData
 
@@ -203,6 +204,58 @@ def _tally(results: list[Result]) -> str:
     )
 
 
+ANSWER_WORDS = {(True, False): "Yes", (False, True): "No", (True, True): "In part"}
+"""The answer by (some answering claim replicated, some not replicated)."""
+
+
+def _what_ran(run: RunData) -> str:
+    """The model, its scale and decoding, and what it stands in for."""
+    info, generation = run.info, run.info["generation"]
+    decoding = (
+        f"sampling (temperature {generation['temperature']}, top-p {generation['top_p']})"
+        if generation["do_sample"]
+        else "greedy decoding"
+    )
+    text = (
+        f"**What ran:** {info['model']}, hooked at layer {info['layer']} of {info['n_layers']} (d_model "
+        f"{info['d_model']}), {decoding}, {len(run.records)} prompts"
+    )
+    original = load_profile("seed").model.name
+    if run.config.profile != "seed" or run.config.model.source == "random_init":
+        text += f". It stands in for {original}, which did not run here"
+    return text + "."
+
+
+def _answer(results: list[Result]) -> str:
+    """One part's question, answered by its claims marked ``answers``: the findings with their numbers,
+    then those that are none and why."""
+    found = [r for r in results if r.finding]
+    answer = ANSWER_WORDS.get(
+        (any(r.verdict == "replicated" for r in found), any(r.verdict == "not replicated" for r in found)),
+        "Not decided here",
+    )
+    part = results[0].claim.section.partition(":")[0]
+    said = [f"`{r.claim.id}` {r.verdict} ({shown(r.measured)}; the write-up: {r.claimed})" for r in found]
+    why: dict[str, list[str]] = {}
+    for r in results:
+        if not r.finding:
+            why.setdefault(WHY.get(r.verdict, r.verdict), []).append(f"`{r.claim.id}`")
+    none = "; ".join(f"{reason} for {', '.join(ids)}" for reason, ids in why.items())
+    text = f"**{part}: {results[0].claim.question}** {answer}"
+    text += f": {'; '.join(said)}" if said else ""
+    return text + (f". No evidence either way: {none}." if none else ".")
+
+
+def opening(results: list[Result], run: RunData) -> list[str]:
+    """The report's first screen: what ran; each part's question, answered by its claims marked
+    ``answers`` in the claim files; the tally."""
+    by_question: dict[str, list[Result]] = {}
+    for r in results:
+        if r.claim.answers and r.claim.question:
+            by_question.setdefault(r.claim.question, []).append(r)
+    return [_what_ran(run), *(_answer(group) for group in by_question.values()), _tally(results)]
+
+
 def bottom_line(results: list[Result], run: RunData, seeds: dict[str, Any] | None) -> list[str]:
     """At most eight sentences, each with its number and the claim or file behind it."""
     r = _by_id(results)
@@ -214,7 +267,6 @@ def bottom_line(results: list[Result], run: RunData, seeds: dict[str, Any] | Non
         _splice(run),
         _readings(results),
         _data(run),
-        _tally(results),
     ]
     return [s for s in sentences if s]
 

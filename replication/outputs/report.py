@@ -236,6 +236,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "captions": figures.captions(run),
         "kinds": Counter(r.claim.kind for r in results),
         "seeds": (seeds := _seeds(run, results)),
+        "opening": findings.opening(results, run),
         "bottom_line": findings.bottom_line(results, run, seeds),
         "counts": findings.counts(results),
         "entries": findings.entries(results),
