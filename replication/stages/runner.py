@@ -137,4 +137,3 @@ def run_stages(
     later = tuple(s for s in STAGES if whole and s not in layout.STAGES and s in recorded)
     ran = [stage for stage in names if run_stage(stage, cfg, run_dir, ctx=ctx, progress=progress, force=force)]
     return ran + [stage for stage in later if run_stage(stage, cfg, run_dir, ctx=ctx, progress=progress)]
-
