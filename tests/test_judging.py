@@ -184,19 +184,6 @@ def test_the_bottom_line_follows_the_facts(tiny_run: Path) -> None:
     assert tally.startswith(f"Of the {len(results)} claims, {counted} are findings")
 
 
-def test_the_untrained_sae_never_improves_so_its_curve_is_flat(tiny_run: Path) -> None:
-    """No optimiser step: its validation loss stays at epoch 1's, so early stopping (patience 5 on the
-    tiny profile too) would end it at epoch 6, with a late spread of 0 and no drop."""
-    control = control_of(RunData(tiny_run))
-    assert control is not None
-    patience = control.config.train.patience
-    assert METRICS["stop_epoch"].compute(control) == patience + 1
-    assert METRICS["val_loss_late_range"].compute(control) == 0.0
-    assert METRICS["early_drop_share"].compute(control) is None
-    assert METRICS["train_loss_drop"].compute(control) == 1.0
-    assert len(control.history) == 1  # the file holds its one recorded epoch
-
-
 @pytest.mark.parametrize(("topic", "blind"), [("javascript_web", False), ("oop", False), ("testing", True)])
 def test_a_test_blind_to_the_writeups_own_example(tmp_path: Path, topic: str, blind: bool) -> None:
     # topic_run (test_claim_metrics): the test flags 4 of 5 or more. The write-up's JavaScript and OOP
@@ -308,3 +295,13 @@ def test_the_lengths_max_length_allows_by_hand(tmp_path: Path) -> None:
     assert (total(run).low, total(run).high) == (16.0, 50.0)  # type: ignore[union-attr]
     about_50 = claim(metric="mean_new_tokens", op="approx", value=50, rel=0.1)
     assert about_50.decided_on(1.0, 35.0, {}) is False
+
+
+def test_the_training_curve_is_judged_on_the_trained_sae_alone(tiny_run: Path) -> None:
+    """The untrained control takes no step: it has no training curve, and a curve that cannot move
+    decides nothing. A claim on the curve has no untrained value; one on the codes keeps it."""
+    run = RunData(tiny_run)
+    on_curve = evaluate(claim(metric="stop_epoch", op="ge", value=1), run, control_of(run))
+    assert on_curve.control is None and on_curve.verdict == "replicated"
+    on_codes = evaluate(claim(metric="sample_code_zero_fraction", op="ge", value=0.0), run, control_of(run))
+    assert on_codes.control is not None and on_codes.verdict == "holds untrained"

@@ -161,10 +161,11 @@ def outcome(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) ->
 
 
 def has_control(claim: Claim, reading: Reading | None = None) -> bool:
-    """Measured and reading claims whose evidence (the primary reading's, or ``reading``'s) comes
-    after the capture (the SAE's files)."""
-    metric = (reading or claim).metric
-    return claim.kind in COUNTED and METRICS[metric].evidence not in layout.CAPTURE_FILES
+    """Measured and reading claims whose evidence (the primary reading's, or ``reading``'s) is the
+    SAE's: not the capture, which comes before any SAE, nor the training curve, which the untrained
+    control, taking no step, does not have (a curve that cannot move decides nothing)."""
+    evidence = METRICS[(reading or claim).metric].evidence
+    return claim.kind in COUNTED and evidence not in layout.CAPTURE_FILES and evidence != layout.HISTORY
 
 
 def _design(claim: Reading, run: RunData) -> tuple[str | None, bool]:

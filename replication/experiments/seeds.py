@@ -29,12 +29,16 @@ from replication.stages.context import Context
 
 
 def combine(verdicts: list[Verdict]) -> Verdict:
-    """One verdict over seeds (the first is the faithful run's): the one they share; where they
-    differ, inconclusive if some seed replicated the claim; else not replicated if some seed's test
-    could fail and did; else none of them is a finding (each held untrained, was within chance, ...),
-    and the combined is the verdict most seeds give, the first seed's on a tie."""
+    """One verdict over seeds (the first is the faithful run's): the one they share; holds untrained
+    where every seed meets the claim and some seed's untrained control does too (a control near the
+    threshold does not make the claim inconclusive); inconclusive if some seed replicated the claim
+    and another did not; else not replicated if some seed's test could fail and did; else none of them
+    is a finding (each held untrained, was within chance, ...), and the combined is the verdict most
+    seeds give, the first seed's on a tie."""
     if len(set(verdicts)) == 1:
         return verdicts[0]
+    if set(verdicts) == {"replicated", "holds untrained"}:  # met in every seed, untrained in some
+        return "holds untrained"
     if "replicated" in verdicts:
         return "inconclusive"
     if "not replicated" in verdicts:

@@ -50,15 +50,6 @@ for _name, _field, _definition in (
     register(_name, layout.CONFIG, _definition, partial(_train_setting, _field))
 
 
-def curve(run: RunData) -> list[dict[str, float]]:
-    """The run's training history, epoch by epoch. The untrained control takes no optimiser step, so
-    its validation loss never improves on epoch 1 and early stopping would end it at epoch
-    patience + 1: its curve is its one recorded epoch, that many times."""
-    if run.overlay == layout.CONTROL:
-        return run.history[:1] * (run.config.train.patience + 1)
-    return run.history
-
-
 @metric(layout.HISTORY)
 def history_tracks_metrics(run: RunData) -> bool:
     """Every epoch's record holds the reconstruction loss, the L1 loss and the sparsity."""
@@ -74,38 +65,38 @@ def sparsity_epoch1(run: RunData) -> float:
 @metric(layout.HISTORY)
 def first_full_sparsity_epoch(run: RunData) -> int | str:
     """First epoch whose sparsity prints as 1.0000 (>= 0.99995); "never" if none did."""
-    epochs = [int(r["epoch"]) for r in curve(run) if r["sparsity"] >= 0.99995]
+    epochs = [int(r["epoch"]) for r in run.history if r["sparsity"] >= 0.99995]
     return epochs[0] if epochs else "never"
 
 
 @metric(layout.HISTORY)
 def stop_epoch(run: RunData) -> int:
     """The last epoch trained before early stopping (or the epoch limit)."""
-    return len(curve(run))
+    return len(run.history)
 
 
 @metric(layout.HISTORY)
 def first_train_loss(run: RunData) -> float:
     """Epoch 1's train loss (MSE + L1 term)."""
-    return curve(run)[0]["train_loss"]
+    return run.history[0]["train_loss"]
 
 
 @metric(layout.HISTORY)
 def final_train_loss(run: RunData) -> float:
     """The last epoch's train loss (MSE + L1 term), as the original printed it."""
-    return curve(run)[-1]["train_loss"]
+    return run.history[-1]["train_loss"]
 
 
 @metric(layout.HISTORY)
 def final_val_loss(run: RunData) -> float:
     """The last epoch's validation MSE."""
-    return curve(run)[-1]["val_loss"]
+    return run.history[-1]["val_loss"]
 
 
 @metric(layout.HISTORY)
 def train_loss_drop(run: RunData) -> float:
     """Epoch 1's train loss over the last epoch's (17 -> 0.013 is about 1300)."""
-    return curve(run)[0]["train_loss"] / curve(run)[-1]["train_loss"]
+    return run.history[0]["train_loss"] / run.history[-1]["train_loss"]
 
 
 def _relu_decoder_floor(run: RunData) -> Reach | None:
@@ -217,7 +208,7 @@ def loss_is_mse_plus_l1(run: RunData) -> bool:
 def early_drop_share(run: RunData) -> float | None:
     """Share of the first-to-last drop of the train loss made in the first half of the epochs (None
     for fewer than 3 epochs or no drop)."""
-    losses = [r["train_loss"] for r in curve(run)]
+    losses = [r["train_loss"] for r in run.history]
     if len(losses) < 3 or losses[0] == losses[-1]:
         return None
     half = (len(losses) - 1) // 2
@@ -226,7 +217,7 @@ def early_drop_share(run: RunData) -> float | None:
 
 def _validation_curve(run: RunData) -> str:
     """Where the validation loss started, was lowest and ended: a flat curve can still rise."""
-    losses = [r["val_loss"] for r in curve(run)]
+    losses = [r["val_loss"] for r in run.history]
     best = int(np.argmin(losses))
     lowest = f"lowest {losses[best]:.4g} in epoch {best + 1}"
     tail = losses[-run.config.train.patience :]
@@ -238,7 +229,7 @@ def _validation_curve(run: RunData) -> str:
 def val_loss_late_range(run: RunData) -> float | None:
     """Spread of the validation loss over the last ``patience`` epochs, (max - min) / min (None for
     fewer than 2 epochs)."""
-    tail = [r["val_loss"] for r in curve(run)][-run.config.train.patience :]
+    tail = [r["val_loss"] for r in run.history][-run.config.train.patience :]
     if len(tail) < 2:
         return None
     return (max(tail) - min(tail)) / min(tail)
