@@ -150,6 +150,7 @@ def _ablations(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _bands(args: argparse.Namespace, rest: list[str]) -> int:
+    artifacts.forget_addition(args.out, "bands", [layout.BANDS_JSON])  # measured anew: its own record may be stale
     print(api.Run(args.out, args.claims).bands(progress=not args.quiet))
     return 0
 

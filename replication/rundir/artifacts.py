@@ -302,6 +302,17 @@ def record_addition(
     record_stage(run_dir, stage, files=files, config=manifest["config"], config_hash=manifest["config_hash"], info=info)
 
 
+def forget_addition(run_dir: Path, step: str, names: list[str]) -> None:
+    """Drop a later step's record and its files from the manifest, as the step starts again (a stale
+    record would refuse the very run that renews it)."""
+    if not (run_dir / layout.MANIFEST).is_file():
+        return
+    manifest = read_manifest(run_dir)
+    manifest.get("stages", {}).pop(step, None)
+    manifest["files"] = {name: digest for name, digest in manifest.get("files", {}).items() if name not in names}
+    write_json(run_dir / layout.MANIFEST, manifest)
+
+
 def stage_outputs(run_dir: Path) -> list[str]:
     """The files the pipeline's stages wrote, in stage order, as the manifest records them."""
     stages = read_manifest(run_dir).get("stages", {})
