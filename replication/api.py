@@ -149,6 +149,8 @@ def replicate(
     from replication.stages.context import Context  # noqa: PLC0415
 
     ctx = Context()
+    # The seeds and ablations are made again below: bands measured on older ones are dropped, not refused.
+    artifacts.forget_addition(out, "bands", [layout.BANDS_JSON], stale_only=True)
     ran = run(config, out, ctx=ctx, progress=progress, force=force)
     for stage in layout.STAGES:
         if stage not in ran:

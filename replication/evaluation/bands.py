@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from replication.rundir import layout
+from replication.rundir import artifacts, layout
 
 FILES = (layout.SEEDS_JSON, layout.ABLATIONS_JSON)
 """What the reruns derive again beyond the stages: the SAE seeds and the ablations."""
@@ -57,6 +57,7 @@ def measure(reference: Path, reruns: list[Path]) -> dict[str, float]:
 
 
 def read(reference: Path) -> dict[str, float]:
-    """The reference's bands, or none where it has no ``bands.json``."""
-    path = reference / layout.BANDS_JSON
-    return dict(json.loads(path.read_text())["bands"]) if path.is_file() else {}
+    """The reference's bands, or none where its manifest lists no ``bands.json``."""
+    if layout.BANDS_JSON not in artifacts.read_manifest(reference).get("files", {}):
+        return {}
+    return dict(json.loads((reference / layout.BANDS_JSON).read_text())["bands"])

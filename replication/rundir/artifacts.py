@@ -302,12 +302,15 @@ def record_addition(
     record_stage(run_dir, stage, files=files, config=manifest["config"], config_hash=manifest["config_hash"], info=info)
 
 
-def forget_addition(run_dir: Path, step: str, names: list[str]) -> None:
-    """Drop a later step's record and its files from the manifest, as the step starts again (a stale
-    record would refuse the very run that renews it)."""
+def forget_addition(run_dir: Path, step: str, names: list[str], *, stale_only: bool = False) -> None:
+    """Drop a later step's record and its files from the manifest (with ``stale_only``, only where an
+    input it recorded has changed since): a stale record would refuse every run that renews it."""
     if not (run_dir / layout.MANIFEST).is_file():
         return
     manifest = read_manifest(run_dir)
+    recorded = manifest.get("stages", {}).get(step, {}).get("inputs", {})
+    if stale_only and all(manifest.get("files", {}).get(name) == digest for name, digest in recorded.items()):
+        return
     manifest.get("stages", {}).pop(step, None)
     manifest["files"] = {name: digest for name, digest in manifest.get("files", {}).items() if name not in names}
     write_json(run_dir / layout.MANIFEST, manifest)

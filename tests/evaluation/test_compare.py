@@ -185,6 +185,7 @@ def test_a_trained_number_is_held_to_its_measured_band(twin: Path, reference: Pa
     reference = shutil.copytree(reference, tmp_path / "reference")
     _ablations(reference, 256.72)
     artifacts.write_json(reference / layout.BANDS_JSON, {"bands": {"ablations.json.standard_sae.sample_code_l0": 1.3}})
+    artifacts.record_addition(reference, "bands", [reference / layout.BANDS_JSON], {})
     _ablations(twin, 257.31, threads=7)
     result = compare_runs(twin, reference, load_claims())
     within = "ablations.json.standard_sae.sample_code_l0: 257.31 vs 256.72 (band \u00b11.3)"
@@ -195,7 +196,7 @@ def test_a_trained_number_is_held_to_its_measured_band(twin: Path, reference: Pa
     assert result.unexplained == ["ablations.json.standard_sae.sample_code_l0: 200 vs 256.72 (band \u00b11.3)"]
     assert result.line().startswith("NOT reproduced: 1 difference(s): ablations.json.standard_sae.sample_code_l0")
     _ablations(twin, 256.72 * 1.001, threads=7)  # no band measured for the faithful row: one pass's rounding
-    (reference / layout.BANDS_JSON).unlink()
+    artifacts.forget_addition(reference, "bands", [layout.BANDS_JSON])
     (named,) = compare_runs(twin, reference, load_claims()).unexplained
     assert named.endswith("(tolerance: rtol 0.0001, atol 0.0001; no measured band)")
 
