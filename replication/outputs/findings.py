@@ -227,23 +227,26 @@ def _what_ran(run: RunData) -> str:
 
 
 def _answer(results: list[Result]) -> str:
-    """One part's question, answered by its claims marked ``answers``: the findings with their numbers,
-    then those that are none and why."""
+    """One part's question, answered by its claims marked ``answers``: the run's findings with their
+    numbers, those that are none and why, then what the write-up's own numbers imply."""
     found = [r for r in results if r.finding]
+    own = [r for r in results if r.claim.kind == "implied"]
     answer = ANSWER_WORDS.get(
         (any(r.verdict == "replicated" for r in found), any(r.verdict == "not replicated" for r in found)),
-        "Not decided here",
+        "Not decided by this run",
     )
     part = results[0].claim.section.partition(":")[0]
     said = [f"`{r.claim.id}` {r.verdict} ({shown(r.measured)}; the write-up: {r.claimed})" for r in found]
     why: dict[str, list[str]] = {}
     for r in results:
-        if not r.finding:
+        if not r.finding and r not in own:
             why.setdefault(WHY.get(r.verdict, r.verdict), []).append(f"`{r.claim.id}`")
     none = "; ".join(f"{reason} for {', '.join(ids)}" for reason, ids in why.items())
     text = f"**{part}: {results[0].claim.question}** {answer}"
     text += f": {'; '.join(said)}" if said else ""
-    return text + (f". No evidence either way: {none}." if none else ".")
+    text += f". No evidence either way: {none}." if none else "."
+    implied = [f"`{r.claim.id}` {r.verdict} ({shown(r.measured)}; its reading: {r.claimed})" for r in own]
+    return text + (f" By the write-up's own numbers, no run needed: {'; '.join(implied)}." if implied else "")
 
 
 def opening(results: list[Result], run: RunData) -> list[str]:

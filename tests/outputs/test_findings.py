@@ -26,7 +26,7 @@ def _result(cid: str, verdict: str) -> Result:
         (["replicated", "replicated"], "Yes"),
         (["not replicated", "not replicated"], "No"),
         (["replicated", "not replicated"], "In part"),
-        (["holds untrained", "within chance"], "Not decided here"),
+        (["holds untrained", "within chance"], "Not decided by this run"),
         (["not replicated", "holds untrained"], "No"),
     ],
 )
@@ -60,3 +60,15 @@ def test_the_questions_and_their_claims_come_from_the_claim_files(tiny_run: Path
     assert part3_line.startswith("**Part 3: Has the SAE learnt a sparse code")
     assert "`part3.stop_epoch`" in part3_line
     assert lines[-1].startswith("Of the 53 claims")
+
+
+def test_the_write_ups_own_numbers_answer_apart_from_the_run(tiny_run: Path) -> None:
+    """An implied claim marked to answer is said after the run's findings, in its own words, and never
+    decides the run's answer."""
+    asked = claim(id="part9.own", section="Part 9: Things", question="Did it work?", answers=True, kind="implied")
+    results = [_result("part9.c0", "holds untrained"), Result(asked, "inconsistent", "< 0.9", 0.99, "-")]  # type: ignore[arg-type]
+    line = opening(results, RunData(tiny_run))[1]
+    assert line.startswith("**Part 9: Did it work?** Not decided by this run. No evidence either way:")
+    assert line.endswith(
+        "By the write-up's own numbers, no run needed: `part9.own` inconsistent (0.99; its reading: < 0.9)."
+    )
