@@ -17,7 +17,7 @@ from replication.experiments.seeds import run_seeds
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 from replication.stages.context import Context
-from replication.stages.runner import run_stage
+from replication.stages.runner import run_stages
 
 RERUNS = 4
 """Reruns beside the reference: with five runs, t(0.975, 4) = 2.78 widens the band for the few."""
@@ -75,8 +75,7 @@ def rerun(
     own = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for stage in layout.STAGES[1:]:
-            run_stage(stage, reference.config, directory, ctx=ctx, progress=progress, force=True)
+        run_stages(layout.STAGES[1:], reference.config, directory, ctx=ctx, progress=progress, force=True)
         run_seeds(directory, claims, len(seeds["seeds"]), len(seeds["sampling"]["seeds"]), ctx=ctx, progress=progress)
         run_ablations(directory, claims, ablations, ctx=ctx, progress=progress)
     finally:
