@@ -120,7 +120,7 @@ def _within_tolerance(name: str, ours: Path, ref: Path) -> list[str]:
     if name in EXACT or not name.endswith((".safetensors", ".json")):
         return [f"{name} differs"]
     if name.endswith(".json"):
-        return _Tolerance().differences(json.loads(ours.read_text()), json.loads(ref.read_text()), name)[:3]
+        return _Tolerance().differences(json.loads(ours.read_text()), json.loads(ref.read_text()), name)
     mine, theirs = artifacts.load_tensors(ours), artifacts.load_tensors(ref)
     if mine.keys() != theirs.keys():
         return [f"{name}: other tensors"]
@@ -179,7 +179,7 @@ def _replication_differences(run_dir: Path, reference: Path, tolerance: _Toleran
             result.unexplained.append(f"{name} differs on the same CPU kernels")
         else:
             mine, reference_data = (json.loads((d / name).read_text()) for d in (run_dir, reference))
-            result.unexplained += tolerance.differences(mine, reference_data, name)[:3]
+            result.unexplained += tolerance.differences(mine, reference_data, name)
     drawn = [{n for n in files if n.startswith(f"{layout.CARDS}/")} for files in (ours, theirs)]
     if drawn[0] and drawn[1] and drawn[0] != drawn[1]:
         extra, missing = (

@@ -217,3 +217,17 @@ def test_kernels_are_compared_stage_by_stage(twin: Path, reference: Path, tmp_pa
     nudge_codes(twin, ATOL / 10)
     result = compare_runs(twin, reference, load_claims())
     assert not result.same_kernels and result.reproduced and result.differing == [layout.CODES]
+
+
+def test_every_difference_is_counted(twin: Path, reference: Path) -> None:
+    """The line counts every number beyond its tolerance, and names the first few."""
+    rows = json.loads((twin / layout.VERDICTS).read_text())
+    numbers = [i for i, r in enumerate(rows) if isinstance(r["measured"], float) and r["measured"] != 0][:4]
+    assert len(numbers) == 4, "the tiny run must measure 4 non-zero floats for this test"
+    for i in numbers:
+        rows[i]["measured"] *= 1.01  # beyond rtol 1e-4
+    artifacts.write_json(twin / layout.VERDICTS, rows)
+    rehash(twin, layout.VERDICTS)
+    other_kernels(twin)
+    result = compare_runs(twin, reference, load_claims())
+    assert len(result.unexplained) == 4 and result.line().startswith("NOT reproduced: 4 difference(s)")
