@@ -1,4 +1,4 @@
-"""The write-up's six figures, and two SAE-health figures, drawn from a finished run's files."""
+"""The write-up's six figures, and four SAE-health figures, drawn from a finished run's files."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from sklearn.manifold import TSNE
 from replication.config import FIXTURES_DIR
 from replication.evaluation import health
 from replication.evaluation.metrics import METRICS
+from replication.evaluation.metrics.initial import adam_steps, row_cosines
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 from replication.sae.data import sample_rows
 
 FIGURE_PROMPTS = FIXTURES_DIR / "figure_prompts.txt"
@@ -114,6 +115,41 @@ def l0_hist(run: RunData) -> Figure:
     return fig
 
 
+def init_cosine(run: RunData) -> Figure:
+    """Each encoder row's cosine with its initial value (the untrained control's), beside the least
+    median cosine Adam's per-step bound allows after the steps the best SAE took."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    initial = control_of(run)
+    if initial is not None:
+        trained, start = (r.sae.encoder.weight.detach().numpy() for r in (run, initial))
+        ax.hist(row_cosines(trained, start), bins=40)
+        reach = METRICS["encoder_init_cosine"].reach
+        bound = reach(run) if reach is not None else None
+        if bound is not None:
+            label = f"least median cosine Adam allows after {adam_steps(run)} step(s)"
+            ax.axvline(bound.low, color="tab:red", linestyle="--", label=label)
+            ax.legend()
+    ax.set(xlabel="cosine of an encoder row with its initial value", ylabel="code dimensions")
+    ax.set_title("How far training turned each encoder row")
+    return fig
+
+
+def top5_overlap(run: RunData) -> Figure:
+    """For each live dimension, how many of its top prompts the same dimension of the untrained SAE has."""
+    k = run.config.analyze.top_k
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    initial = control_of(run)
+    if initial is not None and run.live:
+        theirs = {d["dim"]: {t["index"] for t in d["top"]} for d in initial.top["dimensions"]}
+        shared = [len({t["index"] for t in d["top"]} & theirs[d["dim"]]) for d in run.live]
+        ax.hist(shared, bins=[b - 0.5 for b in range(k + 2)])
+    ax.set(xlabel=f"of a live dimension's top {k} prompts, how many the untrained SAE's has", ylabel="live dimensions")
+    ax.set_title("Top prompts already there before training")
+    return fig
+
+
 def density_figure(run: RunData) -> Figure:
     density = health.feature_density(run.codes)
     fig = Figure(figsize=(6, 4))
@@ -134,6 +170,8 @@ DRAW: dict[str, Callable[[RunData], Figure]] = {
     "training_loss": training_loss,
     "sparsity_curve": sparsity_curve,
     "pca_plot": pca_plot,
+    "init_cosine": init_cosine,
+    "top5_overlap": top5_overlap,
     "l0_hist": l0_hist,
     "feature_density": density_figure,
 }
@@ -182,6 +220,12 @@ def captions(run: RunData) -> dict[str, str]:
         + (f"first in epoch {full}." if full != "never" else "in no epoch."),
         "pca_plot": "The write-up: a PCA visualization of encoded features. This run: a PCA of the last epoch's "
         "training codes, as the original plotted them (not of the best SAE's codes).",
+        "init_cosine": "Beyond the write-up: each encoder row's cosine with its random initial value (the untrained "
+        f"control's); median {METRICS['encoder_init_cosine'].compute(run) or float('nan'):.4f}, 1 = not moved. The "
+        "dashed line, where drawn, is the least median Adam's per-step bound allows after the steps taken.",
+        "top5_overlap": "Beyond the write-up: for each live dimension, how many of its top prompts the same "
+        "dimension of the untrained SAE already has; share with at least "
+        f"{run.config.analyze.top_k - 1} of them: {METRICS['top5_shared_with_untrained'].compute(run) or 0:.2f}.",
         "l0_hist": "Beyond the write-up, which shows no such figure: the number of non-zero codes of each encoded "
         f"sample (best SAE), mean {l0.mean():.1f} of {run.codes.shape[1]}.",
         "feature_density": "Beyond the write-up: on what fraction of the samples each feature fires (best SAE); "
