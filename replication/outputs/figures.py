@@ -12,7 +12,7 @@ from sklearn.manifold import TSNE
 from replication.config import FIXTURES_DIR
 from replication.evaluation import health
 from replication.evaluation.metrics import METRICS
-from replication.evaluation.metrics.initial import adam_steps, row_cosines
+from replication.evaluation.metrics.initial import adam_steps, encoder_row_cosines, top_overlaps
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, control_of
 from replication.sae.data import sample_rows
@@ -120,10 +120,9 @@ def init_cosine(run: RunData) -> Figure:
     median cosine Adam's per-step bound allows after the steps the best SAE took."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    initial = control_of(run)
-    if initial is not None:
-        trained, start = (r.sae.encoder.weight.detach().numpy() for r in (run, initial))
-        ax.hist(row_cosines(trained, start), bins=40)
+    cosines = encoder_row_cosines(run)
+    if cosines is not None:
+        ax.hist(cosines, bins=40)
         reach = METRICS["encoder_init_cosine"].reach
         bound = reach(run) if reach is not None else None
         if bound is not None:
@@ -142,9 +141,7 @@ def top5_overlap(run: RunData) -> Figure:
     ax = fig.subplots()
     initial = control_of(run)
     if initial is not None and run.live:
-        theirs = {d["dim"]: {t["index"] for t in d["top"]} for d in initial.top["dimensions"]}
-        shared = [len({t["index"] for t in d["top"]} & theirs[d["dim"]]) for d in run.live]
-        ax.hist(shared, bins=[b - 0.5 for b in range(k + 2)])
+        ax.hist(top_overlaps(run, initial), bins=[b - 0.5 for b in range(k + 2)])
     ax.set(xlabel=f"of a live dimension's top {k} prompts, how many the untrained SAE's has", ylabel="live dimensions")
     ax.set_title("Top prompts already there before training")
     return fig

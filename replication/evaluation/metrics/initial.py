@@ -103,10 +103,16 @@ def _weights(run: RunData) -> dict[str, np.ndarray]:
 def encoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained encoder row and its initial value
     (1 = not moved; None without the control's untrained SAE)."""
+    cosines = encoder_row_cosines(run)
+    return None if cosines is None else float(np.median(cosines))
+
+
+def encoder_row_cosines(run: RunData) -> np.ndarray | None:
+    """Each encoder row's cosine with its initial value (None without the control's untrained SAE)."""
     initial = control_of(run)
     if initial is None:
         return None
-    return float(np.median(row_cosines(_weights(run)["encoder.weight"], _weights(initial)["encoder.weight"])))
+    return row_cosines(_weights(run)["encoder.weight"], _weights(initial)["encoder.weight"])
 
 
 @metric(layout.SAE, reach=lambda run: _turn_bound(run, "decoder.weight", "columns"))
@@ -151,8 +157,14 @@ def shared_top(run: RunData, other: RunData, k: int) -> float | None:
     same dimension's top prompts in ``other``."""
     if not run.live:
         return None
+    return float(np.mean([shared >= k for shared in top_overlaps(run, other)]))
+
+
+def top_overlaps(run: RunData, other: RunData) -> list[int]:
+    """For each of ``run``'s live dimensions, how many of its top prompts the same dimension of
+    ``other`` has among its own."""
     theirs = {d["dim"]: {t["index"] for t in d["top"]} for d in other.top["dimensions"]}
-    return float(np.mean([len({t["index"] for t in d["top"]} & theirs[d["dim"]]) >= k for d in run.live]))
+    return [len({t["index"] for t in d["top"]} & theirs[d["dim"]]) for d in run.live]
 
 
 @metric(layout.TOP_PROMPTS)
