@@ -1,16 +1,4 @@
-"""Standard SAE health metrics the write-up never measured, as small pure functions.
-
-Definitions (also printed in the report):
-- L0: the number of non-zero code dimensions of one sample.
-- FVU, fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over a set of
-  rows; 0 is perfect, 1.0 is no better than predicting the set's own mean.
-- Mean-predictor FVU: the FVU of predicting every row by the TRAINING rows' mean -- the baseline
-  an SAE has to beat (at least 1.0 on the set itself).
-- ReLU-decoder FVU floor: the FVU of max(x, 0), the best a reconstruction without negative values
-  can do.
-- Dead fraction: code dimensions that are zero on every sample of the dataset.
-- Feature density: for each code dimension, the fraction of samples on which it is non-zero.
-"""
+"""Standard SAE health metrics the write-up never measured (L0, FVU, dead fraction, density), as pure functions."""
 
 from __future__ import annotations
 
@@ -23,20 +11,19 @@ def l0(codes: np.ndarray) -> np.ndarray:
 
 
 def fvu(x: np.ndarray, x_hat: np.ndarray) -> float:
-    """sum ||x - x_hat||^2 / sum ||x - mean(x)||^2: inf (or nan) where the rows do not vary, as
-    one row does not."""
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 (0 is perfect,
+    1 no better than the rows' mean); inf (or nan) where the rows do not vary, as one row does not."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(((x - x_hat) ** 2).sum() / ((x - x.mean(axis=0)) ** 2).sum())
 
 
 def relu_fvu_floor(x: np.ndarray) -> float:
-    """The smallest FVU any non-negative reconstruction of ``x`` can have (a decoder ending in a ReLU):
-    the best is max(x, 0), which leaves min(x, 0) unexplained."""
+    """The smallest FVU of a non-negative reconstruction of ``x`` (a decoder ending in a ReLU): max(x, 0)'s."""
     return fvu(x, np.maximum(x, 0))
 
 
 def mean_predictor_fvu(x: np.ndarray, train_mean: np.ndarray) -> float:
-    """The FVU of predicting every row of ``x`` by the training mean."""
+    """The FVU of predicting every row of ``x`` by the training mean: the baseline an SAE has to beat."""
     return fvu(x, np.broadcast_to(train_mean, x.shape))
 
 

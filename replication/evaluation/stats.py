@@ -11,8 +11,8 @@ import scipy.special
 import scipy.stats
 
 P_FLOOR = 1e-300
-"""The smallest p-value given as a number. Tails are computed in log space, so one below this is a
-bound, never an underflowed double: ``format_p`` prints it as "< 1e-300"."""
+"""The smallest p-value given as a number: one below it is a bound (tails are computed in log space),
+never an underflowed double."""
 
 
 def format_p(p: float) -> str:
@@ -21,9 +21,8 @@ def format_p(p: float) -> str:
 
 
 def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.ndarray:
-    """tail[h] = P(some label of ``scored`` holds >= h of k items drawn at random without
-    replacement from a population with these per-label ``counts``), h = 0..k: the exact
-    permutation null of a feature's purity, by enumerating the multivariate hypergeometric."""
+    """tail[h] = P(some label of ``scored`` holds >= h of k items drawn without replacement from these
+    per-label ``counts``), h = 0..k: a feature's purity null, exact over the multivariate hypergeometric."""
     labels = list(counts)
     sizes = list(counts.values())
     scored_at = [i for i, label in enumerate(labels) if label in scored]
@@ -55,10 +54,8 @@ def permutation_null(
     seed: int = 0,
     strata: Sequence[Any] | None = None,
 ) -> np.ndarray:
-    """``statistic`` of ``permutations`` shuffles of the labels: its null distribution. The statistic
-    is vectorised: it maps labels of shape (..., n) to values of shape (...), and sees the shuffles a
-    chunk at a time. With ``strata`` (one value per label), each label moves only among the positions
-    of its own stratum: a stratified permutation."""
+    """``statistic`` (vectorised: labels (..., n) -> values (...)) of ``permutations`` shuffles of the
+    labels: its null distribution. With ``strata`` (one per label), labels move only within their stratum."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     groups = (
@@ -85,15 +82,14 @@ def permutation_pvalue(
     seed: int = 0,
     strata: Sequence[Any] | None = None,
 ) -> tuple[float, float]:
-    """(observed, p): ``statistic(labels)`` and its one-sided p-value under shuffled labels (the
-    statistic vectorised, and the shuffles stratified, as ``permutation_null`` says)."""
+    """(observed, p): ``statistic(labels)`` and its one-sided p-value under ``permutation_null``."""
     observed = float(statistic(labels))
     return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed, strata), observed)
 
 
 def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> float:
-    """Expected number of pairs, among sets of these ``sizes`` drawn at random from ``population``
-    items, that share at least ``shared`` items (hypergeometric, summed over pairs)."""
+    """Expected number of pairs, among random sets of these ``sizes`` from ``population`` items, that
+    share at least ``shared`` items (hypergeometric, summed over pairs)."""
     counts = np.bincount(np.asarray(sizes, dtype=int))
     expected = 0.0
     for a, n_a in enumerate(counts):
@@ -106,9 +102,8 @@ def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> fl
 
 
 def log_poisson_tail(observed: int, expected: float) -> float:
-    """ln P(X >= observed) for X ~ Poisson(expected), never -inf: scipy's tail where it is a normal
-    double, else the pmf summed from ``observed`` in log space (past the mean its terms fall at least
-    geometrically, so the first few thousand hold all of it)."""
+    """ln P(X >= observed) for X ~ Poisson(expected), never -inf: past scipy's range, the pmf summed in
+    log space (beyond the mean its terms fall at least geometrically: a few thousand hold all of it)."""
     if observed <= 0:
         return 0.0
     tail = float(scipy.stats.poisson.sf(observed - 1, expected))
@@ -119,8 +114,7 @@ def log_poisson_tail(observed: int, expected: float) -> float:
 
 
 def poisson_tail(observed: int, expected: float) -> float:
-    """P(X >= observed) for X ~ Poisson(expected), from ``log_poisson_tail``; a tail below
-    ``P_FLOOR`` is given as ``P_FLOOR`` (printed "< 1e-300")."""
+    """P(X >= observed) for X ~ Poisson(expected); a tail below ``P_FLOOR`` is given as ``P_FLOOR``."""
     log_tail = log_poisson_tail(observed, expected)
     return math.exp(log_tail) if log_tail > math.log(P_FLOOR) else P_FLOOR
 
@@ -142,8 +136,7 @@ STABLE_COSINE = 0.9
 
 
 def best_cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """For each column (feature direction) of ``reference`` (d, n), its best cosine with a column of
-    ``other`` (d, m)."""
+    """For each column (feature direction) of ``reference`` (d, n), its best cosine with one of ``other`` (d, m)."""
     ref = reference / np.maximum(np.linalg.norm(reference, axis=0, keepdims=True), 1e-12)
     oth = other / np.maximum(np.linalg.norm(other, axis=0, keepdims=True), 1e-12)
     return np.asarray((ref.T @ oth).max(axis=1))

@@ -38,9 +38,8 @@ def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
 def topic_feature_null(
     top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
 ) -> tuple[int, np.ndarray]:
-    """(count, null): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and
-    that count under PERMUTATIONS shuffles of the prompts' topic labels within each sample type
-    (``strata``: prefill or decode step)."""
+    """(count, null): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and that
+    count under PERMUTATIONS shuffles of the topic labels within each sample type (``strata``)."""
 
     def count(labels: np.ndarray) -> np.ndarray:
         return np.asarray(((labels[..., top_indices] & positive).sum(axis=-1) >= TOPIC_MIN_HITS).sum(axis=-1))
@@ -66,7 +65,7 @@ class MaxHits:
     """Its permutation p-value: topic labels shuffled within each sample type, the same maximum over
     all features."""
     tail: dict[int, float]
-    """The p-value the test gives a feature holding h topic prompts (h = 1 .. min(k, topic size))."""
+    """The p-value of a feature holding h topic prompts, h = 1 .. min(k, topic size)."""
 
     @property
     def reachable(self) -> int:
@@ -80,18 +79,16 @@ class MaxHits:
 
     @property
     def threshold(self) -> int | None:
-        """The fewest topic prompts in a top k that the test flags (p < ALPHA); None when no reachable
-        number is flagged: then the test cannot find any feature."""
+        """The fewest topic prompts in a top k that the test flags (p < ALPHA); None when none is."""
         return next((h for h in sorted(self.tail) if self.tail[h] < ALPHA), None)
 
 
 def max_hits_test(
     top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
 ) -> MaxHits:
-    """Max over features of topic hits in the positive top k, against its permutation null (labels
-    shuffled within each sample type: the decode-step samples fill most top-k slots and their topics
-    are not the corpus's); and the p-value the same null gives every reachable number of hits, which
-    fixes the smallest feature the test can flag."""
+    """Max over features of topic hits in the positive top k against its permutation null, and that
+    null's p-value for every reachable number of hits. Labels shuffle within sample type: decode-step
+    samples fill most top-k slots, and their topics are not the corpus's."""
     k = top_indices.shape[1]
 
     def most(labels: np.ndarray) -> np.ndarray:
@@ -105,18 +102,16 @@ def max_hits_test(
 
 
 def purity_null(labels: list[str], k: int) -> np.ndarray:
-    """tail[h] = P(some topic holds >= h of k prompts drawn at random): the exact null of a feature's
-    purity, the same for every SAE of a corpus ("other" never counts)."""
+    """tail[h] = P(some topic holds >= h of k random prompts): a feature's exact purity null, the same
+    for every SAE of a corpus ("other" never counts)."""
     return stats.max_share_tail(dict(Counter(labels)), k, sorted({label for label in labels if label != OTHER}))
 
 
 def feature_purity(
     top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int], tail: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Per feature (row of ``top_indices``, its top-k prompts): the topic holding most of its
-    positive top-k prompts ("other" never counts), its purity = hits / k, the exact p-value of that
-    many hits or more for some topic under shuffled labels (``tail``: ``purity_null`` of the labels),
-    and the Benjamini-Hochberg q-value over all the features given."""
+    """Per feature (row of ``top_indices``): the topic holding most of its positive top-k prompts, purity
+    = hits / k, the p-value of that many hits (``tail``: ``purity_null``), and its Benjamini-Hochberg q."""
     k = top_indices.shape[1]
     topics = sorted({label for label in labels if label != OTHER})
     rows = []

@@ -1,8 +1,7 @@
 """What the write-up's own numbers imply, with the known method: arithmetic that needs no run.
 
-Each derivation states its inputs (numbers quoted from the write-up, and facts of the original's
-code from METHOD.md), its steps as text for the report, and its value. The claims of kind
-``implied`` compare these values; they hold at every profile because nothing here is measured.
+Each derivation gives its value and its steps as text for the report. The claims of kind ``implied``
+compare these values; they hold at every profile because nothing here is measured.
 """
 
 from __future__ import annotations
@@ -78,8 +77,7 @@ def final_code_mass() -> Derivation:
         "final sum |z|",
         bound,
         f"train loss = MSE + {L1} x sum|z| over {TRAIN_SAMPLES} x {D_HIDDEN} = {CODE_VALUES} codes, MSE >= 0, "
-        "so sum|z| <= "
-        f"{FINAL_TRAIN_LOSS} / {L1} = {bound:.1f}, mean |z| <= {bound / CODE_VALUES:.2g}",
+        f"so sum|z| <= {FINAL_TRAIN_LOSS} / {L1} = {bound:.1f}, mean |z| <= {bound / CODE_VALUES:.2g}",
         "by the last epoch the codes are almost all zero: the decoder's input is nearly 0 for every sample",
     )
 
@@ -91,19 +89,18 @@ def first_code_mass() -> Derivation:
         bound,
         f"epoch 1's loss is computed before that epoch's step, on the SAE as initialised: sum|z| <= "
         f"{FIRST_TRAIN_LOSS:g} / {L1} = {bound:.0f}, mean |z| <= {bound / CODE_VALUES:.3f} -- "
-        "about that, if the untrained "
-        "SAE's MSE is small next to 17",
+        "about that, if the untrained SAE's MSE is small next to 17",
         "the 17 is essentially the untrained SAE's L1 penalty",
     )
 
 
 def code_mass_ratio() -> Derivation:
-    ratio = final_code_mass().value / first_code_mass().value
+    final, first = final_code_mass().value, first_code_mass().value
+    ratio = final / first
     return Derivation(
         "code mass left",
         ratio,
-        f"final sum|z| bound / epoch-1 sum|z| bound = {final_code_mass().value:.1f} / {first_code_mass().value:.0f} "
-        f"= {ratio:.2g}",
+        f"final sum|z| bound / epoch-1 sum|z| bound = {final:.1f} / {first:.0f} = {ratio:.2g}",
         "about this share of the codes' initial mass, or less, is left at the last epoch (assuming the epoch-1 MSE "
         "is small next to 17): the reconstruction there is close to the constant ReLU(b_dec) for every sample, so "
         "its low MSE measures the data's spread around a constant, not reconstruction",
@@ -111,12 +108,8 @@ def code_mass_ratio() -> Derivation:
 
 
 def init_l1_from_sparsity() -> Derivation:
-    """The L1 term that the epoch-1 sparsity predicts for an untrained encoder.
-
-    An untrained encoder's pre-activation u = W_e x + b_e is, over codes, close to a zero-mean
-    normal N(0, s^2) (PyTorch's uniform init, 4096 inputs). Sparsity 0.5578 = P(ReLU(u) < 0.01) =
-    Phi(0.01 / s), so s = 0.01 / Phi^-1(0.5578), and E[ReLU(u)] = s / sqrt(2 pi) per code.
-    """
+    """The L1 term that the epoch-1 sparsity predicts for an untrained encoder, whose pre-activations
+    are close to N(0, s^2): sparsity = Phi(0.01 / s), and E[ReLU(u)] = s / sqrt(2 pi) per code."""
     sigma = THRESHOLD / float(norm.ppf(SPARSITY_EPOCH1))
     predicted = L1 * CODE_VALUES * sigma / math.sqrt(2 * math.pi)
     return Derivation(
@@ -131,14 +124,8 @@ def init_l1_from_sparsity() -> Derivation:
 
 
 def adam_first_step_cosine(part: str) -> Derivation:
-    """How far one Adam step can turn a weight row of PyTorch's default initialisation.
-
-    nn.Linear draws each weight from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), variance 1 / (3 fan_in); a
-    row of n weights has squared norm about n / (3 fan_in). Adam's first step is lr * m / (sqrt(v) +
-    eps) with m = g and v = g^2 after bias correction: +-lr for every weight with a gradient, 0 for the
-    rest, so the step's squared norm is at most n lr^2. Whatever its direction, a vector w turned by
-    a step d of |d| < |w| keeps cosine >= sqrt(1 - |d|^2 / |w|^2) with itself.
-    """
+    """How far one Adam step can turn a weight row of PyTorch's default initialisation: Adam's first
+    step is +-lr per weight, and w turned by d (|d| < |w|) keeps cosine >= sqrt(1 - |d|^2 / |w|^2)."""
     fan_in, n, what = (D_IN, D_IN, "encoder row") if part == "encoder" else (D_HIDDEN, D_IN, "decoder column")
     ratio = n * LR**2 / (n / (3 * fan_in))
     bound = math.sqrt(1 - ratio)
@@ -146,9 +133,9 @@ def adam_first_step_cosine(part: str) -> Derivation:
         f"{what} cosine after one Adam step",
         bound,
         f"a{'n' if what[0] in 'aeiou' else ''} {what} of {n} weights drawn from U(+-1/sqrt({fan_in})) has "
-        f"squared norm {n} / (3 x {fan_in}) = "
-        f"{n / (3 * fan_in):.4f}; Adam's first step moves each weight by at most lr = {LR} (+-lr wherever there is "
-        f"a gradient, whatever the loss's scale), squared norm <= {n} x {LR}^2 = {n * LR**2:.6f}; so the {what} keeps "
+        f"squared norm {n} / (3 x {fan_in}) = {n / (3 * fan_in):.4f}; Adam's first step moves each weight by at "
+        f"most lr = {LR} (+-lr wherever there is a gradient, whatever the loss's scale), squared norm <= {n} x "
+        f"{LR}^2 = {n * LR**2:.6f}; so the {what} keeps "
         f"cosine >= sqrt(1 - {ratio:.5f}) = {bound:.4f} with its random initial value",
         f"the best SAE (best epoch 1: one Adam step) kept every {what} at cosine >= {bound:.3f} with its random "
         "initialisation: the features the write-up read are random projections, and an L1 coefficient 10 times "

@@ -31,8 +31,7 @@ HISTOGRAM_BINS = 24
 
 
 def cited_dims(claim: Claim, run: RunData) -> list[int]:
-    """The dimensions a claim points at, through the metrics of its primary reading then its
-    alternatives (a metric about particular features says which: ``Metric.dims``)."""
+    """The dimensions a claim points at (``Metric.dims``), through its primary reading then its alternatives."""
     dims: dict[int, None] = {}
     for name in [claim.metric, *(a.metric for a in claim.alternatives)]:
         cite = METRICS[name].dims
@@ -144,10 +143,10 @@ def _sample(view: View, index: int, dim: int, label: str) -> dict[str, Any]:
     record = view.run.records[index]
     codes = view.token_codes[index][:, dim]
     row = len(record["token_ids"]) - 2
-    tokens = []
-    for position, text in enumerate(view.run.token_text["tokens"][index]):
-        fed = position < codes.size
-        tokens.append({"text": text, "value": float(codes[position]) if fed else None, "row": position == row})
+    tokens = [
+        {"text": text, "value": float(codes[position]) if position < codes.size else None, "row": position == row}
+        for position, text in enumerate(view.run.token_text["tokens"][index])
+    ]
     return {
         "index": index,
         "split": "training" if index < view.run.split_index else "validation",
@@ -184,22 +183,18 @@ def _untrained(view: View, dim: int) -> dict[str, Any] | None:
     }
 
 
-def _seed_matches(view: View, dim: int) -> list[tuple[int, float]]:
-    direction = view.run.sae.decoder.weight.detach().numpy()[:, dim : dim + 1]
-    return [(seed, float(best_cosines(direction, decoder)[0])) for seed, decoder in view.seeds]
-
-
 def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
     """Every fact of one card, each computed from the run's files and the token codes."""
     run = view.run
     entry = run.top["dimensions"][dim]
     column = run.codes[:, dim]
     everywhere = np.concatenate([codes[:, dim] for codes in view.token_codes])
-    scale = float(everywhere.max(initial=0.0))
-    top = [(t["index"], f"top {rank + 1}") for rank, t in enumerate(entry["top"])]
-    samples = [_sample(view, i, dim, label) for i, label in top + _lower_quantiles(column, {i for i, _ in top})]
-    control = _untrained(view, dim)
     top_indices = [t["index"] for t in entry["top"]]
+    top = [(i, f"top {rank + 1}") for rank, i in enumerate(top_indices)]
+    samples = [_sample(view, i, dim, label) for i, label in top + _lower_quantiles(column, set(top_indices))]
+    control = _untrained(view, dim)
+    direction = run.sae.decoder.weight.detach().numpy()[:, dim : dim + 1]
+    seeds = [(seed, float(best_cosines(direction, decoder)[0])) for seed, decoder in view.seeds]
     return {
         "sae": view.name,
         "dim": dim,
@@ -209,17 +204,17 @@ def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
         "positive_top": sum(t["value"] > 0 for t in entry["top"]),
         "overlap": None if control is None else len(set(top_indices) & {t["index"] for t in control["top"]}),
         "init_cosine": _init_cosines(view, dim),
-        "stable": bool(view.seeds) and all(c >= STABLE_COSINE for _, c in _seed_matches(view, dim)),
+        "stable": bool(view.seeds) and all(c >= STABLE_COSINE for _, c in seeds),
         "density": float((column > 0).mean()),
         "token_density": float((everywhere > 0).mean()) if everywhere.size else 0.0,
-        "max_token_code": scale,
+        "max_token_code": float(everywhere.max(initial=0.0)),
         "reasons": reasons,
         "samples": samples,
         "histogram": _histogram(everywhere),
         "read_out": {side: run.token_text["read_out"][side][dim] for side in ("promoted", "suppressed")},
         "purity": next((r for r in purity(run) if r["dim"] == dim), None),
         "control": control,
-        "seeds": _seed_matches(view, dim),
+        "seeds": seeds,
         "random_baseline": view.random_baseline,
         "claims": [
             {"id": r.claim.id, "verdict": r.verdict, "measured": format_value(r.measured)}

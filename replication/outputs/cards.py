@@ -1,24 +1,14 @@
 """Feature cards: one offline HTML page per selected SAE feature, and an index beside the verdicts.
 
-A card shows what a reviewer needs to check a reading of a feature: its density; its top-k samples
-(the analysis's own list, tie order included) and a few from lower quantiles, every token shaded by
-the feature's code at that position; the histogram of its codes over all tokens; the tokens its
-decoder direction promotes and suppresses; the topic of its top prompts with its p-value; the same
-dimension in the untrained control; its best match in the other SAE seeds; and the claims that cite
-it, with their verdicts. Which features: those the Part 4 claims point at (the best candidate per
-topic, the redundant pairs, the dead dimensions, the white-box dimensions), and the densest and
-topic-purest, for the faithful SAE and the ``standard_sae`` ablation. Pages are self-contained
-(inline CSS, SVG, a few lines of vanilla JS): no URL outside the cards directory is referenced.
-
-This module writes the pages; what a card shows is ``card_data``'s. It needs no model: the token
-states and the read-out are files the token-states stage wrote (``stages.tokens``: ``tokens/``).
+What a card shows, and which features get one, is ``card_data``'s; this module writes the pages. They
+are self-contained (no URL outside the cards directory) and need no model: the token states and the
+read-out are files the token-states stage wrote.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import torch
@@ -55,8 +45,8 @@ def _environment() -> jinja2.Environment:
 def load_views(run: RunData, claims: list[Claim]) -> list[View]:
     """The faithful SAE (with its seeds) and, where the ablation ran, the standard SAE."""
     views = [_view("faithful", run, claims)]
-    seeds = run.json(layout.SEEDS_JSON) if run.has(layout.SEEDS_JSON) else None
-    if seeds is not None:
+    if run.has(layout.SEEDS_JSON):
+        seeds = run.json(layout.SEEDS_JSON)
         for seed in seeds["seeds"][1:]:
             path = run.root / layout.SEED_RUNS / f"seed{seed}" / layout.SAE
             if path.is_file():
@@ -84,38 +74,7 @@ def write_cards(run: RunData, claims: list[Claim], every: bool = False) -> list[
         raise ReplicationError(f"{len(run.token_states)} token sequences for {len(run.records)} samples")
     views = load_views(run, claims)
     env = _environment()
-    pages: dict[str, str] = {}
-    rows = []
-    for view in views:
-        chosen = select(view)
-        if every:
-            for dim in range(view.run.codes.shape[1]):
-                chosen.setdefault(dim, [])
-        dims = sorted(chosen)
-        for dim in dims:
-            card = feature_card(view, dim, chosen[dim])
-            pages[page_name(view.name, dim)] = env.get_template("card.html.j2").render(card=card, run=_run_facts(run))
-            rows.append(card)
-    links = {
-        view.name: {r.claim.id: [d for d in cited_dims(r.claim, view.run)] for r in view.results} for view in views
-    }
-    ordered = sorted(views[0].results, key=lambda r: not links[views[0].name][r.claim.id])
-    ablation = {r.claim.id: r.verdict for r in views[1].results} if len(views) > 1 else {}
-    index = env.get_template("cards_index.html.j2").render(
-        run=_run_facts(run),
-        views=views,
-        rows=rows,
-        links=links,
-        drawn={(r["sae"], r["dim"]) for r in rows},
-        ordered=ordered,
-        ablation=ablation,
-    )
-    pages[INDEX] = index
-    return artifacts.write_tree(run.root / CARDS, pages)
-
-
-def _run_facts(run: RunData) -> dict[str, Any]:
-    return {
+    facts = {
         "model": run.info["model"],
         "layer": run.info["layer"],
         "n_layers": run.info["n_layers"],
@@ -126,3 +85,25 @@ def _run_facts(run: RunData) -> dict[str, Any]:
         "profile": run.config.profile,
         "escape": html.escape,
     }
+    pages: dict[str, str] = {}
+    rows = []
+    for view in views:
+        chosen = select(view)
+        if every:
+            for dim in range(view.run.codes.shape[1]):
+                chosen.setdefault(dim, [])
+        for dim in sorted(chosen):
+            card = feature_card(view, dim, chosen[dim])
+            pages[page_name(view.name, dim)] = env.get_template("card.html.j2").render(card=card, run=facts)
+            rows.append(card)
+    links = {view.name: {r.claim.id: cited_dims(r.claim, view.run) for r in view.results} for view in views}
+    pages[INDEX] = env.get_template("cards_index.html.j2").render(
+        run=facts,
+        views=views,
+        rows=rows,
+        links=links,
+        drawn={(r["sae"], r["dim"]) for r in rows},
+        ordered=sorted(views[0].results, key=lambda r: not links[views[0].name][r.claim.id]),
+        ablation={r.claim.id: r.verdict for r in views[1].results} if len(views) > 1 else {},
+    )
+    return artifacts.write_tree(run.root / CARDS, pages)

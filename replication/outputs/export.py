@@ -1,15 +1,9 @@
 """Export trained SAEs in SAELens's on-disk format (``SAE.load_from_disk``, sae_lens >= 6).
 
-A directory per SAE holds ``cfg.json`` (architecture "standard", d_in, d_sae, metadata with
-``sae_lens_version``, the model's name and the hook name ``model.layers.L``) and
-``sae_weights.safetensors`` (``W_enc`` [d_in, d_sae], ``b_enc``, ``W_dec`` [d_sae, d_in],
-``b_dec``), plus ``reference_codes.safetensors``: inputs, the codes our encoder gives them and our
-reconstruction, for checking the export in an environment that has SAELens and not this package.
-
-SAELens's standard SAE encodes as ReLU(x @ W_enc + b_enc) -- ours, with ``apply_b_dec_to_input``
-off -- and decodes as z @ W_dec + b_dec with nothing after it. An SAE with the original's ReLU on
-the decoder output is therefore not exported: it would load, and then decode differently. The
-export index says so for each such SAE.
+Beside each SAE's ``cfg.json`` and weights, ``reference_codes.safetensors`` holds inputs with our codes
+and reconstruction, to check the export where SAELens is and this package is not. SAELens's standard SAE
+decodes linearly, so an SAE with the original's ReLU on the decoder output is not exported: it would load,
+then decode differently.
 """
 
 from __future__ import annotations

@@ -116,8 +116,8 @@ def l0_hist(run: RunData) -> Figure:
 
 
 def init_cosine(run: RunData) -> Figure:
-    """Each encoder row's cosine with its initial value (the untrained control's), beside the least
-    median cosine Adam's per-step bound allows after the steps the best SAE took."""
+    """Each encoder row's cosine with its initial value (the control's), beside the least median cosine
+    Adam's per-step bound allows."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     cosines = encoder_row_cosines(run)
@@ -179,21 +179,16 @@ HEALTH_FIGURES = tuple(DRAW)[6:]
 
 def draw_all(run: RunData) -> dict[str, Path]:
     """Every figure as a PNG in ``<run>/figures/``, by name."""
-    paths = {}
+    paths = {name: run.root / layout.figure(name) for name in DRAW}
     for name, draw in DRAW.items():
-        paths[name] = run.root / layout.figure(name)
-        _save(draw(run), paths[name])
+        fig = draw(run)
+        fig.tight_layout()
+        artifacts.write_png(paths[name], fig, dpi=100, metadata=PNG_META)
     return paths
 
 
-def _save(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
-    artifacts.write_png(path, fig, dpi=100, metadata=PNG_META)
-
-
 def captions(run: RunData) -> dict[str, str]:
-    """Under each figure: what the write-up said the figure shows, and what this run's shows (for the
-    SAE-health figures, which the write-up has not, what they show)."""
+    """Under each figure: what the write-up said it shows (where it has the figure), and what this run's shows."""
     history = run.history
     first, last = history[0], history[-1]
     full = METRICS["first_full_sparsity_epoch"].compute(run)

@@ -10,7 +10,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def environment(*, html: bool) -> jinja2.Environment:
-    """Templates from ``replication/templates``; an undefined name is an error; HTML is autoescaped."""
+    """Templates from ``replication/outputs/templates``; an undefined name is an error; HTML is autoescaped."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,

@@ -7,26 +7,18 @@ from functools import partial
 
 import numpy as np
 
-from replication.config import FIXTURES_DIR
-from replication.evaluation import topics
-from replication.evaluation import writeup as implied
+from replication.evaluation import topics, writeup
 from replication.evaluation.metrics.registry import register
-from replication.evaluation.writeup import writeup_listed_prompts
 from replication.rundir.reader import RunData
 from replication.sae import tieorder
 
 WRITEUP = "fixtures/writeup.md"
 
 
-def writeup_listed(feature: int) -> list[int]:
-    """Their indices in the study's corpus (fixtures/prompts.txt)."""
-    corpus = (FIXTURES_DIR / "prompts.txt").read_text(encoding="utf-8").splitlines()
-    return [corpus.index(prompt) for prompt in writeup_listed_prompts(feature)]
-
-
 def writeup_dimension0() -> list[int]:
     """The corpus indices of the five prompts the write-up lists for its dimension 0, in its order."""
-    return writeup_listed(1)
+    corpus = writeup.CORPUS_FILE.read_text(encoding="utf-8").splitlines()
+    return [corpus.index(prompt) for prompt in writeup.writeup_listed_prompts(1)]  # its "Feature 1"
 
 
 TIE_ORDER = "the top 5 of 98 equal values (numpy 1.24's tie order)"
@@ -56,17 +48,17 @@ register(
 )
 
 
-def _derived(derive: Callable[[], implied.Derivation], run: RunData) -> float:
+def _derived(derive: Callable[[], writeup.Derivation], run: RunData) -> float:
     return derive().value
 
 
-DERIVED: tuple[tuple[str, Callable[[], implied.Derivation]], ...] = (
-    ("implied_best_epoch", implied.best_epoch),
-    ("implied_code_mass_ratio", implied.code_mass_ratio),
-    ("implied_init_l1_ratio", implied.init_l1_from_sparsity),
-    ("implied_encoder_init_cosine", partial(implied.adam_first_step_cosine, "encoder")),
-    ("implied_decoder_init_cosine", partial(implied.adam_first_step_cosine, "decoder")),
-    *((f"implied_chance_{t}", partial(implied.chance_of_writeup_evidence, t)) for t in topics.TESTED),
+DERIVED: tuple[tuple[str, Callable[[], writeup.Derivation]], ...] = (
+    ("implied_best_epoch", writeup.best_epoch),
+    ("implied_code_mass_ratio", writeup.code_mass_ratio),
+    ("implied_init_l1_ratio", writeup.init_l1_from_sparsity),
+    ("implied_encoder_init_cosine", partial(writeup.adam_first_step_cosine, "encoder")),
+    ("implied_decoder_init_cosine", partial(writeup.adam_first_step_cosine, "decoder")),
+    *((f"implied_chance_{t}", partial(writeup.chance_of_writeup_evidence, t)) for t in topics.TESTED),
 )
 """The metrics of the write-up's own numbers, each a derivation of ``evaluation.writeup``."""
 for _name, _derivation in DERIVED:

@@ -37,8 +37,7 @@ def purity(run: RunData) -> list[dict[str, Any]]:
 
 def topic_test(run: RunData, topic: str) -> tuple[int, float, np.ndarray] | None:
     """``topics.topic_feature_null`` on the live dimensions, once per topic and run: the count, its
-    p-value and its null (the count and the p-value are two metrics of one permutation test); None
-    when no dimension is live."""
+    p-value (two metrics of one permutation test) and its null; None when no dimension is live."""
 
     def compute() -> tuple[int, float, np.ndarray] | None:
         if not run.live:
@@ -56,8 +55,7 @@ def _count_evidence(topic: str) -> int:
 
 
 def _count_blind(topic: str, run: RunData) -> bool:
-    """Whether the write-up's own evidence (one such feature, or none) would not be flagged here: chance
-    alone gives at least that many such features at p >= alpha."""
+    """Whether the write-up's own evidence (one such feature, or none) gets p >= alpha here."""
     result = topic_test(run, topic)
     return result is not None and stats.tail_pvalue(result[2], _count_evidence(topic)) >= topics.ALPHA
 
@@ -111,8 +109,7 @@ def max_hits(run: RunData, topic: str) -> topics.MaxHits | None:
 
 
 def _max_hits_pvalue(topic: str, run: RunData) -> float | Untestable | None:
-    """The max-hits p-value; Untestable when no reachable number of topic prompts in a top 5 is
-    flagged (then the test cannot find any feature)."""
+    """The max-hits p-value; Untestable when not even a top 5 of only topic prompts would be flagged."""
     test = max_hits(run, topic)
     if test is None:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -50,8 +49,7 @@ def samples_per_prompt(run: RunData) -> float:
 
 def _token_reach(run: RunData, total: bool) -> Reach | None:
     """generate(max_length=L) counts the prompt: a prompt of p tokens gets between 1 and L - p new ones
-    (EOS at once, or none before the limit), whatever the model says. None where a sample does not
-    record the prompt length its budget counts."""
+    whatever the model says. None where no sample records the prompt length its budget counts."""
     if not run.records or any("prompt_tokens" not in r for r in run.records) or run.config.capture.chat_template:
         return None  # in the chat template the budget counts the raw prompt, which no sample records
     length = run.config.capture.max_length
@@ -135,10 +133,9 @@ def original_format_ok(run: RunData) -> bool:
     generated_text, activations} with activations of the stored sample's shape; a run of every fed
     position (``capture.positions=all``) writes none."""
     path = run.path(layout.ORIGINAL_FORMAT)
-    return path.is_file() and _original_format_ok(json.loads(path.read_text()), run.records)
-
-
-def _original_format_ok(items: Any, records: list[dict[str, Any]]) -> bool:
+    if not path.is_file():
+        return False
+    items, records = json.loads(path.read_text()), run.records
     return (
         isinstance(items, list)
         and len(items) == len(records)
