@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from replication.config import ABLATIONS, CLAIMS_DIR, RunConfig, load_profile
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim, load_claims
-from replication.evaluation.verdicts import Result, evaluate_all, write_verdicts
+from replication.evaluation.verdicts import WHY, Result, evaluate_all, write_verdicts
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 
@@ -73,8 +73,8 @@ class Run:
         from replication.experiments.seeds import run_seeds  # noqa: PLC0415
 
         summary = run_seeds(self.path, self.claims(), n_seeds, sampling_seeds, ctx=ctx, progress=progress)
-        changed = sum(c["combined"] == "inconclusive" for c in summary["claims"].values())
-        return f"seeds: {n_seeds} seeds, {changed} claims inconclusive across seeds -> {self.path / layout.SEEDS_JSON}"
+        split = sum(c["combined_why"] == WHY["seeds"] for c in summary["claims"].values())
+        return f"seeds: {n_seeds} seeds, {split} claims on which they disagree -> {self.path / layout.SEEDS_JSON}"
 
     def ablations(self, names: list[str] | None = None, *, ctx: Context | None = None, progress: bool = False) -> str:
         """The named ablations (all by default) beside the run; ``ablations.json``. Returns its line."""

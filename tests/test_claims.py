@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from replication.__main__ import main
 from replication.errors import ReplicationError
 from replication.evaluation.claims import CLAIMS_DIR, WRITEUP, Claim, load_claims
-from replication.evaluation.verdicts import NOT_FINDINGS, WORDS, evaluate
+from replication.evaluation.verdicts import NO_EVIDENCE, WORDS, evaluate
 from replication.rundir.reader import RunData, control_of
 
 REFERENCE_RUNS = sorted(p.parent for p in (REPO_ROOT / "runs").glob("*/verdicts.json"))
@@ -46,7 +46,7 @@ def claim_cases() -> list[Any]:
     for root in REFERENCE_RUNS:
         for cid, expected in committed(root).items():
             marks = []
-            if expected["verdict"] in ("not replicated", "differs", "inconsistent", "inconclusive"):
+            if expected["verdict"] in ("not replicated", "differs", "not supported"):
                 reason = f"{expected['verdict']}: measured {expected['measured']}, claimed {expected['claimed']}"
                 marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
             cases.append(pytest.param(root, cid, expected, marks=marks, id=f"{root.name}-{cid}"))
@@ -58,17 +58,15 @@ def test_reference_run_is_committed() -> None:
 
 
 @pytest.mark.parametrize(("root", "claim_id", "expected"), claim_cases())
-def test_claim(root: Path, claim_id: str, expected: dict[str, Any]) -> None:
-    """Recompute the verdict beside the untrained control: it must not change, and a claim that holds
-    (replicated, conforms, consistent) passes; one that is no finding says why it is skipped."""
+def test_claim_verdict_unchanged(root: Path, claim_id: str, expected: dict[str, Any]) -> None:
+    """A change detector: the verdict recomputed from the committed run is the committed one; a claim
+    that holds (replicated, conforms, supported) passes, one that is no evidence says why it is skipped."""
     run = run_data(root)
     result = evaluate(claims_by_id()[claim_id], run, control_of(run))
-    if result.verdict != expected["verdict"]:
+    if (result.verdict, result.why) != (expected["verdict"], expected.get("why")):
         pytest.fail(f"verdict changed from {expected['verdict']} to {result.verdict} (measured {result.measured})")
-    if result.verdict in NOT_FINDINGS:
-        pytest.skip(
-            reason=f"{result.verdict} at profile {root.name}: claimed {result.claimed}, measured {result.measured}"
-        )
+    if result.verdict == NO_EVIDENCE:
+        pytest.skip(reason=f"no evidence at profile {root.name}: {result.why}")
     assert result.verdict == WORDS[result.claim.kind][0], f"measured {result.measured}, claimed {result.claimed}"
 
 

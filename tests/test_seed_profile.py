@@ -51,11 +51,11 @@ def test_scaled_random_init_seed_profile_end_to_end(tmp_path: Path, capsys: pyte
     assert (info["d_model"], info["n_layers"]) == (128, 12)
     assert info["generation"]["do_sample"] is True and info["generation"]["top_p"] == 0.9
     assert main(["report", "--run", str(out)]) == 0
-    verdicts = {v["id"]: v["verdict"] for v in json.loads((out / "verdicts.json").read_text())}
+    verdicts = {v["id"]: (v["verdict"], v["why"]) for v in json.loads((out / "verdicts.json").read_text())}
     # Structural claims are checked; what needs the real weights never is.
-    assert verdicts["part3.encoder_dim"] == "conforms"
-    assert verdicts["part4.javascript_feature"] == "not testable at this profile"
-    assert verdicts["part3.final_train_loss"] == "not testable at this profile"
+    assert verdicts["part3.encoder_dim"] == ("conforms", None)
+    assert verdicts["part4.javascript_feature"] == ("no evidence", "this model cannot test it")
+    assert verdicts["part3.final_train_loss"] == ("no evidence", "it needs the 8B model")
     report = (out / "REPORT.md").read_text()
     assert "RANDOM weights" in report and "## Performance" in report and "tokens/s" in report
     capsys.readouterr()

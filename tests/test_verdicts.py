@@ -16,16 +16,16 @@ from replication.config import TrainConfig
 from replication.evaluation import metrics, topics
 from replication.evaluation import writeup as implied
 from replication.evaluation.claims import Reading, load_claims
-from replication.evaluation.verdicts import evaluate, evaluate_all, outcome
+from replication.evaluation.verdicts import combine, compare, evaluate, evaluate_all
 from replication.rundir import layout
 from replication.rundir.reader import RunData, Untestable, control_of
 from replication.sae.training import train_sae
 
 
 def test_the_untrained_sae_decides(tiny_run: Path) -> None:
-    """The same comparison on the run and on its control: met by both is "holds untrained", by the run
-    only "replicated", by the control only "not testable" (no outcome could have supported the claim:
-    a run meeting it would only hold untrained)."""
+    """The same comparison on the run and on its control: met by both is no evidence (the untrained SAE
+    does the same), by the run only replicated, by the control only no evidence (no outcome could have
+    supported the claim: a run meeting it would be met untrained too)."""
     run = RunData(tiny_run)
     control = control_of(run)
     assert control is not None
@@ -36,12 +36,13 @@ def test_the_untrained_sae_decides(tiny_run: Path) -> None:
     below_both = claim(metric="sample_code_zero_fraction", op="gt", value=low / 2)
     above = claim(metric="sample_code_zero_fraction", op="gt", value=(low + high) / 2)
     below = claim(metric="sample_code_zero_fraction", op="lt", value=(low + high) / 2)
-    assert evaluate(below_both, run, control).verdict == "holds untrained"
+    met_untrained = evaluate(below_both, run, control)
+    assert (met_untrained.verdict, met_untrained.why) == ("no evidence", "the untrained SAE does the same")
     run_only, control_only = (above, below) if zeros > untrained else (below, above)
     assert evaluate(run_only, run, control).verdict == "replicated"
     result = evaluate(control_only, run, control)
-    assert result.verdict == "not testable" and not result.finding
-    assert result.design is not None and "no outcome could have supported the claim" in result.design
+    assert result.verdict == "no evidence" and not result.finding
+    assert result.why == "only the untrained SAE meets it, so no result could support it"
     neither = claim(metric="sample_code_zero_fraction", op="gt", value=high * 1.5)
     assert evaluate(neither, run, control).verdict == "not replicated"
     assert evaluate(below_both, run).verdict == "replicated"  # no control: nothing to judge by
@@ -50,7 +51,7 @@ def test_the_untrained_sae_decides(tiny_run: Path) -> None:
 def test_words_fit_the_kind(tiny_run: Path) -> None:
     run = RunData(tiny_run)
     epochs = len(run.history)
-    for kind, words in (("setup", ("conforms", "differs")), ("implied", ("consistent", "inconsistent"))):
+    for kind, words in (("setup", ("conforms", "differs")), ("implied", ("supported", "not supported"))):
         assert evaluate(claim(kind=kind, value=epochs), run).verdict == words[0]
         assert evaluate(claim(kind=kind, value=epochs + 1), run).verdict == words[1]
     assert evaluate(claim(value=epochs + 1), run).verdict == "not replicated"
@@ -104,11 +105,36 @@ def test_untestable_metric_gives_its_own_verdict(tiny_run: Path, monkeypatch: py
     monkeypatch.setitem(
         metrics.METRICS, "stop_epoch", metrics.Metric("stop_epoch", lambda run: Untestable("why"), spec.evidence, "")
     )
-    got = outcome(claim(), RunData(tiny_run), "measured")
-    assert got.verdict == "not testable" and got.measured == "not testable: why" and got.holds is None
-    assert evaluate(claim(profiles=("seed",)), RunData(tiny_run)).verdict == "not testable at this profile"
+    got = compare(claim(), RunData(tiny_run), "measured")
+    assert got.verdict == "no evidence" and got.measured == "not testable: why" and got.holds is None
+    assert got.why == "the test cannot detect an effect the size of the write-up's"
+    elsewhere = evaluate(claim(profiles=("seed",)), RunData(tiny_run))
+    assert (elsewhere.verdict, elsewhere.why) == ("no evidence", "it needs the 8B model")
     alternative = Reading(metric="stop_epoch", op="le", value=1)
-    assert evaluate(claim(alternatives=(alternative,)), RunData(tiny_run)).alternatives[0].verdict == "not testable"
+    assert evaluate(claim(alternatives=(alternative,)), RunData(tiny_run)).alternatives[0].verdict == "no evidence"
+
+
+UNTRAINED = ("no evidence", "the untrained SAE does the same")
+NO_POWER = ("no evidence", "the test cannot detect an effect the size of the write-up's")
+SPLIT = ("no evidence", "the seeds disagree")
+
+
+@pytest.mark.parametrize(
+    ("seeds", "combined"),
+    [
+        ([("replicated", None)] * 3, ("replicated", None)),
+        ([("replicated", None), ("not replicated", None)], SPLIT),
+        # A control on the threshold: untrained in one seed, replicated in the others.
+        ([("replicated", None), UNTRAINED, ("replicated", None)], UNTRAINED),
+        ([UNTRAINED, ("replicated", None), ("replicated", None)], UNTRAINED),
+        ([("replicated", None), UNTRAINED, ("not replicated", None)], SPLIT),
+        ([NO_POWER, UNTRAINED, ("not replicated", None)], ("not replicated", None)),
+        ([NO_POWER, UNTRAINED, NO_POWER], NO_POWER),
+        ([UNTRAINED, NO_POWER, NO_POWER, UNTRAINED], UNTRAINED),
+    ],
+)
+def test_seeds_combine(seeds: list[tuple[str, str | None]], combined: tuple[str, str | None]) -> None:
+    assert combine(seeds) == combined
 
 
 def test_untrained_training_takes_no_step() -> None:

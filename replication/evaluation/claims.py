@@ -1,10 +1,7 @@
 """Claims of the write-up (claims/*.yaml): what each states, how it is read, and their validation.
 
-A claim quotes the write-up verbatim, says what kind of evidence its verdict is (``setup``,
-``measured``, ``implied``, ``reading``), names a metric (``evaluation.metrics``) and a comparison with
-its tolerance -- its primary reading -- and may list alternative readings of the same sentence, shown
-as sensitivity. It lists the profiles where it can be tested. Expected values may scale with the
-profile: ``"{d_model}"``, ``"2 * {d_model}"``, ``"{n_layers}"``. Verdicts: ``evaluation.verdicts``.
+A claim quotes the write-up verbatim and reads it as a metric compared with a value, which may scale
+with the profile (``"2 * {d_model}"``); alternative readings are shown as sensitivity, never the verdict.
 """
 
 from __future__ import annotations
@@ -43,10 +40,9 @@ COVERAGE_FILE = "coverage.yaml"
 OPS = ("eq", "approx", "between", "ge", "le", "gt", "lt")
 Kind = Literal["setup", "measured", "implied", "reading"]
 KINDS: tuple[Kind, ...] = ("setup", "measured", "implied", "reading")
-"""setup: the run used the stated configuration (conformance, not a finding); measured: a quantity
-of the run that could have come out otherwise; implied: derived from the write-up's own numbers
-and the known method, no run needed; reading: an interpretation tested against a null and the
-untrained control."""
+"""setup: the run used the stated configuration; measured: a quantity that could have come out otherwise;
+implied: from the write-up's own numbers, no run needed; reading: an interpretation tested against a null
+and the untrained control."""
 
 
 def _error(message: str) -> PydanticCustomError:
@@ -181,10 +177,13 @@ class Claim(Reading):
     source: str = ""
     """The claim file it came from."""
     question: Text | None = None
-    """The question the claim's part of the write-up answers (its file's), asked on the report's first
-    screen."""
+    """The question its file's part of the write-up answers, asked on the report's first screen."""
     answers: bool = False
     """Whether the claim's verdict answers that question there."""
+    says: str = ""
+    """The write-up's own words or value, in a few words (the claims table's "write-up")."""
+    quantity: str = ""
+    """What the metric measures, in a few words (the first screen names the value by it)."""
 
 
 def format_value(value: Any) -> str:
@@ -250,7 +249,7 @@ _FIELD_ERRORS = {
     "profiles": f"profiles must be a non-empty list of {', '.join(PROFILES)}",
     "alternatives": "alternatives must be a list of readings",
     **{key: f"tolerance must be a number >= 0 (field {key!r})" for key in ("abs", "rel")},
-    "why": "field 'why' must be a string",
+    **{key: f"field {key!r} must be a string" for key in ("why", "says", "quantity")},
 }
 
 

@@ -1,115 +1,77 @@
-"""Verdicts: each claim evaluated on a run, beside the untrained control and its other readings.
+"""Verdicts: each claim judged on a run, beside its untrained control and its other readings.
 
-A verdict is computed, never written, in the words of the claim's kind:
-- setup: *conforms* / *differs* (the run used the stated configuration; not a finding);
-- implied: *consistent* / *inconsistent* with the write-up's reading (its own numbers, no run);
-- measured and reading: *replicated* / *not replicated*, or
-  - *fixed by design*: every value the design allows (a fraction that the data type fixes:
-    ``Metric.reach``) meets the claim, so meeting it is no evidence. Where no value the design allows
-    meets it (a floor the architecture imposes), the claim is *not replicated*, and counts: the
-    write-up's own design refutes it, and the verdict says why;
-  - *holds untrained*: the same SAE at its initialisation -- no optimiser step, the same analysis
-    (``<run>/control/``) -- meets the claim too, so it is no support for what training found.
-  - *within chance*: the reading failed, but its test could not have flagged an effect as large as
-    the write-up's own example (the smallest effect it flags is stated): no evidence of absence.
-  None of the three is counted among findings. Claims about the captured activations come before any
-  SAE and have no control value.
-- *not testable*: the test could not have flagged any outcome, or no outcome could have supported the
-  claim (the untrained SAE meets it, and the trained one does not); *not testable at this profile*: the
-  claim is bound to another scale (its value is still measured and shown); *inconclusive*: no value.
+The rules and the words are in docs/claims-and-verdicts.md; ``judge`` is the one place they live.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from replication.evaluation.claims import Claim, Reading, format_value
 from replication.evaluation.metrics import METRICS
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, Untestable, control_of
 
-Verdict = Literal[
-    "conforms",
-    "differs",
-    "consistent",
-    "inconsistent",
-    "replicated",
-    "not replicated",
-    "fixed by design",
-    "holds untrained",
-    "within chance",
-    "not testable",
-    "not testable at this profile",
-    "inconclusive",
-]
-WORDS: dict[str, tuple[Verdict, Verdict]] = {
+REPLICATED, NOT_REPLICATED, NO_EVIDENCE = "replicated", "not replicated", "no evidence"
+WORDS = {
     "setup": ("conforms", "differs"),
-    "implied": ("consistent", "inconsistent"),
-    "measured": ("replicated", "not replicated"),
-    "reading": ("replicated", "not replicated"),
+    "implied": ("supported", "not supported"),
+    "measured": (REPLICATED, NOT_REPLICATED),
+    "reading": (REPLICATED, NOT_REPLICATED),
 }
-"""The verdict when a claim's comparison holds, and when it does not, by kind."""
+"""A claim's verdict when its comparison holds, and when it does not, by kind."""
 COUNTED = ("measured", "reading")
 """The kinds whose verdicts can be findings: quantities of the run that could have come out otherwise."""
-FINDINGS: tuple[Verdict, ...] = ("replicated", "not replicated", "inconclusive")
-"""The verdicts counted as findings (a claim the design makes impossible to meet is not replicated);
-fixed by design (impossible to miss), holds untrained and not testable are not."""
-WHY: dict[str, str] = {
-    "fixed by design": "the write-up's design fixes it either way",
-    "holds untrained": "the untrained SAE does the same",
-    "within chance": "the test cannot detect an effect the size of the write-up's own",
-    "not testable": "no outcome could have supported it",
-    "not testable at this profile": "it is bound to the 8B model's scale",
-    "inconclusive": "it has no value here",
+FINDINGS = (REPLICATED, NOT_REPLICATED)
+WHY = {
+    "unreachable": "the write-up's design makes it unreachable",
+    "unreachable given": "unreachable given the Adam steps early stopping allowed",
+    "fixed": "the design fixes it either way",
+    "fixed given": "met either way given the Adam steps early stopping allowed",
+    "untrained": "the untrained SAE does the same",
+    "untrained only": "only the untrained SAE meets it, so no result could support it",
+    "no power": "the test cannot detect an effect the size of the write-up's",
+    "8b": "it needs the 8B model",
+    "profile": "this model cannot test it",
+    "no value": "it has no value here",
+    "seeds": "the seeds disagree",
 }
-"""Why a verdict is no finding, in a few words."""
-NOT_FINDINGS: tuple[Verdict, ...] = (
-    "fixed by design",
-    "holds untrained",
-    "within chance",
-    "not testable",
-    "not testable at this profile",
-)
+"""Why a verdict is what it is, where the bare comparison does not say."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One reading evaluated on one run: whether its comparison holds (None: no value, or the test
-    could not flag any), and the verdict in its kind's words."""
+    """One reading judged on one run; ``holds``: whether its comparison held (None: no value)."""
 
-    verdict: Verdict
+    verdict: str
     claimed: str
     measured: Any
     holds: bool | None = None
+    why: str | None = None
 
 
 @dataclass(frozen=True)
 class Result:
-    """A claim's verdict on one run, its control's, and its alternative readings'."""
+    """A claim's verdict on one run, its control's outcome, and its alternative readings'."""
 
     claim: Claim
-    verdict: Verdict
+    verdict: str
+    why: str | None
     claimed: str
     measured: Any
     evidence: str
     control: Outcome | None = None
     alternatives: tuple[Outcome, ...] = ()
     design: str | None = None
-    """Why no reachable value could change the verdict (fixed by design), or the range the design
-    allows when it could."""
+    """What values the design allows, when the metric says."""
     detail: str | None = None
-    """What the value was computed from (``Metric.detail``)."""
     control_detail: str | None = None
     holds: bool | None = None
-    """Whether the primary reading's comparison held on the run (None: no value, or not testable)."""
-
-    @property
-    def holds_untrained(self) -> bool:
-        return self.verdict == "holds untrained"
 
     @property
     def finding(self) -> bool:
@@ -117,8 +79,7 @@ class Result:
 
     @property
     def reading_dependent(self) -> bool:
-        """True when an alternative reading of the sentence, judged as the primary one is, would give
-        another verdict."""
+        """Another reading of the sentence, judged as this one is, would give another verdict."""
         return self.holds is not None and any(
             a.holds is not None and a.verdict != self.verdict for a in self.alternatives
         )
@@ -127,63 +88,80 @@ class Result:
         text = f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
         if self.control is not None:
             text += f"  untrained {format_value(self.control.measured)}"
-        return text
+        return text + (f"  ({self.why})" if self.why else "")
 
 
 def _scale(run: RunData) -> dict[str, float]:
-    return {
-        "d_model": float(run.info["d_model"]),
-        "n_layers": float(run.info["n_layers"]),
-        "n_prompts": float(len(run.records)),
-    }
+    return {"d_model": run.info["d_model"], "n_layers": run.info["n_layers"], "n_prompts": len(run.records)}
 
 
 def testable(claim: Claim, run: RunData) -> bool:
-    """At this profile -- and a model with random weights (tiny, or --random-init) tests only what
-    holds for any weights: the claims the tiny profile tests."""
+    """At this profile; a model with random weights tests only what the tiny profile tests."""
     random_weights = run.config.model.source == "random_init" and "tiny" not in claim.profiles
     return run.config.profile in claim.profiles and not random_weights
 
 
-def outcome(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) -> Outcome:
-    """The reading on the run, in the words of ``kind``; a p-value metric is first multiplied by
-    ``p_factor`` (the number of seeds it is one of: Bonferroni), capped at 1."""
-    scale = _scale(run)
-    claimed = reading.expected(scale)
+def compare(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) -> Outcome:
+    """The reading's bare comparison on the run; a p-value is first multiplied by ``p_factor``
+    (Bonferroni over the seeds it is one of)."""
+    claimed = reading.expected(_scale(run))
     measured = METRICS[reading.metric].compute(run)
     if isinstance(measured, Untestable):
-        return Outcome("not testable", claimed, str(measured))
+        return Outcome(NO_EVIDENCE, claimed, str(measured), why=WHY["no power"])
     if measured is None or (isinstance(measured, float) and not math.isfinite(measured)):
-        return Outcome("inconclusive", claimed, None if measured is None else str(measured))
+        return Outcome(NO_EVIDENCE, claimed, None if measured is None else str(measured), why=WHY["no value"])
     judged = min(1.0, measured * p_factor) if METRICS[reading.metric].pvalue else measured
-    holds = reading.holds(judged, scale)
+    holds = reading.holds(judged, _scale(run))
     return Outcome(WORDS[kind][0] if holds else WORDS[kind][1], claimed, measured, holds)
 
 
 def has_control(claim: Claim, reading: Reading | None = None) -> bool:
-    """Measured and reading claims whose evidence (the primary reading's, or ``reading``'s) is the
-    SAE's: not the capture, which comes before any SAE, nor the training curve, which the untrained
-    control, taking no step, does not have (a curve that cannot move decides nothing)."""
+    """Whether the untrained SAE can speak to the reading: its evidence is the SAE's, neither the
+    capture (before any SAE) nor the training curve (the control takes no step)."""
     evidence = METRICS[(reading or claim).metric].evidence
     return claim.kind in COUNTED and evidence not in layout.CAPTURE_FILES and evidence != layout.HISTORY
 
 
-def _design(claim: Reading, run: RunData) -> tuple[str | None, bool]:
-    """(text, fixed): what values the design allows for the reading's metric on this run, and whether
-    its comparison is decided on all of them."""
-    spec = METRICS[claim.metric]
+def _design(reading: Reading, run: RunData) -> tuple[str | None, bool | None, bool]:
+    """What the design allows for the reading's metric on this run; whether the comparison holds on
+    all of it (True), on none (False) or on some (None); and whether that is given the run's steps."""
+    spec = METRICS[reading.metric]
     bounds = spec.reach(run) if spec.reach is not None else None
     if bounds is None:
-        return (spec.flags(run) if spec.flags is not None else None), False
-    decided = claim.decided_on(bounds.low, bounds.high, _scale(run))
-    span = (
-        f"{format_value(bounds.low)}"
-        if bounds.low == bounds.high
-        else (f"[{format_value(bounds.low)}, {format_value(bounds.high)}]")
-    )
+        return (spec.flags(run) if spec.flags is not None else None), None, False
+    decided = reading.decided_on(bounds.low, bounds.high, _scale(run))
+    low, high = format_value(bounds.low), format_value(bounds.high)
+    span = low if bounds.low == bounds.high else f"[{low}, {high}]"
     if decided is None:
-        return f"the design allows {span} ({bounds.reason}), so it could have come out either way", False
-    return f"the design allows only {span}: {bounds.reason}", True
+        return f"the design allows {span} ({bounds.reason}), so it could have come out either way", None, False
+    return f"the design allows only {span}: {bounds.reason}", decided, bounds.given
+
+
+def judge(
+    claim: Claim, reading: Reading, run: RunData, control: RunData | None, p_factor: float = 1.0
+) -> tuple[Outcome, Outcome | None, str | None]:
+    """The verdict of one reading of the claim on the run, its control's outcome, and what the design
+    allows. A claim the design makes impossible to meet is not replicated; one it makes impossible to
+    miss, or that the untrained SAE meets too, or that the test could not have flagged, is no evidence."""
+    main = compare(reading, run, claim.kind, p_factor)
+    untrained = compare(reading, control, claim.kind, p_factor) if control and has_control(claim, reading) else None
+    if not testable(claim, run):
+        why = WHY["8b" if claim.profiles == ("seed",) else "profile"]
+        return replace(main, verdict=NO_EVIDENCE, why=why), untrained, None
+    if claim.kind not in COUNTED or main.holds is None:
+        return main, untrained, None
+    design, decided, given = _design(reading, run)
+    blind = METRICS[reading.metric].blind
+    if decided is not None:
+        key = ("fixed" if decided else "unreachable") + (" given" if given else "")
+        verdict = NO_EVIDENCE if decided else NOT_REPLICATED
+        return replace(main, verdict=verdict, why=WHY[key]), untrained, design
+    if untrained is not None and untrained.holds:
+        why = WHY["untrained" if main.holds else "untrained only"]
+        return replace(main, verdict=NO_EVIDENCE, why=why), untrained, design
+    if not main.holds and blind is not None and blind(run):
+        return replace(main, verdict=NO_EVIDENCE, why=WHY["no power"]), untrained, design
+    return main, untrained, design
 
 
 def _detail(metric: str, run: RunData | None) -> str | None:
@@ -192,60 +170,23 @@ def _detail(metric: str, run: RunData | None) -> str | None:
 
 
 def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_factor: float = 1.0) -> Result:
-    """The claim's verdict on the run (with its control and alternatives), and its evidence file.
-    A claim not testable at this profile is still measured, and its value shown."""
-    evidence = METRICS[claim.metric].evidence
-    main, untrained, design = _judged(claim, claim, run, control, p_factor)
-    detail = _detail(claim.metric, run)
-    control_detail = _detail(claim.metric, control) if untrained is not None else None
-    alternatives = tuple(_judged(claim, reading, run, control, p_factor)[0] for reading in claim.alternatives)
-    if not testable(claim, run):
-        verdict: Verdict = "not testable at this profile"
-        return Result(
-            claim, verdict, main.claimed, main.measured, evidence, untrained, alternatives, None, detail, control_detail
-        )
+    """The claim's verdict on the run, with its control, its alternatives and its evidence file."""
+    main, untrained, design = judge(claim, claim, run, control, p_factor)
+    alternatives = tuple(judge(claim, reading, run, control, p_factor)[0] for reading in claim.alternatives)
     return Result(
         claim,
         main.verdict,
+        main.why,
         main.claimed,
         main.measured,
-        evidence,
+        METRICS[claim.metric].evidence,
         untrained,
         alternatives,
         design,
-        detail,
-        control_detail,
+        _detail(claim.metric, run),
+        _detail(claim.metric, control) if untrained is not None else None,
         main.holds,
     )
-
-
-def _judged(
-    claim: Claim, reading: Reading, run: RunData, control: RunData | None, p_factor: float
-) -> tuple[Outcome, Outcome | None, str | None]:
-    """One reading of the claim on the run, judged as every reading is: its outcome with the verdict
-    that the design's reach, the untrained control and the test's power leave it; the control's
-    outcome; and what the design allows."""
-    main = outcome(reading, run, claim.kind, p_factor)
-    has = control is not None and has_control(claim, reading)
-    untrained = outcome(reading, control, claim.kind, p_factor) if has and control is not None else None
-    if claim.kind not in COUNTED or main.holds is None:
-        return main, untrained, None
-    verdict, (design, fixed) = main.verdict, _design(reading, run)
-    blind = METRICS[reading.metric].blind
-    if fixed:  # impossible to miss: no evidence; impossible to meet: refuted by the design itself
-        verdict = "fixed by design" if main.holds else WORDS[claim.kind][1]
-    elif main.holds and untrained is not None and untrained.holds:
-        verdict = "holds untrained"
-    elif untrained is not None and untrained.holds:
-        verdict = "not testable"
-        out_of_reach = (
-            "no outcome could have supported the claim: the untrained SAE meets it, so a trained SAE meeting it "
-            "would only hold untrained"
-        )
-        design = out_of_reach if design is None else f"{design}; {out_of_reach}"
-    elif not main.holds and blind is not None and blind(run):
-        verdict = "within chance"
-    return dataclasses.replace(main, verdict=verdict), untrained, design
 
 
 def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:
@@ -253,15 +194,37 @@ def evaluate_all(claims: list[Claim], run: RunData) -> list[Result]:
     return [evaluate(claim, run, control) for claim in claims]
 
 
+def verdicts_of(claims: list[Claim]) -> Callable[[RunData], dict[str, str]]:
+    """Each claim's verdict on a run, by its id: what ``rundir.compare`` holds two runs to."""
+    return lambda run: {r.claim.id: r.verdict for r in evaluate_all(claims, run)}
+
+
+def combine(outcomes: list[tuple[str, str | None]]) -> tuple[str, str | None]:
+    """One verdict and why over seeds (the faithful run's first). Replicated in some seed and not in
+    another: the seeds disagree. Replicated where some seed's untrained SAE does the same: no evidence,
+    so that a control on the threshold cannot flip it. Else not replicated if some seed failed it,
+    else the verdict most seeds give, the first seed's on a tie."""
+    words = {verdict for verdict, _ in outcomes}
+    untrained = (NO_EVIDENCE, WHY["untrained"])
+    if REPLICATED in words and NOT_REPLICATED in words:
+        return NO_EVIDENCE, WHY["seeds"]
+    if REPLICATED in words and untrained in outcomes:
+        return untrained
+    if NOT_REPLICATED in words:
+        return next(o for o in outcomes if o[0] == NOT_REPLICATED)
+    counts = Counter(outcomes)
+    return max(outcomes, key=lambda o: (counts[o], -outcomes.index(o)))
+
+
 def write_verdicts(run: RunData, results: list[Result]) -> Path:
-    """``verdicts.json``: every claim's kind and verdict on the run, what was claimed and measured,
-    the untrained control's value and verdict, and each alternative reading's."""
-    path = run.root / layout.VERDICTS
+    """``verdicts.json``: every claim's verdict and why, what was claimed and measured, the control's
+    value and verdict, and each alternative reading's."""
     rows = [
         {
             "id": r.claim.id,
             "kind": r.claim.kind,
             "verdict": r.verdict,
+            "why": r.why,
             "claimed": r.claimed,
             "measured": r.measured,
             "evidence": r.evidence,
@@ -270,11 +233,13 @@ def write_verdicts(run: RunData, results: list[Result]) -> Path:
             "detail": r.detail,
             "control_detail": r.control_detail,
             "alternatives": [
-                {"verdict": a.verdict, "claimed": a.claimed, "measured": a.measured} for a in r.alternatives
+                {"verdict": a.verdict, "why": a.why, "claimed": a.claimed, "measured": a.measured}
+                for a in r.alternatives
             ],
             "reading_dependent": r.reading_dependent,
         }
         for r in results
     ]
+    path = run.root / layout.VERDICTS
     artifacts.write_json(path, rows)
     return path

@@ -4,15 +4,13 @@ Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/see
 capture files are hard links, never copies or re-captures). Where the model samples while generating
 (the original's sampling was unseeded), sampling seeds 1..M-1 capture anew in ``<run>/seeds/sampling<k>/``.
 Every claim gets its measured value and verdict per seed (each with its own untrained control), an
-interval, and one combined verdict: the common verdict, else ``inconclusive`` when some seed replicated
-the claim and another did not, else not replicated. A
+interval, and one combined verdict (``verdicts.combine``). A
 p-value is corrected for the number of runs it is one of (Bonferroni: each counts at alpha / runs).
 Features are matched across seeds by the best cosine similarity of their decoder directions.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +19,11 @@ import numpy as np
 from replication.errors import ReplicationError
 from replication.evaluation.claims import Claim
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
-from replication.evaluation.verdicts import Verdict, evaluate
+from replication.evaluation.verdicts import combine, evaluate
 from replication.experiments.variant import variant_run
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, control_of
 from replication.stages.context import Context
-
-
-def combine(verdicts: list[Verdict]) -> Verdict:
-    """One verdict over seeds (the first is the faithful run's): the one they share; holds untrained
-    where every seed meets the claim and some seed's untrained control does too (a control near the
-    threshold does not make the claim inconclusive); inconclusive if some seed replicated the claim
-    and another did not; else not replicated if some seed's test could fail and did; else none of them
-    is a finding (each held untrained, was within chance, ...), and the combined is the verdict most
-    seeds give, the first seed's on a tie."""
-    if len(set(verdicts)) == 1:
-        return verdicts[0]
-    if set(verdicts) == {"replicated", "holds untrained"}:  # met in every seed, untrained in some
-        return "holds untrained"
-    if "replicated" in verdicts:
-        return "inconclusive"
-    if "not replicated" in verdicts:
-        return "not replicated"
-    counts = Counter(verdicts)
-    return max(verdicts, key=lambda v: (counts[v], -verdicts.index(v)))
 
 
 def run_seeds(
@@ -91,12 +70,15 @@ def run_seeds(
         numbers = [m for m in measured if isinstance(m, int | float) and not isinstance(m, bool)]
         per_claim[claim.id] = {
             "verdicts": [r.verdict for r in results],
+            "whys": [r.why for r in results],
             "measured": [r.measured for r in results],
             "sampling_verdicts": [r.verdict for r in resampled],
             "sampling_measured": [r.measured for r in resampled],
             "interval": [min(numbers), max(numbers)] if len(numbers) == len(measured) else None,
-            "combined": combine([r.verdict for r in results + resampled]),
         }
+        per_claim[claim.id]["combined"], per_claim[claim.id]["combined_why"] = combine(
+            [(r.verdict, r.why) for r in results + resampled]
+        )
     live = reference.codes.max(axis=0) > 0
     directions = [run.sae.decoder.weight.detach().numpy() for run in runs]
     best = np.stack([best_cosines(directions[0][:, live], d) for d in directions[1:]])

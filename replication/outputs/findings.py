@@ -6,7 +6,6 @@ behind it, and says the opposite when the facts do: nothing here is written for 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -14,12 +13,11 @@ from replication.config import load_profile
 from replication.evaluation import stats, topics
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
-from replication.evaluation.metrics.implied import DERIVED, TIE_ORDER
+from replication.evaluation.metrics.implied import DERIVED
 from replication.evaluation.metrics.part4 import sample_types
 from replication.evaluation.metrics.part4_topics import max_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.stats import STABLE_COSINE
-from replication.evaluation.verdicts import COUNTED, FINDINGS, WHY, Result
+from replication.evaluation.verdicts import COUNTED, FINDINGS, NO_EVIDENCE, NOT_REPLICATED, REPLICATED, WORDS, Result
 from replication.evaluation.writeup import writeup_strength
 from replication.rundir.reader import RunData
 
@@ -36,176 +34,18 @@ def shown(value: Any, pvalue: bool = False) -> str:
 
 
 def counts(results: list[Result]) -> dict[str, Any]:
-    """The verdicts by kind: findings (measured and reading claims scored here, neither fixed by design
-    nor holding untrained) apart from everything that is not a finding."""
+    """The verdicts by kind, and why the claims that are no finding are none."""
     by_kind: dict[str, Counter[str]] = {kind: Counter() for kind in ("setup", "measured", "implied", "reading")}
     for r in results:
         by_kind[r.claim.kind][r.verdict] += 1
-    scored = Counter(r.verdict for r in results if r.claim.kind in COUNTED)
+    counted = [r for r in results if r.claim.kind in COUNTED]
     return {
         "by_kind": by_kind,
-        "findings": {v: scored[v] for v in FINDINGS},
-        "n_findings": sum(scored[v] for v in FINDINGS),
-        "not_findings": {
-            v: scored[v]
-            for v in (
-                "fixed by design",
-                "holds untrained",
-                "within chance",
-                "not testable",
-                "not testable at this profile",
-            )
-        },
+        "counted": len(counted),
+        "findings": Counter(r.verdict for r in counted if r.finding),
+        "none": Counter(r.why for r in counted if not r.finding).most_common(),
+        "fragile": [r.claim.id for r in counted if r.finding and r.verdict == REPLICATED and r.reading_dependent],
     }
-
-
-def _by_id(results: list[Result]) -> dict[str, Result]:
-    return {r.claim.id: r for r in results}
-
-
-def _initialisation(r: dict[str, Result]) -> str | None:
-    moved, implied = r.get("part3.moved_from_init"), r.get("part4.implied_random_features")
-    if moved is None or implied is None or not isinstance(moved.measured, float):
-        return None
-    bound = f"the write-up's own numbers (one Adam step) keep its SAE's at {implied.measured:.4f} or more"
-    if moved.measured >= STABLE_COSINE:
-        return (
-            f"The trained SAE's weights barely left their random initialisation: its encoder rows keep a median "
-            f"cosine of {moved.measured:.4f} with their initial values (`part3.moved_from_init`), and {bound} "
-            "(`part4.implied_random_features`)."
-        )
-    return (
-        f"Training moved the SAE away from its initialisation, to a median encoder-row cosine of "
-        f"{moved.measured:.3f} (`part3.moved_from_init`), while {bound} (`part4.implied_random_features`)."
-    )
-
-
-def _dimension0(r: dict[str, Result]) -> str | None:
-    origin = r.get("part4.dim0_tie_order")
-    if origin is None:
-        return None
-    if origin.measured == TIE_ORDER:
-        return (
-            "The write-up's \"OOP feature\", its dimension 0, lists exactly the top 5 that numpy 1.24's argsort "
-            "gives for 98 equal values: the tie order of a dead feature (`part4.dim0_tie_order`)."
-        )
-    return "The write-up's dimension-0 list is not a tie order of equal values (`part4.dim0_tie_order`)."
-
-
-def _losses(r: dict[str, Result]) -> str | None:
-    initial, mass = r.get("part3.implied_initial_loss"), r.get("part3.implied_reconstruction")
-    if initial is None or mass is None:
-        return None
-    first = (
-        f"By the write-up's own numbers, its loss of 17 matches the untrained SAE's L1 penalty (its epoch-1 "
-        f"sparsity predicts {initial.measured:.2f} times 17, `part3.implied_initial_loss`)"
-        if initial.verdict == "inconsistent"
-        else f"By the write-up's own numbers, its loss of 17 is not the untrained SAE's L1 penalty "
-        f"({initial.measured:.2f} times it, `part3.implied_initial_loss`)"
-    )
-    left = f"about {mass.measured:.2%} of the codes' initial mass or less, if the untrained MSE is small next to 17"
-    return f"{first}, and its final loss leaves {left} (`part3.implied_reconstruction`)."
-
-
-def _data(run: RunData) -> str | None:
-    """What the samples are, when most of them are not the write-up's (1, 1, d) decode-step states."""
-    types = sample_types(run)
-    prefill = types.count("prefill")
-    if prefill * 2 <= len(types):
-        return None
-    padding = METRICS["padding_row_fraction"].compute(run)
-    return (
-        f"Most of this run's samples ({prefill} of {len(types)}) hold a prompt's rows, as EOS was the first new "
-        "token, not one generated token's (1, 1, d) as the write-up's do, and "
-        f"{padding:.0%} of the training rows are zero padding: the Part 3 and 4 verdicts describe that "
-        "data (`part2.sample_shape`, and `part2.generated_length` by the same cause)."
-    )
-
-
-def _seeds(seeds: dict[str, Any] | None, r: dict[str, Result]) -> str | None:
-    if not seeds:
-        return None
-    f = seeds["features"]
-    medians = ", ".join(f"{m:.2f}" for m in f["median_best_cosine"])
-    some = "No feature reproduces" if f["stable"] == 0 else f"{f['stable']} of {f['live']} features reproduce"
-    text = (
-        f"{some} across {len(seeds['seeds'])} SAE seeds: {f['stable']} of {f['live']} live features have a decoder "
-        f"match of cosine >= {f['threshold']} in every other seed (median best cosine {medians}; random directions "
-        f"{f['random_median_best_cosine']:.2f}; `seeds.json`)"
-    )
-    moved = r.get("part3.moved_from_init")
-    decoder = moved.alternatives[0].measured if moved is not None and moved.alternatives else None
-    if f["stable"] == 0 and isinstance(decoder, float) and decoder >= STABLE_COSINE:
-        text += (
-            f", as it must be when decoder columns stay at a median cosine of {decoder:.4f} with their random "
-            "start (seed 0, `part3.moved_from_init`)"
-        )
-    return text + "."
-
-
-def _splice(run: RunData) -> str | None:
-    splice = run.splice
-    if not splice or splice.get("ce_loss_recovered") is None:
-        return None
-    sae, zero = splice["ce_sae"], splice["ce_zero"]
-    compared = "worse than" if sae > zero else "better than"
-    text = (
-        f"Spliced into the model, the SAE does {compared} zeroing the layer: cross-entropy {sae:.2f} nats against "
-        f"{zero:.2f} (CE loss recovered {splice['ce_loss_recovered']:.2f}, `splice/splice.json`)"
-    )
-    uniform = splice.get("ce_uniform")
-    if uniform is not None and math.isclose(zero, uniform, rel_tol=1e-4):
-        text += f"; zeroing gives ln {splice['vocab_size']} = {uniform:.4f}, uniform logits over the vocabulary"
-    return text + "."
-
-
-READING_WORDS = {
-    "holds untrained": "the untrained SAE meets {} too",
-    "within chance": "the tests of {} could not have flagged an effect as large as the write-up's own example",
-    "not replicated": "{} failed",
-    "not testable": "{} could flag no outcome",
-    "inconclusive": "{} gave no value",
-}
-"""How the bottom line says why a Part 4 reading did not replicate, by its verdict."""
-
-
-def _readings(results: list[Result]) -> str | None:
-    readings = [r for r in results if r.claim.kind == "reading" and r.verdict != "not testable at this profile"]
-    if not readings:
-        return None
-    beat = [r.claim.id for r in readings if r.verdict == "replicated"]
-    by_verdict: dict[str, list[str]] = {}
-    for r in readings:
-        if r.verdict != "replicated":
-            by_verdict.setdefault(r.verdict, []).append(f"`{r.claim.id}`")
-    why = [
-        READING_WORDS.get(verdict, "{} " + verdict).format(", ".join(ids))
-        for verdict, ids in sorted(by_verdict.items())
-    ]
-    rest = "; ".join(why)
-    if not beat:
-        return f"No Part 4 reading of {len(readings)} replicated: {rest}."
-    return (
-        f"{len(beat)} of {len(readings)} Part 4 readings replicated beyond the untrained control: "
-        f"{', '.join(f'`{c}`' for c in beat)}" + (f"; {rest}." if rest else ".")
-    )
-
-
-def _tally(results: list[Result]) -> str:
-    c = counts(results)
-    f, nf = c["findings"], c["not_findings"]
-    fragile = [f"`{r.claim.id}`" for r in results if r.finding and r.verdict == "replicated" and r.reading_dependent]
-    caveat = f" ({', '.join(fragile)} only under its primary reading)" if fragile else ""
-    return (
-        f"Of the {len(results)} claims, {c['n_findings']} are findings: {f['replicated']} replicated{caveat}, "
-        f"{f['not replicated']} not replicated, {f['inconclusive']} inconclusive; {nf['fixed by design']} fixed by "
-        f"design, {nf['holds untrained']} holding untrained, {nf['within chance']} within chance and "
-        f"{nf['not testable'] + nf['not testable at this profile']} not testable here are not counted (Summary)."
-    )
-
-
-ANSWER_WORDS = {(True, False): "Yes", (False, True): "No", (True, True): "In part"}
-"""The answer by (some answering claim replicated, some not replicated)."""
 
 
 def _what_ran(run: RunData) -> str:
@@ -220,58 +60,72 @@ def _what_ran(run: RunData) -> str:
         f"**What ran:** {info['model']}, hooked at layer {info['layer']} of {info['n_layers']} (d_model "
         f"{info['d_model']}), {decoding}, {len(run.records)} prompts"
     )
-    original = load_profile("seed").model.name
     if run.config.profile != "seed" or run.config.model.source == "random_init":
-        text += f". It stands in for {original}, which did not run here"
+        text += f". It stands in for {load_profile('seed').model.name}, which did not run here"
     return text + "."
 
 
+def _value(r: Result) -> str:
+    """A claim's value named by its quantity, beside what its reading needs."""
+    value = stats.format_p(r.measured) if METRICS[r.claim.metric].pvalue else format_value(r.measured)
+    needs = r.claimed.removeprefix("= ")
+    return f"{r.claim.quantity or r.claim.metric} = {value} (needs {needs}, `{r.claim.id}`)"
+
+
 def _answer(results: list[Result]) -> str:
-    """One part's question, answered by its claims marked ``answers``: the run's findings with their
-    numbers, those that are none and why, then what the write-up's own numbers imply."""
+    """One part's question, answered by its claims marked ``answers``: findings with their numbers,
+    the claims that are no evidence and why, then what the write-up's own numbers imply."""
     found = [r for r in results if r.finding]
-    own = [r for r in results if r.claim.kind == "implied"]
-    answer = ANSWER_WORDS.get(
-        (any(r.verdict == "replicated" for r in found), any(r.verdict == "not replicated" for r in found)),
-        "Not decided by this run",
-    )
+    yes = [r for r in found if r.verdict == REPLICATED]
+    if not found:
+        answer = "Not decided by this run"
+    else:
+        answer = "Yes" if len(yes) == len(found) else ("No" if not yes else f"In part, {len(yes)} of {len(found)}")
     part = results[0].claim.section.partition(":")[0]
-    said = [f"`{r.claim.id}` {r.verdict} ({shown(r.measured)}; the write-up: {r.claimed})" for r in found]
+    said = [
+        f"{verdict}: {', '.join(_value(r) for r in found if r.verdict == verdict)}"
+        for verdict in FINDINGS
+        if any(r.verdict == verdict for r in found)
+    ]
     why: dict[str, list[str]] = {}
     for r in results:
-        if not r.finding and r not in own:
-            why.setdefault(WHY.get(r.verdict, r.verdict), []).append(f"`{r.claim.id}`")
-    none = "; ".join(f"{reason} for {', '.join(ids)}" for reason, ids in why.items())
-    text = f"**{part}: {results[0].claim.question}** {answer}"
-    text += f": {'; '.join(said)}" if said else ""
-    text += f". No evidence either way: {none}." if none else "."
-    implied = [f"`{r.claim.id}` {r.verdict} ({shown(r.measured)}; its reading: {r.claimed})" for r in own]
-    return text + (f" By the write-up's own numbers, no run needed: {'; '.join(implied)}." if implied else "")
+        if not r.finding and r.claim.kind in COUNTED:
+            why.setdefault(r.why or r.verdict, []).append(f"`{r.claim.id}`")
+    if why:
+        said.append(f"{NO_EVIDENCE}: " + "; ".join(f"{', '.join(ids)} ({reason})" for reason, ids in why.items()))
+    body = "; ".join(said)
+    text = f"**{part}. {results[0].claim.question}** {answer}." + (f" {body[:1].upper()}{body[1:]}." if said else "")
+    own = [r for r in results if r.claim.kind == "implied"]
+    for verdict in WORDS["implied"]:
+        mine = [_value(r) for r in own if r.verdict == verdict]
+        if mine:
+            text += f" By the write-up's own numbers, {verdict}: {', '.join(mine)}."
+    return text
+
+
+def _tally(results: list[Result]) -> str:
+    c = counts(results)
+    fragile = f" (`{'`, `'.join(c['fragile'])}` only under its primary reading)" if c["fragile"] else ""
+    none = ", ".join(f"{n} {why}" for why, n in c["none"])
+    implied = c["by_kind"]["implied"]
+    setup = c["by_kind"]["setup"]
+    return (
+        f"**Counts:** of {c['counted']} measured and reading claims, {c['findings'].total()} are findings: "
+        f"{c['findings'][REPLICATED]} replicated{fragile}, {c['findings'][NOT_REPLICATED]} not replicated. "
+        f"{c['counted'] - c['findings'].total()} are no evidence: {none}. Setup: {setup['conforms']} of "
+        f"{setup.total()} conform. The write-up's own numbers support {implied['supported']} of its "
+        f"{implied.total()} readings."
+    )
 
 
 def opening(results: list[Result], run: RunData) -> list[str]:
     """The report's first screen: what ran; each part's question, answered by its claims marked
-    ``answers`` in the claim files; the tally."""
+    ``answers`` in the claim files; the counts."""
     by_question: dict[str, list[Result]] = {}
     for r in results:
         if r.claim.answers and r.claim.question:
             by_question.setdefault(r.claim.question, []).append(r)
     return [_what_ran(run), *(_answer(group) for group in by_question.values()), _tally(results)]
-
-
-def bottom_line(results: list[Result], run: RunData, seeds: dict[str, Any] | None) -> list[str]:
-    """At most eight sentences, each with its number and the claim or file behind it."""
-    r = _by_id(results)
-    sentences = [
-        _initialisation(r),
-        _dimension0(r),
-        _losses(r),
-        _seeds(seeds, r),
-        _splice(run),
-        _readings(results),
-        _data(run),
-    ]
-    return [s for s in sentences if s]
 
 
 def entries(results: list[Result]) -> list[dict[str, Any]]:

@@ -17,14 +17,13 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from replication.evaluation import health, topics
-from replication.evaluation import writeup as implied
+from replication.evaluation import health, topics, writeup
 from replication.evaluation.coverage import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.part4_topics import purity, purity_null
 from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.verdicts import COUNTED, FINDINGS, Result, has_control
+from replication.evaluation.verdicts import COUNTED, Result, testable
 from replication.outputs import figures, findings, rendering
 from replication.rundir import artifacts, layout, provenance
 from replication.rundir.reader import RunData, control_of
@@ -59,46 +58,32 @@ def _environment() -> jinja2.Environment:
 
 
 def _seeds(run: RunData, results: list[Result]) -> dict[str, Any] | None:
-    """The seed-robustness table and summary line, when the seeds step ran: the findings of this run
-    (``results``) combined over the seeds."""
+    """The seed-robustness table, when the seeds step ran: each measured or reading claim testable
+    here, its verdict per seed and combined."""
     if not run.has(layout.SEEDS_JSON):
         return None
-    kinds = {r.claim.id: r.claim.kind for r in results}
-    metric_of = {r.claim.id: r.claim.metric for r in results}
     summary = run.json(layout.SEEDS_JSON)
-    tested = {
-        cid: c
-        for cid, c in summary["claims"].items()
-        if c["verdicts"][0] != "not testable at this profile" and kinds.get(cid) in COUNTED
-    }
-    here = {r.claim.id for r in results if r.finding}
-    combined = Counter(c["combined"] for cid, c in tested.items() if cid in here)
     rows = []
-    for cid, entry in tested.items():
-        counts = Counter(entry["verdicts"] + entry.get("sampling_verdicts", []))
-        interval = entry["interval"]
-        pvalue = METRICS[metric_of[cid]].pvalue
+    for r in results:
+        entry = summary["claims"].get(r.claim.id)
+        if entry is None or r.claim.kind not in COUNTED or not testable(r.claim, run):
+            continue
+        pvalue, interval = METRICS[r.claim.metric].pvalue, entry["interval"]
         shown = (
             f"{findings.shown(interval[0], pvalue)} - {findings.shown(interval[1], pvalue)}"
             if interval
             else "; ".join(sorted({findings.shown(m) for m in entry["measured"]}))
         )
-        spread = ", ".join(f"{n} {v}" for v, n in counts.items())
-        rows.append({"id": cid, "seed0": entry["verdicts"][0], "spread": spread, "shown": shown, **entry})
-    return {
-        "correction": "no correction for the number of seeds",
-        **summary,
-        "sampling": summary.get("sampling", {"seeds": [0], "applies": False, "note": "not run"}),
-        "combined": {v: combined[v] for v in FINDINGS},
-        "findings_here": len(here),
-        "capture_findings": sum(1 for r in results if r.finding and not has_control(r.claim)),
-        "changed": [
-            f"`{cid}` ({c['verdicts'][0]} -> {c['combined']})"
-            for cid, c in tested.items()
-            if c["combined"] != c["verdicts"][0]
-        ],
-        "rows": rows,
-    }
+        spread = Counter(entry["verdicts"] + entry.get("sampling_verdicts", []))
+        rows.append(
+            {
+                "id": r.claim.id,
+                "seed0": entry["verdicts"][0],
+                "spread": ", ".join(f"{n} {v}" for v, n in spread.items()),
+            }
+            | {"shown": shown, "combined": entry["combined"], "combined_why": entry.get("combined_why")}
+        )
+    return {**summary, "sampling": summary.get("sampling", {"seeds": [0], "applies": False}), "rows": rows}
 
 
 def _ablations(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
@@ -195,14 +180,12 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "cfg": run.config,
         "info": run.info,
         "manifest": manifest,
-        "results": results,
         "definitions": {name: m.definition for name, m in METRICS.items()},
         "summary": run.train_summary,
         "facts": {
             "samples": len(run.records),
             "prefill": sum(r["source"] == "prefill" for r in run.records),
             "mean_new_tokens": METRICS["mean_new_tokens"].compute(run),
-            "mean_total_tokens": METRICS["mean_total_tokens"].compute(run),
             "padding": METRICS["padding_row_fraction"].compute(run),
             "dead": METRICS["dead_features"].compute(run),
             "d_hidden": run.sae.d_hidden,
@@ -222,12 +205,12 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
                 for name in (
                     "encoder_init_cosine",
                     "decoder_init_cosine",
-                    "max_weight_change",
                     "adam_steps",
                     "weight_change_over_steps_lr",
                     "top5_shared_with_untrained",
                 )
             },
+            "one_step": METRICS["implied_encoder_init_cosine"].compute(run),
             "relu_floor": (floor.low if (floor := _val_fvu_reach(run)) is not None else None),
         },
         "splice": run.splice,
@@ -235,9 +218,8 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "figures": {"writeup": figures.FIGURES, "health": figures.HEALTH_FIGURES, "links": links},
         "captions": figures.captions(run),
         "kinds": Counter(r.claim.kind for r in results),
-        "seeds": (seeds := _seeds(run, results)),
+        "seeds": _seeds(run, results),
         "opening": findings.opening(results, run),
-        "bottom_line": findings.bottom_line(results, run, seeds),
         "counts": findings.counts(results),
         "entries": findings.entries(results),
         "stage_commits": _stage_commits(manifest),
@@ -245,8 +227,8 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "purity": _purity(run),
         "export": (export := run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None),
         "export_rows": _export_rows(export),
-        "derivations": [derive() for derive in implied.DERIVATIONS],
-        "cannot": implied.CANNOT,
+        "derivations": [derive() for derive in writeup.DERIVATIONS],
+        "cannot": writeup.CANNOT,
         "dimension0": writeup_dimension0(),
         "dead_listing": _dead_listing(run),
         "tests": findings.topic_tests(run, control_of(run)),

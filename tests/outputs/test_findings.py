@@ -14,34 +14,37 @@ from replication.evaluation.verdicts import Result, evaluate_all
 from replication.outputs.findings import opening
 from replication.rundir.reader import RunData
 
+UNTRAINED = ("no evidence", "the untrained SAE does the same")
+NO_POWER = ("no evidence", "the test cannot detect an effect the size of the write-up's")
 
-def _result(cid: str, verdict: str) -> Result:
-    asked = claim(id=cid, section="Part 9: Things", question="Did it work?", answers=True)
-    return Result(asked, verdict, "≥ 5", 3, "train/history.json")  # type: ignore[arg-type]
+
+def _result(cid: str, verdict: str, why: str | None = None) -> Result:
+    asked = claim(id=cid, section="Part 9: Things", question="Did it work?", answers=True, quantity="epochs")
+    return Result(asked, verdict, why, "≥ 5", 3, "train/history.json")
 
 
 @pytest.mark.parametrize(
     ("verdicts", "answer"),
     [
-        (["replicated", "replicated"], "Yes"),
-        (["not replicated", "not replicated"], "No"),
-        (["replicated", "not replicated"], "In part"),
-        (["holds untrained", "within chance"], "Not decided by this run"),
-        (["not replicated", "holds untrained"], "No"),
+        ([("replicated", None), ("replicated", None)], "Yes"),
+        ([("not replicated", None), ("not replicated", None)], "No"),
+        ([("replicated", None), ("not replicated", None)], "In part, 1 of 2"),
+        ([UNTRAINED, NO_POWER], "Not decided by this run"),
+        ([("not replicated", None), UNTRAINED], "No"),
     ],
 )
-def test_a_part_is_answered_by_its_findings(verdicts: list[str], answer: str, tiny_run: Path) -> None:
-    results = [_result(f"part9.c{i}", v) for i, v in enumerate(verdicts)]
+def test_a_part_is_answered_by_its_findings(
+    verdicts: list[tuple[str, str | None]], answer: str, tiny_run: Path
+) -> None:
+    results = [_result(f"part9.c{i}", *v) for i, v in enumerate(verdicts)]
     line = opening(results, RunData(tiny_run))[1]
-    assert line.startswith(f"**Part 9: Did it work?** {answer}")
-    found = [r for r in results if r.verdict in ("replicated", "not replicated")]
-    for r in found:
-        assert f"`{r.claim.id}` {r.verdict} (3; the write-up: ≥ 5)" in line
-    why = {"holds untrained": "the untrained SAE does the same", "within chance": "the test cannot detect an effect"}
+    assert line.startswith(f"**Part 9. Did it work?** {answer}.")
     for r in results:
-        if r not in found:
-            assert why[r.verdict] in line and f"`{r.claim.id}`" in line
-    assert ("No evidence either way: " in line) == (len(found) < len(results))
+        if r.finding:
+            assert f"epochs = 3 (needs ≥ 5, `{r.claim.id}`)" in line
+        else:
+            assert f"`{r.claim.id}` ({r.why})" in line
+    assert ("o evidence: " in line) == any(not r.finding for r in results)
 
 
 def test_the_questions_and_their_claims_come_from_the_claim_files(tiny_run: Path, tmp_path: Path) -> None:
@@ -56,19 +59,19 @@ def test_the_questions_and_their_claims_come_from_the_claim_files(tiny_run: Path
     run = RunData(tiny_run)
     lines = opening(evaluate_all(load_claims(claims_dir), run), run)
     assert lines[0].startswith("**What ran:** tiny-random-llama") and "stands in for Llama-3.1-8B-Instruct" in lines[0]
-    (part3_line,) = [line for line in lines if line.startswith("**Part 3: ")]
-    assert part3_line.startswith("**Part 3: Has the SAE learnt a sparse code")
+    (part3_line,) = [line for line in lines if line.startswith("**Part 3. ")]
+    assert part3_line.startswith("**Part 3. Has the SAE learnt a sparse code")
     assert "`part3.stop_epoch`" in part3_line
-    assert lines[-1].startswith("Of the 53 claims")
+    assert lines[-1].startswith("**Counts:** of 26 measured and reading claims")
 
 
 def test_the_write_ups_own_numbers_answer_apart_from_the_run(tiny_run: Path) -> None:
     """An implied claim marked to answer is said after the run's findings, in its own words, and never
     decides the run's answer."""
-    asked = claim(id="part9.own", section="Part 9: Things", question="Did it work?", answers=True, kind="implied")
-    results = [_result("part9.c0", "holds untrained"), Result(asked, "inconsistent", "< 0.9", 0.99, "-")]  # type: ignore[arg-type]
-    line = opening(results, RunData(tiny_run))[1]
-    assert line.startswith("**Part 9: Did it work?** Not decided by this run. No evidence either way:")
-    assert line.endswith(
-        "By the write-up's own numbers, no run needed: `part9.own` inconsistent (0.99; its reading: < 0.9)."
+    asked = claim(
+        id="part9.own", section="Part 9: Things", question="Did it work?", answers=True, kind="implied", quantity="cos"
     )
+    results = [_result("part9.c0", *UNTRAINED), Result(asked, "not supported", None, "< 0.9", 0.99, "-")]
+    line = opening(results, RunData(tiny_run))[1]
+    assert line.startswith("**Part 9. Did it work?** Not decided by this run. No evidence:")
+    assert line.endswith("By the write-up's own numbers, not supported: cos = 0.99 (needs < 0.9, `part9.own`).")

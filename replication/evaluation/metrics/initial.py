@@ -1,8 +1,7 @@
 """Metrics of how far training moved the SAE from its initialisation (the control's untrained SAE).
 
-The control stage keeps the SAE as initialised, same seed, no optimiser step (``<run>/control/train``),
-so each trained weight has its initial value beside it. Adam's step is about ``lr`` per weight whatever
-the scale of the loss, so after ``steps`` steps no weight can have moved much more than steps x lr.
+The control keeps the SAE as initialised (same seed, no step), so each trained weight has its initial
+value beside it. Adam moves a weight by about lr a step whatever the loss's scale, which bounds the change.
 """
 
 from __future__ import annotations
@@ -39,20 +38,18 @@ def adam_step_bound(step: int, betas: tuple[float, float] = ADAM_BETAS) -> float
 
 
 def _radius(run: RunData) -> float | None:
-    """The most any one weight or bias of the best SAE can have moved from its initial value: lr x the
-    sum of Adam's step bounds over the steps it took. None without the control's untrained SAE, on the
-    control itself, or with no step."""
+    """The most any weight or bias of the best SAE can have moved: lr x the sum of Adam's step bounds
+    over its steps. None without the control's untrained SAE, or with no step."""
     steps = adam_steps(run)
-    if control_of(run) is None or run.overlay == layout.CONTROL or steps == 0:
+    if control_of(run) is None or steps == 0:
         return None
     return run.config.train.lr * sum(adam_step_bound(t) for t in range(1, steps + 1))
 
 
 def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
-    """The median cosine a weight row can reach with its initial value after the steps the best SAE
-    took: each weight moved by at most the radius (``_radius``), so a row of n weights moved by at most
-    sqrt(n) times that, and a row w turned by d (|d| < |w|) keeps cosine >= sqrt(1 - |d|^2 / |w|^2).
-    None when the bound says nothing (too many steps, or minibatches) or the decoder is renormalised."""
+    """The least median cosine of a weight row with its initial value after the best SAE's steps: a
+    row of n weights moved by at most sqrt(n) x ``_radius``, and w turned by d keeps cosine >=
+    sqrt(1 - |d|^2 / |w|^2). None when that bounds nothing, or the decoder is renormalised."""
     radius, initial = _radius(run), control_of(run)
     if radius is None or initial is None or (name == "decoder.weight" and run.config.train.decoder_norm != "free"):
         return None
@@ -66,17 +63,18 @@ def _turn_bound(run: RunData, name: str, rows_of: str) -> Reach | None:
     return Reach(
         low,
         1.0,
-        f"given the {adam_steps(run)} Adam steps early stopping took (part3.stop_epoch), each weight moved by at "
+        f"given the {adam_steps(run)} Adam steps early stopping took (the best epoch), each weight moved by at "
         f"most {radius / run.config.train.lr:.3f} lr, so the median "
         f"{'encoder row' if rows_of == 'rows' else 'decoder column'} cannot have turned below this cosine with "
         "its initial value (each one's own bound follows its initial norm)",
+        given=True,
     )
 
 
 def l0_reach(run: RunData) -> Reach | None:
-    """The mean number of codes on per encoded sample that the steps the best SAE took allow: a code's
-    pre-activation w.x + b moves by at most radius x (|x|_1 + 1) (``_radius``), so one above that on
-    the untrained SAE stays on, and one below minus that stays off. None as ``_radius`` says."""
+    """The mean number of codes on per encoded sample that the best SAE's steps allow: a pre-activation
+    w.x + b moves by at most ``_radius`` x (|x|_1 + 1), so one above that untrained stays on, one below
+    minus that stays off. None as ``_radius`` says."""
     radius, initial = _radius(run), control_of(run)
     if radius is None or initial is None:
         return None
@@ -88,9 +86,10 @@ def l0_reach(run: RunData) -> Reach | None:
     return Reach(
         low,
         high,
-        f"given the {adam_steps(run)} Adam steps early stopping took (part3.stop_epoch), each encoder weight and "
+        f"given the {adam_steps(run)} Adam steps early stopping took (the best epoch), each encoder weight and "
         f"bias moved by at most {radius / run.config.train.lr:.3f} lr, so a code's pre-activation moved by at "
         "most that times (|x|_1 + 1): whatever the steps did, this many codes per sample, on average, are on",
+        given=True,
     )
 
 
@@ -152,14 +151,6 @@ def weight_change_over_steps_lr(run: RunData) -> float | None:
     return None if change is None or steps == 0 else change / (steps * run.config.train.lr)
 
 
-def shared_top(run: RunData, other: RunData, k: int) -> float | None:
-    """The share of ``run``'s live dimensions whose top prompts share at least ``k`` prompts with the
-    same dimension's top prompts in ``other``."""
-    if not run.live:
-        return None
-    return float(np.mean([shared >= k for shared in top_overlaps(run, other)]))
-
-
 def top_overlaps(run: RunData, other: RunData) -> list[int]:
     """For each of ``run``'s live dimensions, how many of its top prompts the same dimension of
     ``other`` has among its own."""
@@ -172,13 +163,15 @@ def top5_shared_with_untrained(run: RunData) -> float | None:
     """Share of live dimensions whose top 5 shares at least 4 prompts with the same dimension's top 5 in
     the untrained SAE (None without the control, or with no live dimension)."""
     initial = control_of(run)
-    return None if initial is None else shared_top(run, initial, run.config.analyze.top_k - 1)
+    if initial is None:
+        return None
+    k = run.config.analyze.top_k - 1
+    return float(np.mean([shared >= k for shared in top_overlaps(run, initial)])) if run.live else None
 
 
 def _epoch1_codes(run: RunData) -> tuple[torch.Tensor, int] | None:
-    """Epoch 1's training codes, which the untrained SAE gives (the epoch's forward pass comes before
-    its step), on the training samples' real rows; and how many padding rows the training set has
-    (each encoded to ReLU(b_enc)). None without the control."""
+    """Epoch 1's codes of the real training rows, and the number of padding rows (each ReLU(b_enc)).
+    The untrained SAE gives them: an epoch's forward pass comes before its step. None without the control."""
     initial = control_of(run)
     if initial is None:
         return None

@@ -13,13 +13,13 @@ Dims = Callable[[RunData], list[int]]
 
 @dataclass(frozen=True)
 class Reach:
-    """The values a metric can take on a run, whatever training does: a floor or ceiling that the
-    architecture or the data type imposes, or the optimiser's bound over the steps early stopping
-    allowed, and why."""
+    """The values a metric can take on a run whatever training does, and why."""
 
     low: float
     high: float
     reason: str
+    given: bool = False
+    """Only given the steps early stopping allowed, an outcome of the run."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,9 @@ class Metric:
     dims: Dims | None = None
     """For a metric about particular features: the code dimensions it points at (the cards cite them)."""
     reach: Callable[[RunData], Reach | None] | None = None
-    """The values the design allows on this run; a claim that holds (or fails) on all of them is fixed
-    by design."""
+    """The values the design allows on this run: a claim decided on all of them is fixed by design."""
     detail: Callable[[RunData], str] | None = None
-    """What the value was computed from, in a few words (counts, rates, thresholds), for the report."""
+    """What the value was computed from (counts, rates, thresholds), for the report."""
     flags: Callable[[RunData], str] | None = None
     """For a test against a null: the smallest effect it can flag on this run, in words."""
     blind: Callable[[RunData], bool] | None = None
@@ -74,14 +73,11 @@ def counted(
     evidence: str, name: str, **extra: Any
 ) -> Callable[[Callable[[RunData], list[Any]]], Callable[[RunData], list[Any]]]:
     """Register the count of what the decorated function lists (dimensions, or pairs of them) as the
-    metric ``name``, with the function's docstring as its definition; the dimensions it lists are the
-    metric's ``dims``. One definition for the list and its count."""
+    metric ``name``, with its docstring as the definition and the dimensions it lists as ``dims``."""
 
     def decorate(listing: Callable[[RunData], list[Any]]) -> Callable[[RunData], list[Any]]:
-        def count(run: RunData) -> int:
-            return len(listing(run))
-
-        register(name, evidence, listing.__doc__ or "", count, lambda run: flat_dims(listing(run)), **extra)
+        doc = listing.__doc__ or ""
+        register(name, evidence, doc, lambda run: len(listing(run)), lambda run: flat_dims(listing(run)), **extra)
         return listing
 
     return decorate
