@@ -13,6 +13,7 @@ from replication import api
 from replication.config import ABLATIONS, CLAIMS_DIR, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
 from replication.evaluation.claims import load_claims
+from replication.evaluation.verdicts import verdicts_of
 from replication.rundir import artifacts, layout
 
 DEFAULT_PROFILE = "smollm2"
@@ -172,11 +173,11 @@ def _cards(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _compare(args: argparse.Namespace, rest: list[str]) -> int:
-    from replication.evaluation.compare import compare_runs
+    from replication.rundir.compare import compare_runs
 
     api.Run(args.out)
     reference = api.Run(args.reference)
-    comparison = compare_runs(args.out, reference.path, load_claims(CLAIMS_DIR))
+    comparison = compare_runs(args.out, reference.path, verdicts_of(load_claims(CLAIMS_DIR)))
     print(f"compare: {comparison.line()}")
     return 0 if comparison.reproduced else 1
 

@@ -15,8 +15,8 @@ import pytest
 from helpers import REPO_ROOT, Cli
 
 from replication.evaluation.claims import load_claims
-from replication.evaluation.compare import compare_runs
-from replication.evaluation.verdicts import evaluate_all
+from replication.evaluation.verdicts import evaluate_all, verdicts_of
+from replication.rundir.compare import compare_runs
 from replication.rundir.reader import RunData
 
 REFERENCE = REPO_ROOT / "runs" / "smollm2"
@@ -40,7 +40,7 @@ def test_the_committed_run_is_reproduced(smollm2_rerun: Path) -> None:
     # the same texts and tokens, on any CPU
     assert (smollm2_rerun / "capture/samples.json").read_bytes() == (REFERENCE / "capture/samples.json").read_bytes()
     # every file byte for byte on the reference's kernels, else within the tolerance
-    comparison = compare_runs(smollm2_rerun, REFERENCE, load_claims())
+    comparison = compare_runs(smollm2_rerun, REFERENCE, verdicts_of(load_claims()))
     assert comparison.reproduced, comparison.line()
     if comparison.same_kernels:
         assert comparison.differing == [], comparison.line()

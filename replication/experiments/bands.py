@@ -1,5 +1,5 @@
 """The rounding bands of a reference run: everything after its capture rerun as on other kernels
-(``evaluation/bands.py``). Each rerun perturbs the captured activations as another CPU's kernels
+(``rundir/bands.py``). Each rerun perturbs the captured activations as another CPU's kernels
 round them and runs on another torch thread count, whose float32 sums round otherwise."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from typing import Any
 
 import torch
 
-from replication.evaluation import bands
 from replication.evaluation.claims import Claim
 from replication.experiments.ablations import run_ablations
 from replication.experiments.seeds import run_seeds
-from replication.rundir import artifacts, layout
+from replication.rundir import artifacts, bands, layout
 from replication.rundir.reader import RunData
 from replication.stages.context import Context
 from replication.stages.runner import run_stages

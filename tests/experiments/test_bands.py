@@ -11,11 +11,12 @@ import pytest
 from helpers import REPO_ROOT
 
 from replication.evaluation.claims import load_claims
-from replication.evaluation.compare import compare_runs
+from replication.evaluation.verdicts import verdicts_of
 from replication.experiments import ablations
 from replication.experiments.ablations import run_ablations
 from replication.experiments.bands import rerun
 from replication.rundir import artifacts, layout
+from replication.rundir.compare import compare_runs
 from replication.rundir.reader import RunData
 from replication.stages.context import Context
 
@@ -33,7 +34,7 @@ def rerun_on_one_thread(smollm2_package: None, tmp_path_factory: pytest.TempPath
 
 
 def test_the_trained_parts_are_reproduced_under_other_rounding(rerun_on_one_thread: Path) -> None:
-    comparison = compare_runs(rerun_on_one_thread, REFERENCE, load_claims())
+    comparison = compare_runs(rerun_on_one_thread, REFERENCE, verdicts_of(load_claims()))
     assert comparison.reproduced, comparison.line()
     assert "1 thread" in comparison.line() and layout.ABLATIONS_JSON in comparison.differing
 
@@ -50,7 +51,7 @@ def test_a_planted_change_is_named(rerun_on_one_thread: Path, tmp_path: Path, mo
     honest = json.loads((rerun_on_one_thread / layout.ABLATIONS_JSON).read_text())
     artifacts.write_json(planted / layout.ABLATIONS_JSON, {**honest, "standard_sae": rows["standard_sae"]})
     artifacts.record_addition(planted, "ablations", [planted / layout.ABLATIONS_JSON], {})
-    comparison = compare_runs(planted, REFERENCE, load_claims())
+    comparison = compare_runs(planted, REFERENCE, verdicts_of(load_claims()))
     assert not comparison.reproduced
     where = "ablations.json.standard_sae.sample_code_l0"
     band = json.loads((REFERENCE / layout.BANDS_JSON).read_text())["bands"][where]

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from replication.evaluation import bands
-from replication.evaluation.claims import Claim
-from replication.evaluation.verdicts import evaluate_all
-from replication.rundir import artifacts, layout
+from replication.rundir import artifacts, bands, layout
 from replication.rundir.reader import RunData
+
+Verdicts = Callable[[RunData], dict[str, str]]
+"""Each claim's verdict on a run, by its id (``verdicts.verdicts_of``): the judging is the caller's."""
 
 RTOL, ATOL = 1e-4, 1e-4
 """One pass's float32 rounding: the stages' numbers moved by at most 4e-6 relative between AVX2 and
@@ -132,7 +133,7 @@ def _within_tolerance(name: str, ours: Path, ref: Path) -> list[str]:
     ]
 
 
-def compare_runs(run_dir: Path, reference: Path, claims: list[Claim]) -> Comparison:
+def compare_runs(run_dir: Path, reference: Path, verdicts_of: Verdicts) -> Comparison:
     """The pipeline's files of ``run_dir`` against ``reference``'s, then every claim's verdict."""
     result = Comparison(
         same_kernels=_kernels(run_dir) == _kernels(reference),
@@ -150,8 +151,8 @@ def compare_runs(run_dir: Path, reference: Path, claims: list[Claim]) -> Compari
             else:
                 result.unexplained += _within_tolerance(name, run_dir / name, reference / name)
     if result.differing:  # the same files give the same verdicts: they are computed from them alone
-        recomputed = {r.claim.id: r.verdict for r in evaluate_all(claims, RunData(run_dir))}
-        committed = _verdicts(reference, claims)
+        recomputed = verdicts_of(RunData(run_dir))
+        committed = _verdicts(reference, verdicts_of)
         result.verdicts_changed = sorted(c for c in committed if recomputed.get(c) != committed[c])
     tolerance = _Tolerance(bands.read(reference))
     _replication_differences(run_dir, reference, tolerance, result)
@@ -193,9 +194,9 @@ def _replication_differences(run_dir: Path, reference: Path, tolerance: _Toleran
             result.unexplained.append(named)
 
 
-def _verdicts(run_dir: Path, claims: list[Claim]) -> dict[str, str]:
+def _verdicts(run_dir: Path, verdicts_of: Verdicts) -> dict[str, str]:
     """The run's recorded verdicts (verdicts.json, checked against the manifest), else computed."""
     run = RunData(run_dir)
     if run.has(layout.VERDICTS):
         return {row["id"]: row["verdict"] for row in run.json(layout.VERDICTS)}
-    return {r.claim.id: r.verdict for r in evaluate_all(claims, run)}
+    return verdicts_of(run)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from replication.evaluation.bands import band, leaves, measure
 from replication.rundir import layout
+from replication.rundir.bands import band, leaves, measure
 
 
 def test_a_band_by_hand() -> None:

@@ -3,7 +3,6 @@ family, texts and tokens always exact, verdicts unchanged; each difference named
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from replication.__main__ import main
-from replication.evaluation import compare
-from replication.evaluation.claims import Claim, load_claims
-from replication.evaluation.compare import ATOL, compare_runs
-from replication.evaluation.verdicts import Result, evaluate_all, write_verdicts
+from replication.evaluation.claims import load_claims
+from replication.evaluation.verdicts import evaluate_all, verdicts_of, write_verdicts
 from replication.rundir import artifacts, layout
+from replication.rundir.compare import ATOL, compare_runs
 from replication.rundir.reader import RunData
 
 
@@ -60,7 +58,7 @@ def nudge_codes(run: Path, by: float) -> None:
 
 
 def test_a_copy_is_reproduced_byte_for_byte(twin: Path, reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert result.reproduced and result.differing == [] and result.same_kernels
     assert result.line().startswith("reproduced byte for byte")
     assert main(["compare", "--run", str(twin), "--reference", str(reference)]) == 0
@@ -69,7 +67,7 @@ def test_a_copy_is_reproduced_byte_for_byte(twin: Path, reference: Path, capsys:
 
 def test_any_difference_on_the_same_kernels_is_unexplained(twin: Path, reference: Path) -> None:
     nudge_codes(twin, 1e-7)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert not result.reproduced and result.unexplained == [f"{layout.CODES} differs on the same CPU kernels"]
     assert main(["compare", "--run", str(twin), "--reference", str(reference)]) == 1
 
@@ -83,7 +81,7 @@ def test_another_thread_count_is_held_to_the_tolerance(stage: str, twin: Path, r
     environment["torch_threads"] += 1
     artifacts.write_json(twin / layout.MANIFEST, manifest)
     nudge_codes(twin, ATOL / 10)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert not result.same_kernels and result.reproduced and result.differing == [layout.CODES]
     assert f"{environment['torch_threads']} thread" in result.line()
 
@@ -91,11 +89,11 @@ def test_another_thread_count_is_held_to_the_tolerance(stage: str, twin: Path, r
 def test_other_kernels_are_held_to_the_tolerance(twin: Path, reference: Path) -> None:
     other_kernels(twin)
     nudge_codes(twin, ATOL / 10)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert result.reproduced and result.differing == [layout.CODES]
     assert result.line().startswith("reproduced within rtol")
     nudge_codes(twin, 1.0)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert not result.reproduced and result.unexplained == [f"{layout.CODES}:codes beyond tolerance"]
 
 
@@ -105,25 +103,23 @@ def test_texts_and_tokens_must_be_identical_on_any_kernels(twin: Path, reference
     records[3]["token_ids"][-1] += 1
     artifacts.write_json(twin / layout.SAMPLES, records)
     rehash(twin, layout.SAMPLES)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert result.unexplained == [f"{layout.SAMPLES} differs"]
 
 
-def test_a_changed_verdict_is_named(twin: Path, reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_verdict_is_named(twin: Path, reference: Path) -> None:
     claims = load_claims()
-    real = compare.evaluate_all
+    judge = verdicts_of(claims)
 
-    def flipped(claims: list[Claim], run: RunData) -> list[Result]:
-        results = real(claims, run)
+    def flipped(run: RunData) -> dict[str, str]:
+        verdicts = judge(run)
         if run.root == twin:
-            other = "not replicated" if results[0].verdict == "replicated" else "replicated"
-            results[0] = dataclasses.replace(results[0], verdict=other)
-        return results
+            verdicts[claims[0].id] = "not replicated" if verdicts[claims[0].id] == "replicated" else "replicated"
+        return verdicts
 
-    monkeypatch.setattr(compare, "evaluate_all", flipped)
     other_kernels(twin)
     nudge_codes(twin, ATOL / 10)  # a difference the kernels explain: the verdicts are computed again
-    result = compare_runs(twin, reference, claims)
+    result = compare_runs(twin, reference, flipped)
     assert result.verdicts_changed == [claims[0].id] and result.unexplained == []
     assert not result.reproduced and f"verdict of {claims[0].id}" in result.line()
 
@@ -135,17 +131,17 @@ def test_the_whole_replication_is_compared(twin: Path, reference: Path) -> None:
     rows[number]["measured"] *= 1.01  # beyond rtol 1e-4
     artifacts.write_json(twin / layout.VERDICTS, rows)
     rehash(twin, layout.VERDICTS)
-    assert compare_runs(twin, reference, load_claims()).unexplained == [
+    assert compare_runs(twin, reference, verdicts_of(load_claims())).unexplained == [
         f"{layout.VERDICTS} differs on the same CPU kernels"
     ]
     other_kernels(twin)
-    (named,) = compare_runs(twin, reference, load_claims()).unexplained
+    (named,) = compare_runs(twin, reference, verdicts_of(load_claims())).unexplained
     assert named.startswith(f"{layout.VERDICTS}[{number}].measured: ")
     rows[number]["measured"] /= 1.01
     rows[number]["measured"] += 1e-7  # within the tolerance on another kernel family
     artifacts.write_json(twin / layout.VERDICTS, rows)
     rehash(twin, layout.VERDICTS)
-    assert compare_runs(twin, reference, load_claims()).reproduced
+    assert compare_runs(twin, reference, verdicts_of(load_claims())).reproduced
 
 
 def _with_cards(run: Path, page: str) -> None:
@@ -161,11 +157,11 @@ def test_cards_drawn_for_other_features_are_named(twin: Path, reference: Path, t
     _with_cards(twin, "cards/faithful-7.html")
     _with_cards(reference, "cards/faithful-3.html")
     named = "the cards drew other features: cards/faithful-7.html instead of cards/faithful-3.html"
-    assert compare_runs(twin, reference, load_claims()).unexplained == [named]
+    assert compare_runs(twin, reference, verdicts_of(load_claims())).unexplained == [named]
     other_kernels(twin)  # other kernels, but the same bytes: still nothing explains other cards
-    assert compare_runs(twin, reference, load_claims()).unexplained == [named]
+    assert compare_runs(twin, reference, verdicts_of(load_claims())).unexplained == [named]
     nudge_codes(twin, ATOL / 10)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert result.reproduced and result.cards == named and named in result.line()
 
 
@@ -187,17 +183,17 @@ def test_a_trained_number_is_held_to_its_measured_band(twin: Path, reference: Pa
     artifacts.write_json(reference / layout.BANDS_JSON, {"bands": {"ablations.json.standard_sae.sample_code_l0": 1.3}})
     artifacts.record_addition(reference, "bands", [reference / layout.BANDS_JSON], {})
     _ablations(twin, 257.31, threads=7)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     within = "ablations.json.standard_sae.sample_code_l0: 257.31 vs 256.72 (band \u00b11.3)"
     assert result.reproduced and result.banded == [within] and result.differing == [layout.ABLATIONS_JSON]
     assert within in result.line() and "7 threads" in result.line()
     _ablations(twin, 200.0, threads=7)  # far beyond: e.g. another L1 coefficient
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert result.unexplained == ["ablations.json.standard_sae.sample_code_l0: 200 vs 256.72 (band \u00b11.3)"]
     assert result.line().startswith("NOT reproduced: 1 difference(s): ablations.json.standard_sae.sample_code_l0")
     _ablations(twin, 256.72 * 1.001, threads=7)  # no band measured for the faithful row: one pass's rounding
     artifacts.forget_addition(reference, "bands", [layout.BANDS_JSON])
-    (named,) = compare_runs(twin, reference, load_claims()).unexplained
+    (named,) = compare_runs(twin, reference, verdicts_of(load_claims())).unexplained
     assert named.endswith("(tolerance: rtol 0.0001, atol 0.0001; no measured band)")
 
 
@@ -215,7 +211,7 @@ def test_kernels_are_compared_stage_by_stage(twin: Path, reference: Path, tmp_pa
     _kernels_by_stage(reference, {"capture": "AVX2", "train": "AVX512", "analyze": "AVX2"})
     _kernels_by_stage(twin, {"capture": "AVX2", "train": "AVX2", "analyze": "AVX512"})
     nudge_codes(twin, ATOL / 10)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert not result.same_kernels and result.reproduced and result.differing == [layout.CODES]
 
 
@@ -229,5 +225,5 @@ def test_every_difference_is_counted(twin: Path, reference: Path) -> None:
     artifacts.write_json(twin / layout.VERDICTS, rows)
     rehash(twin, layout.VERDICTS)
     other_kernels(twin)
-    result = compare_runs(twin, reference, load_claims())
+    result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert len(result.unexplained) == 4 and result.line().startswith("NOT reproduced: 4 difference(s)")
