@@ -27,6 +27,8 @@ cards/index.html, cards/SAE/     the feature cards (offline HTML)
 
 from __future__ import annotations
 
+from replication import sae
+
 STAGES = ("capture", "train", "analyze", "splice", "control")
 """The pipeline's stages in order; each writes its files into the directory of its name."""
 CONTROL = "control"
@@ -47,12 +49,9 @@ PROMPTS = "capture/prompts.txt"
 CAPTURE_FILES = (ACTIVATIONS, SAMPLES, ORIGINAL_FORMAT, CAPTURE_INFO, PROMPTS)
 
 TRAIN_DIR = "train"
-SAE_WEIGHTS = "sae.safetensors"
-"""The file an SAE saves itself to, inside its directory (``SparseAutoencoder.save``)."""
-SAE = f"{TRAIN_DIR}/{SAE_WEIGHTS}"
-SAE_CFG_NAME = "cfg.json"
-SAE_CFG = f"{TRAIN_DIR}/{SAE_CFG_NAME}"
-"""The SAE's architecture beside its weights (d_in, d_hidden, decoder activation and norm)."""
+SAE = f"{TRAIN_DIR}/{sae.WEIGHTS_NAME}"
+"""The SAE's weights; its architecture beside them (``SparseAutoencoder.save`` names both files)."""
+SAE_CFG = f"{TRAIN_DIR}/{sae.CFG_NAME}"
 LAST_CODES = "train/last_codes.safetensors"
 HISTORY = "train/history.json"
 TRAIN_SUMMARY = "train/summary.json"
