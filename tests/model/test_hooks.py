@@ -1,4 +1,4 @@
-"""The hook point: where the hook sits, what a last-call hook keeps, that it is removed."""
+"""The hook point: where the hook sits, what a last-call hook keeps, that a hook ends with its block."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from replication.model.hooks import (
     hidden_state,
     hook_point,
     last_call_hook,
+    replaced_output,
     returned_cache,
 )
 from replication.model.loading import LoadedModel
@@ -42,11 +43,21 @@ def test_hook_equals_output_hidden_states(tiny_model: LoadedModel) -> None:
     assert not torch.allclose(store.hidden, states[LAYER])
 
 
-def test_hook_is_removed_on_exit(tiny_model: LoadedModel) -> None:
+def test_hooks_end_with_their_block(tiny_model: LoadedModel) -> None:
+    """Left by an exception, a last-call hook records no later pass, and a replaced output is the
+    layer's own again: the model computes what it did before."""
+    ids = encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=False)["input_ids"]
     layer = decoder_layer(tiny_model.model, LAYER)
-    with pytest.raises(RuntimeError), last_call_hook(layer):
-        raise RuntimeError("boom")
-    assert not layer._forward_hooks
+    with torch.no_grad():
+        clean = tiny_model.model(ids).logits
+        with pytest.raises(RuntimeError), last_call_hook(layer) as store:
+            raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), replaced_output(layer, torch.zeros_like):
+            assert not torch.equal(tiny_model.model(ids).logits, clean)  # replaced while open
+            raise RuntimeError("boom")
+        after = tiny_model.model(ids).logits
+    assert store.calls == 0 and store.hidden is None
+    torch.testing.assert_close(after, clean, rtol=0, atol=0)
 
 
 def test_hidden_state_takes_tensor_or_tuple() -> None:
