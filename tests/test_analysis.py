@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from replication.evaluation import stats
 from replication.evaluation.stats import max_share_tail
 from replication.evaluation.topics import feature_purity, purity_null
-from replication.sae import tieorder
-from replication.sae.data import sample_rows
 from replication.stages.analyze import pca_2d, top_activating
-
-
-def test_sample_rows_take_the_last_row_of_prefill_samples() -> None:
-    decode = torch.full((1, 1, 2), 1.0)
-    prefill = torch.arange(6.0).reshape(1, 3, 2)
-    x, rows = sample_rows([decode, prefill])
-    assert rows == [0, 2]
-    torch.testing.assert_close(x, torch.tensor([[1.0, 1.0], [4.0, 5.0]]))
 
 
 def test_top_activating_highest_first() -> None:
@@ -34,20 +23,6 @@ def test_top_activating_highest_first() -> None:
     assert [t["index"] for t in dims[1]["top"]] == [2, 3, 1]
     current = top_activating(codes, prompts, k=3, tie_order="current")
     assert [t["index"] for t in current[1]["top"]] == np.argsort(codes[:, 1])[-3:][::-1].tolist()
-
-
-def test_a_dead_feature_lists_the_writeups_dimension_0() -> None:
-    """On 98 zeros numpy 1.24.4's argsort ends 28, 27, 26, 24, 97 (nox -s tieorder checks it there)."""
-    assert tieorder.top_k(np.zeros(98, dtype=np.float32), 5).tolist() == [97, 24, 26, 27, 28]
-
-
-def test_tie_order_argsort_sorts() -> None:
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 17, 98, 500):
-        column = np.where(rng.random(n) < 0.6, 0.0, rng.integers(0, 4, n)).astype(np.float32)
-        order = tieorder.argsort(column)
-        assert sorted(order.tolist()) == list(range(n))
-        np.testing.assert_array_equal(column[order], np.sort(column))
 
 
 def test_pca_2d() -> None:
