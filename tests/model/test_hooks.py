@@ -1,4 +1,5 @@
-"""The hook point: where the hook sits, what a last-call hook keeps, that a hook ends with its block."""
+"""The hook point: where the hook sits (in the tiny model and in SmolLM2), what a last-call hook keeps,
+that a hook ends with its block."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import pytest
 import torch
 
+from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.model.batching import sorted_batches
 from replication.model.hooks import (
@@ -112,3 +114,14 @@ def test_the_cache_goes_by_the_name_the_model_takes() -> None:
         assert kwargs == {name: held, "use_cache": True}
         assert returned_cache(module(torch.zeros(1), **kwargs)) is held
     assert cache_kwargs(_Plain(), None) == {"past_key_values": None, "use_cache": False}
+
+
+@pytest.mark.slow  # loads the real model
+def test_hook_equals_output_hidden_states_in_smollm2(smollm2: tuple[RunConfig, LoadedModel]) -> None:
+    cfg, loaded = smollm2
+    ids = encode_prompt(loaded.tokenizer, "Explain quantum computing in simple terms.", False)["input_ids"]
+    with last_call_hook(decoder_layer(loaded.model, cfg.capture.layer)) as store, torch.no_grad():
+        states = loaded.model(ids, output_hidden_states=True).hidden_states
+    assert len(states) == 31  # embeddings + 30 blocks
+    assert store.hidden is not None
+    torch.testing.assert_close(store.hidden, states[cfg.capture.layer + 1], rtol=0, atol=0)
