@@ -116,16 +116,6 @@ def test_stale_stage_is_refused(tmp_path: Path, small_prompts: Path, uninterrupt
         verify_manifest(out)
 
 
-def test_manifest_path_outside_the_run_is_refused(tmp_path: Path, uninterrupted: Path) -> None:
-    out = tmp_path / "run"
-    shutil.copytree(uninterrupted, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["files"]["../../etc/passwd"] = "0" * 64
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ReplicationError, match="a path outside the run directory"):
-        verify_manifest(out)
-
-
 def test_nan_in_activations_is_named_before_training(
     tmp_path: Path, uninterrupted: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
