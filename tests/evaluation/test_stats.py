@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from replication.evaluation import stats
-from replication.evaluation.stats import max_share_tail
+from replication.evaluation.stats import best_cosines, max_share_tail
 
 
 def test_max_share_tail_by_hand() -> None:
@@ -40,3 +40,11 @@ def test_permutation_null_is_the_statistic_of_each_shuffle_in_turn() -> None:
     observed, p = stats.permutation_pvalue(most, labels, permutations, seed=11)
     assert observed == float(labels[rows].sum(axis=1).max())
     assert p == (1 + sum(v >= observed for v in expected)) / (1 + permutations)
+
+
+def test_best_cosines_find_permuted_and_scaled_directions() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(16, 5))
+    other = np.concatenate([reference[:, ::-1] * 3.0, rng.normal(size=(16, 4))], axis=1)
+    np.testing.assert_allclose(best_cosines(reference, other), np.ones(5), rtol=1e-12)
+    assert (best_cosines(reference, rng.normal(size=(16, 5))) < 0.99).all()
