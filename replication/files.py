@@ -1,8 +1,7 @@
 """One file whole or not at all, and the one-line error for a read or write the file system refuses.
 
-Below the layers: the SAE saves itself through it and the run directory writes every artifact through
-it. A file is written to a temporary name in its final directory and renamed into place, so a killed
-process leaves the previous complete file or none.
+Below the layers, so that the SAE and the run directory write through the same code: a file goes to a
+temporary name beside it and is renamed into place, so a killed process leaves the old file or none.
 """
 
 from __future__ import annotations

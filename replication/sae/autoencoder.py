@@ -1,5 +1,5 @@
-"""Part 3: the sparse autoencoder, its loss, and its own files: ``cfg.json`` (its architecture) beside its
-weights, as SAELens's ``save_model`` and sparsify's ``save_to_disk`` keep them."""
+"""Part 3: the sparse autoencoder, its loss, and its files: ``cfg.json`` (its architecture) beside its
+weights, as SAELens and sparsify keep theirs."""
 
 from __future__ import annotations
 
@@ -49,19 +49,17 @@ class Loss:
 
 
 class SparseAutoencoder(nn.Module):
-    """z = ReLU(W_e x + b_e);  x_hat = act(W_d z + b_d), act = ReLU (faithful) or identity.
+    """z = ReLU(W_e x + b_e);  x_hat = act(W_d z + b_d), act = ReLU (the original's) or identity.
 
-    The original applied a ReLU to the decoder output too, so reconstructions can never be
-    negative although residual-stream activations are about half negative. PyTorch's default
-    initialisation; the encoder is built before the decoder, so ``torch.manual_seed(s)`` right
-    before construction gives the original's initial weights. ``decoder_norm="unit"`` records that
-    training keeps every decoder direction at unit norm (``normalize_decoder`` after each step).
+    ``decoder_norm="unit"``: training keeps every decoder direction at unit norm (``normalize_decoder``).
     """
 
     def __init__(
         self, d_in: int, d_hidden: int, decoder_activation: Activation = "relu", decoder_norm: Norm = "free"
     ) -> None:
         super().__init__()
+        # PyTorch's default initialisation, the encoder built first: torch.manual_seed(s) right before
+        # construction gives the original's initial weights.
         self.encoder = nn.Linear(d_in, d_hidden)
         self.decoder = nn.Linear(d_hidden, d_in)
         self.architecture = Architecture(d_in, d_hidden, decoder_activation, decoder_norm)

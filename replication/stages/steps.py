@@ -1,8 +1,7 @@
 """The stages' bodies: what capture, train, analyze, splice and control each read and write.
 
-Each body reads the run's files through a ``RunData`` (which notes every file read with its sha256: the
-stage's inputs), writes its own files atomically, and returns their names and the facts to record in the
-manifest. ``stages.runner`` decides when a stage runs and records it.
+Each reads through a ``RunData`` (which notes the stage's inputs) and returns the names of the files it
+wrote and the facts for the manifest; ``stages.runner`` decides when a stage runs and records it.
 """
 
 from __future__ import annotations
