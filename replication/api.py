@@ -1,12 +1,7 @@
 """The Python API: run the stages, the whole replication, and read a finished run; the command line calls it.
 
-    from replication.api import Run, load_profile, replicate, run
-    cfg = load_profile("tiny")
-    run(cfg, Path("runs/tiny"))                       # capture -> train -> analyze -> splice -> control
-    for result in Run(Path("runs/tiny")).verdicts():  # the manifest checked first
-        print(result.line())
-
-The model code is imported only by the functions that run stages: reading a finished run loads no model.
+Model code is imported only by the functions that run stages, so reading a finished run loads no model
+(docs/architecture.md shows the API in use).
 """
 
 from __future__ import annotations

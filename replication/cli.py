@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from replication import api
+from replication import api, files
 from replication.config import ABLATIONS, CLAIMS_DIR, RunConfig, load_profile, parse_overrides
 from replication.errors import ReplicationError
 from replication.evaluation.claims import load_claims
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused what no artifact writer wrapped: still one line
-        print(f"error: {artifacts.disk_error(exc, None, 'using')}", file=sys.stderr)
+        print(f"error: {files.disk_error(exc, None, 'using')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -1,9 +1,7 @@
 """Run configuration: frozen pydantic models built from a YAML profile plus ``--section.key=value``.
 
-A profile (``replication/profiles/NAME.yaml``) names the model, the hook layer, the generation
-settings, the SAE shape and the training settings. The defaults of every field reproduce what
-the original study ran (see METHOD.md in the study's material); every departure is a named
-field, so it shows in the saved config, its hash and the report.
+Every default reproduces what the original study ran (docs/method.md); every departure is a named
+field, so that it shows in the saved config, its hash and the report.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -146,3 +147,32 @@ def claim(**fields: object) -> Claim:
         "profiles": ("tiny",),
     }
     return Claim(**(base | fields))  # type: ignore[arg-type]
+
+
+class FullDisk:
+    """``os.write`` that fails (ENOSPC, or ``code``) each write into a file under ``root`` once
+    (``helpers.write_key``; with ``only``, the files whose path in the run starts so): half its
+    bytes go to the disk, then the error. Run after run of the same command, every write fails
+    once, in turn. ``last`` is the file (its final name) that failed last."""
+
+    def __init__(self, root: Path, code: int = errno.ENOSPC, only: tuple[str, ...] = ("",)) -> None:
+        self.root, self.code, self.only, self.real = root, code, only, os.write
+        self.failed: list[tuple[str, str]] = []
+        self.last = root
+
+    def __call__(self, fd: int, data: Any) -> int:
+        temporary = Path(os.readlink(f"/proc/self/fd/{fd}"))  # .NAME.RANDOM.tmp beside NAME
+        final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
+        if final.is_relative_to(self.root) and self._due(key := write_key(final, self.root)):
+            self.failed.append(key)
+            self.last = final
+            self.real(fd, bytes(data)[: len(data) // 2])
+            raise OSError(self.code, os.strerror(self.code))
+        return self.real(fd, data)
+
+    def _due(self, key: tuple[str, str]) -> bool:
+        return key not in self.failed and key[0].startswith(self.only)
+
+
+def temporary_names(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".")]

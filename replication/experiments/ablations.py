@@ -1,11 +1,8 @@
-"""Ablations: named config variants run beside the faithful run (``config.ABLATIONS``), side by side.
+"""Ablations: named config variants (``config.ABLATIONS``) run beside the faithful run, side by side.
 
-Each runs in ``<run>/variants/<name>/`` and is reported with the faithful run: sparsity, L0, FVU, dead
-fraction, CE loss recovered, and the claims whose verdict changes. An ablation that changes only which
-positions the capture keeps (per_token) feeds the run's own generated sequences through the model
-once, instead of generating them again. One that generates anew batches its prompts where the model
-decodes greedily (the batched capture stores the same samples as one prompt at a time), and captures one
-prompt at a time, as the run, where it samples; its row says which, and why.
+An ablation that changes only which positions the capture keeps (per_token) feeds the run's own
+sequences through the model instead of generating them again; one that generates anew batches its
+prompts only where the model decodes greedily. Its row in ``ablations.json`` says which, and why.
 """
 
 from __future__ import annotations
@@ -53,9 +50,9 @@ def feeds_run_sequences(overrides: dict[str, Any]) -> bool:
 
 def capture_batching(reference: RunData, overrides: dict[str, Any], ctx: Context) -> tuple[int, str]:
     """The ``capture.batch_size`` of a variant that captures anew, and why: batched where the model
-    decodes greedily, where a batch stores what one prompt at a time stores (same tokens,
-    activations equal to float32 summation order, 1e-4 relative); the run's own where it samples,
-    since a batch draws from one random stream and its samples would differ."""
+    decodes greedily, the run's own where it samples."""
+    # Greedy, a batch stores what one prompt at a time stores (same tokens, activations equal to float32
+    # summation order, 1e-4 relative); sampling, a batch draws from one random stream and differs.
     own = reference.config.capture.batch_size
     if "capture.batch_size" in overrides:
         return int(overrides["capture.batch_size"]), "set by the ablation's overrides"

@@ -1,15 +1,9 @@
-"""The converted-model cache: a model that takes seconds to convert (a GGUF file, dequantised, and
-its tokenizer built from the GGUF's vocabulary) is converted once and kept as a plain Hugging Face
-directory -- safetensors weights, ``config.json``, ``generation_config.json`` and the tokenizer's
-files -- that later runs load in a fraction of the time.
+"""The converted-model cache: a GGUF's conversion kept as a checked Hugging Face folder.
 
-An entry is ``CACHE/converted/<sha256 of the source file>/<variant>/``: the key is the source's
-bytes, not its path, and the variant names what else shapes the conversion (the dtype, the versions
-of the converting libraries). CACHE is ``$REPLICATION_CACHE_DIR``, else the user's cache directory
-(``platformdirs``). An entry is built in a temporary sibling directory and renamed into place, so
-it is complete or absent; its ``manifest.json`` lists the sha256 of every file and is checked
-before each use. A damaged entry (a file missing, changed or added) is removed and built again,
-with a one-line notice on stderr.
+Converting takes seconds on every run; a plain folder loads in a fraction of that. An entry is
+``CACHE/converted/<sha256 of the source>/<variant>/`` (the variant: dtype and converting libraries),
+built under a temporary name, and checked against its ``manifest.json`` before each use
+(docs/commands.md).
 """
 
 from __future__ import annotations

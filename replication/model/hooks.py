@@ -1,6 +1,5 @@
-"""The hook point: where on a decoder block the study looks, what a last-call hook keeps, how the
-splice test replaces a block's output, and the one way a pass runs only some blocks (stops at layer L,
-or starts after it)."""
+"""The hook point on a decoder block: the last-call hook, replacing a block's output, and the one way a
+pass runs only some blocks (stops at layer L, or starts after it)."""
 
 from __future__ import annotations
 
@@ -31,11 +30,9 @@ class LastCall:
 
 
 def hidden_state(output: Any) -> torch.Tensor:
-    """The (batch, seq, d) tensor of a decoder layer's output, whichever form the library returns.
-
-    transformers 4.x returned a tuple whose first item is the hidden state (the original's
-    ``output[0]``); 5.x returns the tensor itself, where ``output[0]`` would drop the batch axis.
-    """
+    """The (batch, seq, d) tensor of a decoder layer's output, whichever form the library returns."""
+    # transformers 4.x returned a tuple, the hidden state first (the original's ``output[0]``); 5.x returns
+    # the tensor itself, where ``output[0]`` would drop the batch axis.
     tensor = output if isinstance(output, torch.Tensor) else output[0]
     if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
         raise ReplicationError(f"unexpected decoder-layer output: {type(output).__name__}")

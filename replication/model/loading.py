@@ -124,10 +124,10 @@ def weight_seed(seed: int, name: str) -> int:
 
 
 def draw_weights(model: PreTrainedModel, seed: int, std: float) -> None:
-    """Random weights as transformers initialises a Llama (linear and embedding weights normal with
-    ``std``, norms one, biases zero), each drawn in float32 on the CPU from its own generator and then
-    cast: every dtype and device holds the same weights up to its rounding, and no more than one
-    float32 tensor is held at a time."""
+    """Random weights as transformers initialises a Llama: linear and embedding weights normal with
+    ``std``, norms one, biases zero."""
+    # Each drawn in float32 on the CPU from its own generator, then cast: every dtype and device holds
+    # the same weights up to its rounding, and one float32 tensor at a time is held.
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -152,12 +152,11 @@ ALIGNMENT = 64
 
 
 def own_aligned_memory(model: PreTrainedModel) -> None:
-    """Give every CPU weight not starting on a ``ALIGNMENT``-byte boundary memory of its own, as
-    torch allocates it. A weight memory-mapped from a safetensors file (the converted-model cache)
-    starts wherever the file puts it, one converted in memory wherever its conversion left it; the
-    CPU kernels take other paths on other alignments and sum in another order, so the same weights
-    would give other bits. Aligned, a model computes the same bits however it was loaded. Tied
-    weights stay tied (the parameter keeps its identity)."""
+    """Give every CPU weight not on an ``ALIGNMENT``-byte boundary memory of its own; tied weights stay
+    tied (the parameter keeps its identity)."""
+    # A weight memory-mapped from a safetensors file (the model cache) starts wherever the file puts it.
+    # The CPU kernels take other paths on other alignments and sum in another order: aligned, a model
+    # computes the same bits however it was loaded.
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             if tensor.device.type == "cpu" and tensor.data_ptr() % ALIGNMENT:

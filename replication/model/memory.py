@@ -1,6 +1,6 @@
-"""The pre-flight memory check: before any weight is loaded, what the run will need -- the weights,
-the KV cache of a batch of generations, the stored activations -- against the memory that is free
-where the model goes, so that a model too large fails in a second with the options named, not
+"""The pre-flight memory check: weights, KV cache and stored activations against free memory.
+
+Before any weight is loaded, so that a model too large fails in a second with the options named, not
 after minutes of loading with an out-of-memory error.
 """
 

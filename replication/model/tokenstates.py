@@ -15,10 +15,10 @@ from replication.model.hooks import decoder_layer, input_device, last_call_hook,
 def fed_states(
     model: PreTrainedModel, layer: int, sequences: Sequence[Sequence[int]], batch_tokens: int = BATCH_TOKENS
 ) -> list[torch.Tensor]:
-    """Per sequence, (T - 1, d) float32 on the CPU: the layer's output at every position of its tokens
-    but the last (which is never fed back), from passes through blocks 0..layer only; sequences of
-    similar length share a batch, padded on the right (a causal model's real positions never see the
-    padding after them)."""
+    """Per sequence, (T - 1, d) float32 on the CPU: the layer's output at every position but the last
+    (never fed back), from passes through blocks 0..layer only."""
+    # Sequences of similar length share a batch, padded on the right: a causal model's real positions
+    # never see the padding after them.
     device = input_device(model)
     fed = [list(ids[:-1]) for ids in sequences]
     module = decoder_layer(model, layer)
@@ -55,9 +55,9 @@ def read_out(model: PreTrainedModel, directions: torch.Tensor) -> torch.Tensor:
 
 def extremes(logits: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[int]]]:
     """Per column of ``logits`` (vocab, n): the ids of its k largest values, largest first, and of its k
-    smallest, smallest first -- the order of a stable descending sort and of its reverse (equal values:
-    lower id first among the largest, higher id first among the smallest). Only the values at or beyond
-    each column's k-th are sorted."""
+    smallest, smallest first, as a stable descending sort and its reverse order them."""
+    # Only the values at or beyond each column's k-th are sorted; ties: lower id first among the
+    # largest, higher id first among the smallest.
     largest, smallest = [], []
     top, bottom = logits.topk(k, dim=0).values[-1], logits.topk(k, dim=0, largest=False).values[-1]
     for column in range(logits.shape[1]):

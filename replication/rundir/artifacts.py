@@ -1,15 +1,11 @@
-"""Files of a run directory: atomic writes, sha256 hashes and the manifest.
+"""Files of a run directory: JSON and safetensors I/O, sha256 hashes and the manifest.
 
-Every file is written to a temporary name in its final directory and renamed into place, so a
-killed run leaves either the previous complete file or none. ``manifest.json`` is written last,
-after every file of the stage, and holds the sha256 of each. A write the file system refuses
-(a full disk, a quota, a read-only or failing device) is one ``ReplicationError`` naming the file
-and the reason; its temporary file is removed, and the same command resumes once the cause is gone.
+Every file is written whole or not at all (``replication.files``); ``manifest.json`` is written last,
+after every file of the stage, and holds the sha256 of each, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -27,32 +23,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from replication.errors import ReplicationError
+from replication.files import atomic_write, disk_error, replace_file
 from replication.rundir import layout, provenance
 
 METADATA_KEY = "replication"
-
-REASONS = {
-    errno.ENOSPC: ("no space left on device", "free space"),
-    errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota"),
-    errno.EROFS: ("read-only file system", "make it writable"),
-    errno.EACCES: ("permission denied", "make it writable"),
-    errno.EPERM: ("operation not permitted", "make it writable"),
-    errno.EIO: ("I/O error", "check the device"),
-    errno.ENOENT: ("no such file", "run the stage that writes it"),
-}
-"""What the file system said, and what the user can do about it, by errno."""
-
-
-def disk_error(exc: OSError, path: Path | str | None, doing: str = "writing") -> ReplicationError:
-    """The one-line error for an OSError met while reading or writing ``path``."""
-    reason, remedy = REASONS.get(exc.errno or 0, ((exc.strerror or type(exc).__name__).lower(), "fix that"))
-    where = path if path is not None else exc.filename
-    what = f"{reason} {doing} {where}" if where is not None else reason
-    if doing == "writing":
-        return ReplicationError(
-            f"{what} (the run's previous state is intact; {remedy} and run the same command to resume)"
-        )
-    return ReplicationError(f"{what} ({remedy} and run the same command again)")
 
 
 def sha256_file(path: Path) -> str:
@@ -66,43 +40,6 @@ def sha256_file(path: Path) -> str:
     except OSError as exc:
         raise disk_error(exc, path, "reading") from None
     return digest.hexdigest()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Every byte of ``data`` to the open file ``fd`` (one ``os.write`` a time: the one place where
-    a run's bytes reach the disk)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written == 0:  # a file system that takes no more bytes and says nothing
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
-def _replace_with(path: Path, data: bytes) -> None:
-    """``data`` to a temporary file beside ``path``, then renamed into place; the temporary file
-    is removed whatever happens. OSErrors propagate."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        try:
-            _write_all(fd, data)
-            os.fchmod(fd, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """``data`` as the file ``path``, whole or not at all: on an OSError the previous ``path`` is
-    left as it was and the error names ``path``."""
-    try:
-        _replace_with(path, data)
-    except OSError as exc:
-        raise disk_error(exc, path) from None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -129,7 +66,7 @@ def write_tree(directory: Path, files: Mapping[str, str]) -> list[Path]:
         staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
         staging.chmod(0o755)  # mkdtemp makes it private; the pages are meant to be shared
         for name, text in files.items():
-            _replace_with(staging / name, text.encode("utf-8"))
+            replace_file(staging / name, text.encode("utf-8"))
         name = ""
         shutil.rmtree(old, ignore_errors=True)
         if directory.exists():

@@ -1,31 +1,9 @@
-"""The run directory's layout: every file name of a run, spelled once, as paths relative to the run.
-
-config.yaml                      the resolved config of the latest stage
-manifest.json                    config + hash, environment, per-stage facts, sha256 of files
-capture/activations.safetensors  sample_000 ... one (1, T, d) float32 tensor per prompt
-capture/samples.json             per sample: prompt, text, token counts, prefill/decode, shape
-capture/activations_data.json    the original's format: [{prompt, generated_text, activations}]
-capture/info.json                model, weights, depth, width, decoding rule, device, dtype
-capture/prompts.txt              the corpus as used
-train/cfg.json, sae.safetensors  the best (reloaded) SAE: its architecture, then its weights
-train/history.json               one row per epoch
-train/last_codes.safetensors     codes of the last epoch's training pass (the PCA's input)
-train/summary.json               rows, best and last epoch
-analyze/codes.safetensors        one code row per sample (N, d_hidden)
-analyze/top_prompts.json         top-k prompts per code dimension, and the row rule
-analyze/pca.json                 2-D PCA of the last epoch's training codes
-splice/splice.json               CE clean / with the SAE spliced in / zero-ablated
-verdicts.json                    every claim's verdict (written by the report step)
-seeds.json, seeds/               seed robustness and the retrained runs (not committed)
-ablations.json, variants/        the ablations and their runs (not committed)
-bands.json, bands/               a reference's rounding bands and the reruns they come from (not committed)
-export/index.json, export/NAME/  SAEs in SAELens's format
-figures/NAME.png, REPORT.md      the report and its figures
-tokens/states.safetensors, ...   every position's layer state and token text, for the cards
-cards/index.html, cards/SAE/     the feature cards (offline HTML)
-"""
+"""The run directory's layout: every file name of a run, spelled once, as paths relative to the run
+(docs/run-directory.md says what each file holds)."""
 
 from __future__ import annotations
+
+from replication import sae
 
 STAGES = ("capture", "train", "analyze", "splice", "control")
 """The pipeline's stages in order; each writes its files into the directory of its name."""
@@ -47,12 +25,9 @@ PROMPTS = "capture/prompts.txt"
 CAPTURE_FILES = (ACTIVATIONS, SAMPLES, ORIGINAL_FORMAT, CAPTURE_INFO, PROMPTS)
 
 TRAIN_DIR = "train"
-SAE_WEIGHTS = "sae.safetensors"
-"""The file an SAE saves itself to, inside its directory (``SparseAutoencoder.save``)."""
-SAE = f"{TRAIN_DIR}/{SAE_WEIGHTS}"
-SAE_CFG_NAME = "cfg.json"
-SAE_CFG = f"{TRAIN_DIR}/{SAE_CFG_NAME}"
-"""The SAE's architecture beside its weights (d_in, d_hidden, decoder activation and norm)."""
+SAE = f"{TRAIN_DIR}/{sae.WEIGHTS_NAME}"
+"""The SAE's weights; its architecture beside them (``SparseAutoencoder.save`` names both files)."""
+SAE_CFG = f"{TRAIN_DIR}/{sae.CFG_NAME}"
 LAST_CODES = "train/last_codes.safetensors"
 HISTORY = "train/history.json"
 TRAIN_SUMMARY = "train/summary.json"

@@ -1,19 +1,22 @@
-"""Part 3: the sparse autoencoder, its loss, and its own files: ``cfg.json`` (its architecture) beside its
-weights, as SAELens's ``save_model`` and sparsify's ``save_to_disk`` keep them."""
+"""Part 3: the sparse autoencoder, its loss, and its files: ``cfg.json`` (its architecture) beside its
+weights, as SAELens and sparsify keep theirs."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple, get_args
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from replication.config import Activation, Norm, Reduction
 from replication.errors import ReplicationError
-from replication.rundir import artifacts, layout
+from replication.files import atomic_write, disk_error
+from replication.sae import CFG_NAME, WEIGHTS_NAME
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,17 @@ class Loss:
 
 
 class SparseAutoencoder(nn.Module):
-    """z = ReLU(W_e x + b_e);  x_hat = act(W_d z + b_d), act = ReLU (faithful) or identity.
+    """z = ReLU(W_e x + b_e);  x_hat = act(W_d z + b_d), act = ReLU (the original's) or identity.
 
-    The original applied a ReLU to the decoder output too, so reconstructions can never be
-    negative although residual-stream activations are about half negative. PyTorch's default
-    initialisation; the encoder is built before the decoder, so ``torch.manual_seed(s)`` right
-    before construction gives the original's initial weights. ``decoder_norm="unit"`` records that
-    training keeps every decoder direction at unit norm (``normalize_decoder`` after each step).
+    ``decoder_norm="unit"``: training keeps every decoder direction at unit norm (``normalize_decoder``).
     """
 
     def __init__(
         self, d_in: int, d_hidden: int, decoder_activation: Activation = "relu", decoder_norm: Norm = "free"
     ) -> None:
         super().__init__()
+        # PyTorch's default initialisation, the encoder built first: torch.manual_seed(s) right before
+        # construction gives the original's initial weights.
         self.encoder = nn.Linear(d_in, d_hidden)
         self.decoder = nn.Linear(d_hidden, d_in)
         self.architecture = Architecture(d_in, d_hidden, decoder_activation, decoder_norm)
@@ -95,32 +96,47 @@ class SparseAutoencoder(nn.Module):
         return SAEOutput(self.decode(z), z)
 
     def save(self, directory: Path) -> list[Path]:
-        """Write ``directory/cfg.json`` (the architecture) and ``directory/sae.safetensors`` (the weights)."""
-        cfg, weights = directory / layout.SAE_CFG_NAME, directory / layout.SAE_WEIGHTS
-        artifacts.write_json(cfg, asdict(self.architecture))
-        artifacts.save_tensors(weights, self.state_dict(), {})
+        """Write ``directory/cfg.json`` (the architecture), then ``directory/sae.safetensors`` (the weights)."""
+        cfg, weights = directory / CFG_NAME, directory / WEIGHTS_NAME
+        atomic_write(cfg, (json.dumps(asdict(self.architecture), indent=1) + "\n").encode())
+        state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
+        atomic_write(weights, safetensors.torch.save(state))
         return [cfg, weights]
 
     @classmethod
     def load(cls, directory: Path) -> SparseAutoencoder:
-        """The SAE that ``save`` wrote to ``directory``, rebuilt from its cfg.json, in eval mode; a cfg.json
-        that is missing, unknown or disagrees with the weights is a one-line error naming the file."""
-        cfg, weights = directory / layout.SAE_CFG_NAME, directory / layout.SAE_WEIGHTS
-        if not cfg.is_file():
-            raise ReplicationError(f"{cfg} is missing: the SAE's architecture is not beside its weights")
+        """The SAE that ``save`` wrote to ``directory``, in eval mode; a file that is missing, damaged or
+        disagrees with the other is a one-line error naming it."""
+        cfg, weights = directory / CFG_NAME, directory / WEIGHTS_NAME
         try:
-            arch = Architecture(**artifacts.read_json(cfg))
+            arch = Architecture(**json.loads(_read(cfg, "the SAE's architecture is not beside its weights")))
         except TypeError:
             raise ReplicationError(f"{cfg} does not describe an SAE (expected {', '.join(FIELDS)})") from None
+        except ValueError as exc:
+            raise ReplicationError(f"{cfg} is unreadable: {type(exc).__name__}") from None
         if arch.decoder_activation not in get_args(Activation) or arch.decoder_norm not in get_args(Norm):
             raise ReplicationError(f"{cfg}: unknown architecture {asdict(arch)}")
-        state = artifacts.load_tensors(weights)
+        data = _read(weights, "run the stage that writes it first")
+        try:
+            state = safetensors.torch.load(data)
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise ReplicationError(f"{weights} is unreadable: {type(exc).__name__}") from None
         sae = cls(arch.d_in, arch.d_hidden, arch.decoder_activation, arch.decoder_norm)
         try:
             sae.load_state_dict(state)
         except RuntimeError:
             raise ReplicationError(f"{weights} does not match its cfg.json {asdict(arch)}") from None
         return sae.eval()
+
+
+def _read(path: Path, missing: str) -> bytes:
+    """The bytes of ``path``; one-line errors for a missing file (saying ``missing``) or a refused read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ReplicationError(f"{path} is missing: {missing}") from None
+    except OSError as exc:
+        raise disk_error(exc, path, "reading") from None
 
 
 def l1_penalty(z: torch.Tensor, reduction: Reduction = "sum") -> torch.Tensor:

@@ -12,12 +12,9 @@ from replication.errors import ReplicationError
 
 
 def stack_samples(samples: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Samples (1, T_i, d) zero-padded at the end of the sequence axis -> (N, T_max, d).
-
-    With every sample (1, 1, d), as in the write-up, this is just (N, 1, d). Prefill samples
-    (EOS first) make T_max > 1, and every other sample then contributes zero rows, as the
-    original code did.
-    """
+    """Samples (1, T_i, d) zero-padded at the end of the sequence axis -> (N, T_max, d)."""
+    # Prefill samples (EOS first) make T_max > 1: every other sample then brings zero rows, as the
+    # original's did; with every sample (1, 1, d), as in the write-up, this is (N, 1, d).
     t_max = max(s.shape[1] for s in samples)
     return torch.cat([F.pad(s, (0, 0, 0, t_max - s.shape[1])) for s in samples])
 

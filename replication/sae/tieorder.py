@@ -1,14 +1,8 @@
 """The original's tie order: ``np.argsort`` as numpy 1.24 computed it, for the faithful top-k.
 
-Which of several EQUAL values ``np.argsort`` puts first is not specified, and it changed between
-numpy versions. The study ran numpy 1.24 (or 1.26 on a CPU without AVX-512), whose default
-``kind="quicksort"`` is an introsort over the index array: median-of-three quicksort, insertion sort
-on partitions of at most 16 elements, heapsort where recursion gets deeper than 2 * floor(log2 n).
-Current numpy sorts with SIMD kernels and leaves ties in another order. On a column of zeros (a dead
-feature) the 1.24 order makes the top 5 read 97, 24, 26, 27, 28 -- the write-up's "OOP" feature.
-
-This module implements that algorithm, written from its description in numpy's sources (not
-copied), for 1-D float arrays; ``nox -s tieorder`` checks it against numpy 1.24.4 itself.
+Current numpy leaves equal values in another order, and a dead feature's top 5 is all ties: the
+write-up's "OOP" feature is 1.24's order (docs/method.md). Written from the algorithm's description
+in numpy's sources for 1-D float arrays; ``nox -s tieorder`` checks it against numpy 1.24.4.
 """
 
 from __future__ import annotations

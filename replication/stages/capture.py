@@ -1,10 +1,8 @@
 """Part 2: generate an answer per prompt and keep the hooked layer's LAST forward call.
 
-The original registered a forward hook on ``model.model.layers[10]`` that overwrote its stored
-output on every call. During ``generate`` the first call is the prefill over the whole prompt,
-(1, prompt_len, d); every later call is one decode step, (1, 1, d). The stored sample is therefore
-the hidden state of the last call: (1, 1, d) when a decode step ran last -- the write-up's
-"(1, 1, 4096)" -- and (1, prompt_len, d) when EOS was the first new token, so only the prefill ran.
+The original's hook overwrote its stored output on every call, so a sample is (1, 1, d) when a decode
+step ran last -- the write-up's "(1, 1, 4096)" -- and (1, prompt_len, d) when EOS came first and only
+the prefill ran (docs/method.md).
 """
 
 from __future__ import annotations
@@ -178,16 +176,11 @@ def capture_batch(
     cfg: CaptureConfig,
     seed: int,
 ) -> list[Sample]:
-    """Several prompts in one ``generate``, each sample what ``capture_one`` would store.
-
-    Left padding with an attention mask (pad = EOS, as the original). Each row has its own budget
-    (``new_token_budget``), so the batch decodes up to the largest and each row is cut at its own
-    budget or its first EOS. Row i's sample is the hidden state of the forward call
-    that produced its last token: decode call n_i - 1, or the prefill (without its padding) when
-    EOS came first -- even while other rows go on decoding. Greedy rows decode the same tokens as
-    one at a time; a sampling model draws from one random stream for the whole batch, so its
-    draws differ from the one-at-a-time run's.
-    """
+    """Several prompts in one ``generate``, each sample what ``capture_one`` would store: the state of the
+    call that produced the row's last token (decode call n - 1, or the prefill when EOS came first)."""
+    # Left padding with an attention mask (pad = EOS, as the original). The batch decodes up to the
+    # largest budget and each row is cut at its own budget or first EOS. Greedy rows decode the same
+    # tokens as one at a time; a sampling model draws from one stream for the whole batch.
     device = input_device(model)
     encoded = [encode_prompt(tokenizer, p, cfg.chat_template)["input_ids"][0] for p in prompts]
     lengths = [len(ids) for ids in encoded]
@@ -238,14 +231,11 @@ def capture(
     progress: bool = True,
 ) -> list[Sample]:
     """One sample per prompt, in corpus order (the train/validation split is positional);
-    ``cfg.batch_size`` prompts per ``generate`` (1, the original's way, by default).
-
-    Batched and greedy, prompts of similar length share a batch (a greedy row's tokens do not depend
-    on the others in its batch), so little of the prefill is padding. A row that stops early costs a
-    decode step almost nothing -- a step reads the weights once for the whole batch -- so every row
-    is generated in one ``generate``. A sampling model batches in corpus order, each batch seeded from
-    its first prompt's index.
-    """
+    ``cfg.batch_size`` prompts per ``generate`` (1, the original's way, by default)."""
+    # Batched and greedy, prompts of similar length share a batch (a greedy row's tokens do not depend
+    # on its neighbours), so little of the prefill is padding; a row that stops early costs a decode
+    # step almost nothing (a step reads the weights once for the batch). A sampling model batches in
+    # corpus order, each batch seeded from its first prompt's index.
     decoder_layer(model, cfg.layer)  # fail before any generation
     lengths = []
     for prompt in prompts:

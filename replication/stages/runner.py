@@ -1,11 +1,5 @@
-"""The stage runner: each stage a file-to-file step of one run directory, run when its config, inputs or
-outputs changed, and recorded in the run's manifest (capture -> train -> analyze -> splice -> control; the
-token-states stage for the feature cards).
-
-A stage reads only the files of the stages before it (through a ``RunData``, which notes every file read
-with its sha256: the stage's inputs) and records its own files, with their sha256, in the manifest. The
-run directory's layout is ``rundir.layout``; the stages' bodies are ``stages.steps``.
-"""
+"""The stage runner: a stage runs when its config, inputs or outputs changed, and is recorded in the
+manifest with the sha256 of every file it read (through a ``RunData``) and wrote (bodies: ``steps``)."""
 
 from __future__ import annotations
 
@@ -88,11 +82,9 @@ def run_stage(
     force: bool = False,
 ) -> bool:
     """Run one stage, or skip it when its config, inputs and outputs are unchanged; True if it ran.
-    ``ctx`` holds what the process already loaded (a fresh one when None).
-
-    Files are written atomically and the manifest last: a run killed at any moment leaves the
-    previous complete state, and the same command finishes it.
-    """
+    ``ctx`` holds what the process already loaded (a fresh one when None)."""
+    # Files are written atomically and the manifest last: a run killed at any moment leaves the previous
+    # complete state, and the same command finishes it.
     if run_dir.exists() and not run_dir.is_dir():
         raise ReplicationError(f"--out {run_dir} is a file, not a run directory")
     pin_float32()

@@ -1,22 +1,9 @@
 """The splice test: does the model still work when layer L's output is the SAE's reconstruction?
 
-The model scores each captured sequence (prompt + generated tokens) three times: clean; with the
-hooked layer's output replaced, at every position, by the SAE's reconstruction of it; and with that
-output replaced by zeros. Cross-entropy is the mean next-token loss over every predicted position
-of every sequence. CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean): 1 means the
-reconstruction is as good as the real activations, 0 means no better than deleting them.
-
-``cross_entropy`` is the plain route: one whole forward pass per sequence and condition, the layer's
-output replaced by a hook. ``LayerScorer`` computes the same numbers with less work, and is tested
-against it. What it saves, measured on the whole replication (benchmarks/README.md):
-- layers 0..L see the same tokens in all three conditions: it runs them once per sequence (batched,
-  right-padded) and keeps layer L's output; each condition runs only layers L+1.. and the head on that
-  output, replaced as the condition says. The clean and zero-ablated CE depend on the sequences and the
-  model alone: a scorer computes each once, for every SAE trained on the same capture;
-- the head runs on the positions that predict a token only, not on the padding (``plain_head``: a model
-  whose own forward rescales or caps the logits after the head is refused);
-- the zero-ablated CE from one pass over the longest sequence (``LayerScorer.zero``);
-- tokens every sequence starts with (a chat template's system prompt) computed once (``SharedPrefix``).
+CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean) over every next-token prediction of the
+captured sequences (docs/method.md). ``cross_entropy`` is the plain route, one pass per sequence and
+condition; ``LayerScorer`` computes the same with less work and is tested against it (what each of its
+savings is worth: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -133,15 +120,15 @@ class _Batch:
 
 class LayerScorer:
     """``sequences`` (each of 2 tokens or more) run once through layers 0..``layer`` of ``model``;
-    ``cross_entropy(replace)`` then scores them with layer ``layer``'s output replaced, running only
-    the later layers, the final norm and the head -- the head on the predicting positions only, not on
-    the padding. Sequences of similar length share a batch; a sequence's last token, which predicts
-    nothing, is not fed. Tokens every sequence starts with are computed once (``SharedPrefix``); the
-    predictions made on them count once per sequence."""
+    ``cross_entropy(replace)`` then scores them with that layer's output replaced, running only the
+    later layers, the final norm and the head (on the predicting positions only)."""
 
     def __init__(
         self, model: PreTrainedModel, sequences: Sequence[Sequence[int]], layer: int, batch_tokens: int = BATCH_TOKENS
     ) -> None:
+        # Sequences of similar length share a batch; a sequence's last token, which predicts nothing, is
+        # not fed. Tokens every sequence starts with are computed once (SharedPrefix); the predictions
+        # made on them count once per sequence.
         if any(len(ids) < 2 for ids in sequences):
             raise ValueError("every scored sequence needs 2 tokens or more")
         self.model = model
@@ -219,10 +206,9 @@ class LayerScorer:
 
     @cached_property
     def zero(self) -> float:
-        """``cross_entropy(zero_replacement)``, from one pass: with the layer's output zeroed at every
-        position, the later layers never see a token, so their states -- and the logits -- depend on
-        the position alone, the same in every sequence. The longest sequence's positions give every
-        position's logits; each sequence is scored against its own tokens."""
+        """``cross_entropy(zero_replacement)``, from one pass over the longest sequence's positions."""
+        # With the layer's output zeroed everywhere the later layers never see a token: their states and
+        # the logits depend on the position alone, the same in every sequence, each scored on its own tokens.
         base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
         assert isinstance(head, torch.nn.Module)
         like = self._batches[0].hidden if self._batches else self.prefix.hidden  # type: ignore[union-attr]

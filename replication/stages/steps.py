@@ -1,8 +1,7 @@
 """The stages' bodies: what capture, train, analyze, splice and control each read and write.
 
-Each body reads the run's files through a ``RunData`` (which notes every file read with its sha256: the
-stage's inputs), writes its own files atomically, and returns their names and the facts to record in the
-manifest. ``stages.runner`` decides when a stage runs and records it.
+Each reads through a ``RunData`` (which notes the stage's inputs) and returns the names of the files it
+wrote and the facts for the manifest; ``stages.runner`` decides when a stage runs and records it.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 from replication.sae.data import ROW_RULE, positional_split, positional_split_rows, sample_rows, stack_samples
 from replication.sae.training import train_sae
-from replication.stages import analyze as analysis
+from replication.stages import analyze
 from replication.stages.capture import capture, generation_settings, read_prompts, samples_of
 from replication.stages.context import Context
 from replication.stages.splice import scorable, splice_result
@@ -183,7 +182,7 @@ def analyze_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
     if len(records) != len(samples):
         raise ReplicationError(f"{run.root / layout.SAMPLES} and the activations disagree in length")
     x, rows = sample_rows(samples)
-    codes = analysis.encode(run.sae, x)
+    codes = analyze.encode(run.sae, x)
     last = artifacts.load_tensors(run.path(layout.LAST_CODES))["codes"].numpy()
     artifacts.save_tensors(run.target(layout.CODES), {"codes": torch.from_numpy(codes)}, {})
     top = {
@@ -191,10 +190,10 @@ def analyze_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
         "encoded_rows": rows,
         "prefill_samples": [r["index"] for r in records if r["source"] == "prefill"],
         "tie_order": cfg.analyze.tie_order,
-        "dimensions": analysis.top_activating(codes, run.prompts, cfg.analyze.top_k, cfg.analyze.tie_order),
+        "dimensions": analyze.top_activating(codes, run.prompts, cfg.analyze.top_k, cfg.analyze.tie_order),
     }
     artifacts.write_json(run.target(layout.TOP_PROMPTS), top)
-    pca = {"source": "last training epoch's codes", **analysis.pca_2d(last)}
+    pca = {"source": "last training epoch's codes", **analyze.pca_2d(last)}
     artifacts.write_json(run.target(layout.PCA), pca)
     return [run.name(n) for n in layout.ANALYZE_FILES], {}
 

@@ -1,8 +1,7 @@
 """The token-states stage: what the feature cards need of the model, written so that drawing them needs none.
 
-For each captured sequence (prompt + generated tokens): the hooked layer's state at every position the
-model fed itself, and every token as text. For each feature of the run's SAE: the tokens its decoder
-direction promotes and suppresses most when read out through the final norm's gain and the unembedding.
+Per captured sequence, every fed position's layer state and every token as text; per SAE feature, the
+tokens its decoder direction promotes and suppresses most through the final norm's gain and the unembedding.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The hook point: where the hook sits, what a last-call hook keeps, that it is removed."""
+"""The hook point: where the hook sits (in the tiny model and in SmolLM2), what a last-call hook keeps,
+that a hook ends with its block."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import pytest
 import torch
 
+from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.model.batching import sorted_batches
 from replication.model.hooks import (
@@ -15,6 +17,7 @@ from replication.model.hooks import (
     hidden_state,
     hook_point,
     last_call_hook,
+    replaced_output,
     returned_cache,
 )
 from replication.model.loading import LoadedModel
@@ -42,11 +45,21 @@ def test_hook_equals_output_hidden_states(tiny_model: LoadedModel) -> None:
     assert not torch.allclose(store.hidden, states[LAYER])
 
 
-def test_hook_is_removed_on_exit(tiny_model: LoadedModel) -> None:
+def test_hooks_end_with_their_block(tiny_model: LoadedModel) -> None:
+    """Left by an exception, a last-call hook records no later pass, and a replaced output is the
+    layer's own again: the model computes what it did before."""
+    ids = encode_prompt(tiny_model.tokenizer, LONG_PROMPT, chat_template=False)["input_ids"]
     layer = decoder_layer(tiny_model.model, LAYER)
-    with pytest.raises(RuntimeError), last_call_hook(layer):
-        raise RuntimeError("boom")
-    assert not layer._forward_hooks
+    with torch.no_grad():
+        clean = tiny_model.model(ids).logits
+        with pytest.raises(RuntimeError), last_call_hook(layer) as store:
+            raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), replaced_output(layer, torch.zeros_like):
+            assert not torch.equal(tiny_model.model(ids).logits, clean)  # replaced while open
+            raise RuntimeError("boom")
+        after = tiny_model.model(ids).logits
+    assert store.calls == 0 and store.hidden is None
+    torch.testing.assert_close(after, clean, rtol=0, atol=0)
 
 
 def test_hidden_state_takes_tensor_or_tuple() -> None:
@@ -101,3 +114,14 @@ def test_the_cache_goes_by_the_name_the_model_takes() -> None:
         assert kwargs == {name: held, "use_cache": True}
         assert returned_cache(module(torch.zeros(1), **kwargs)) is held
     assert cache_kwargs(_Plain(), None) == {"past_key_values": None, "use_cache": False}
+
+
+@pytest.mark.slow  # loads the real model
+def test_hook_equals_output_hidden_states_in_smollm2(smollm2: tuple[RunConfig, LoadedModel]) -> None:
+    cfg, loaded = smollm2
+    ids = encode_prompt(loaded.tokenizer, "Explain quantum computing in simple terms.", False)["input_ids"]
+    with last_call_hook(decoder_layer(loaded.model, cfg.capture.layer)) as store, torch.no_grad():
+        states = loaded.model(ids, output_hidden_states=True).hidden_states
+    assert len(states) == 31  # embeddings + 30 blocks
+    assert store.hidden is not None
+    torch.testing.assert_close(store.hidden, states[cfg.capture.layer + 1], rtol=0, atol=0)

@@ -1,15 +1,23 @@
-"""The stages' bodies: what the capture stage records of its generation."""
+"""The stages' bodies: what the capture stage records of its generation, and a capture fed another run's
+sequences."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+import yaml
 from helpers import REPO_ROOT
 
+from replication.__main__ import main
 from replication.api import load_profile, run
 from replication.rundir import layout
+from replication.rundir.reader import RunData
+from replication.stages import steps
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
@@ -40,3 +48,49 @@ def test_every_fed_position_is_not_written_in_the_originals_format(tmp_path: Pat
     outputs = json.loads((tmp_path / "run" / layout.MANIFEST).read_text())["stages"]["capture"]["outputs"]
     assert layout.ORIGINAL_FORMAT not in outputs and not (tmp_path / "run" / layout.ORIGINAL_FORMAT).exists()
     assert layout.ACTIVATIONS in outputs
+
+
+def test_a_capture_fed_another_runs_sequences(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """capture.sequences_from feeds the named run's tokens (nothing generated): every position's
+    state, the last one the source's last-call sample; the source's samples.json is an input, so a
+    changed source makes the capture run again; a source that generated otherwise is refused."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    fed = run / "variants" / "fed"
+    source = RunData(run)
+    batch = f"--capture.batch_size={source.config.capture.batch_size}"  # as the source generated
+    args = ["run", "--out", str(fed), "--profile", "tiny", "--quiet", "--capture.positions=all", batch]
+
+    def no_generation(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("generated instead of feeding the source's sequences")
+
+    monkeypatch.setattr(steps, "capture", no_generation)
+    assert main([*args, "--capture.sequences_from=../.."]) == 0
+    mine = RunData(fed)
+    assert [r["token_ids"] for r in mine.records] == [r["token_ids"] for r in source.records]
+    assert "decode" in {r["source"] for r in source.records}
+    for states, last, record in zip(mine.activations, source.activations, source.records, strict=True):
+        assert states.shape[1] == len(record["token_ids"]) - 1
+        if record["source"] == "decode":  # the last fed position is the one the last call saw
+            torch.testing.assert_close(states[:, -1:], last, rtol=1e-5, atol=1e-5)
+    assert "feed_s" in mine.manifest["stages"]["capture"] and "tokens_per_s" not in mine.manifest["stages"]["capture"]
+
+    records = json.loads((run / "capture/samples.json").read_text())
+    records[0]["token_ids"] = records[0]["token_ids"][:-1]
+    (run / "capture/samples.json").write_text(json.dumps(records))
+    assert main([*args, "--capture.sequences_from=../.."]) == 0
+    assert RunData(fed).records[0]["token_ids"] == records[0]["token_ids"]  # ran again on the new input
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["capture"]["max_length"] -= 1
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert main([*args, "--capture.sequences_from=../..", "--force"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "generated with other settings (max_length)" in error
+    assert main([*args, "--capture.sequences_from=../../nowhere"]) == 2
+    assert "holds no captured run" in capsys.readouterr().err
+    assert main([*args, "--capture.positions=last_call", "--capture.sequences_from=../.."]) == 2
+    assert "needs capture.positions=all" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Reading a finished run: the layout names every file, a stage's inputs are what it read, and no
-model-loading code is imported."""
+"""Reading a finished run: no model-loading code is imported, a stage's inputs are what it read, and
+what the run's readers derive is shared."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from helpers import REPO_ROOT
 
 from replication.rundir import layout
-from replication.rundir.reader import RunData
+from replication.rundir.reader import RunData, control_of
 
 
 def test_reading_a_run_imports_no_model_loading_code() -> None:
@@ -32,20 +32,6 @@ def test_reading_a_run_imports_no_model_loading_code() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_a_run_holds_exactly_the_layouts_stage_files(tiny_run: Path) -> None:
-    manifest = json.loads((tiny_run / layout.MANIFEST).read_text())
-    outputs = {stage: manifest["stages"][stage]["outputs"] for stage in layout.STAGES}
-    assert outputs == {
-        "capture": list(layout.CAPTURE_FILES),
-        "train": list(layout.TRAIN_FILES),
-        "analyze": list(layout.ANALYZE_FILES),
-        "splice": [layout.SPLICE],
-        "control": [f"{layout.CONTROL}/{name}" for name in (*layout.TRAIN_FILES, *layout.ANALYZE_FILES)],
-    }
-    for names in outputs.values():
-        assert all((tiny_run / name).is_file() for name in names)
-
-
 def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
     """Recorded by RunData as the stage reads them, in the order read, with the sha256 then."""
     stages = json.loads((tiny_run / layout.MANIFEST).read_text())["stages"]
@@ -60,19 +46,16 @@ def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
     assert stages["analyze"]["inputs"][layout.SAE] == files[layout.SAE]
 
 
-def test_rundata_notes_each_read_and_computes_memos_once(tiny_run: Path) -> None:
+def test_rundata_notes_each_read_and_shares_its_memos(tiny_run: Path) -> None:
     run = RunData(tiny_run)
     assert run.reads == {}
     assert len(run.activations) == 98
     assert list(run.reads) == [layout.ACTIVATIONS]
-    calls = []
-
-    def compute() -> int:
-        calls.append(1)
-        return 7
-
-    assert run.memo("x", compute) == run.memo("x", compute) == 7
-    assert calls == [1]
+    # A memo is the value first computed, for every reader of this run and for no other run.
+    kept = run.memo("x", list)
+    assert run.memo("x", list) is kept and RunData(tiny_run).memo("x", list) is not kept
+    control = control_of(run)
+    assert control is not None and control_of(run) is control
     # The split is positional, no padding rows: the first int(0.8 * 98) = 78 samples' real rows train.
     train, val = run.split
     assert train.shape[0] == sum(s.shape[1] for s in run.activations[:78])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
@@ -22,11 +21,11 @@ from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS
 from replication.model.batching import sorted_batches
+from replication.model.hooks import counted_calls, decoder_layer, num_layers
 from replication.model.loading import LoadedModel, resolve_device
 from replication.rundir.reader import RunData
 from replication.sae.autoencoder import SparseAutoencoder
 from replication.sae.training import build_sae
-from replication.stages import splice
 from replication.stages.context import Context
 from replication.stages.splice import (
     LayerScorer,
@@ -244,49 +243,28 @@ def test_splice_json_is_the_one_pass_per_sequence_result(tiny_run: Path) -> None
     assert METRICS["ce_loss_recovered"].compute(run) == pytest.approx(recovered, rel=1e-5)
 
 
-def test_seeds_share_the_clean_and_zero_ablated_scores(
-    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Three SAEs on one capture: layers 0..L run once, the clean and zero-ablated CE are computed
-    once, and each SAE adds one scoring of its own."""
+def test_seeds_share_the_clean_and_zero_ablated_scores(tiny_run: Path, tmp_path: Path) -> None:
+    """Three SAEs on one capture in one process: layers 0..L run for the run's splice test only, and
+    each seed then runs the later layers just for its own SAE, its clean and zero-ablated CE the run's."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     shutil.rmtree(run / "splice")  # the run's own splice test is redone in this process too
-    prefixes, scorings = [], []
-    built = splice.LayerScorer.__init__
-    scored = splice.LayerScorer.cross_entropy
-
-    def counted_init(self: LayerScorer, *args: Any, **kwargs: Any) -> None:
-        prefixes.append(args)
-        built(self, *args, **kwargs)
-
-    def counted_scoring(self: LayerScorer, replace: Any) -> tuple[float, int]:
-        scorings.append(replace)
-        return scored(self, replace)
-
-    zero = splice.LayerScorer.zero.func
-    zeros = []
-
-    def counted_zero(self: LayerScorer) -> float:
-        zeros.append(self)
-        return zero(self)
-
-    counted = functools.cached_property(counted_zero)
-    counted.__set_name__(splice.LayerScorer, "zero")
-    monkeypatch.setattr(splice.LayerScorer, "__init__", counted_init)
-    monkeypatch.setattr(splice.LayerScorer, "cross_entropy", counted_scoring)
-    monkeypatch.setattr(splice.LayerScorer, "zero", counted)
+    cfg = RunData(run).config
     ctx = Context()  # what replicate shares between the run and its seeds
-    api.run(RunData(run).config, run, stages=("splice",), ctx=ctx)
-    api.Run(run).seeds(3, ctx=ctx)
-    assert len(prefixes) == 1
-    assert len(scorings) == 3 + 1  # clean, one SAE each
-    assert scorings.count(None) == 1 and len(zeros) == 1  # the zero-ablated CE once, by its own pass
+    model = ctx.model(cfg.model, resolve_device(cfg.capture.device)).model
+    first, last = decoder_layer(model, 0), decoder_layer(model, num_layers(model) - 1)
+    with counted_calls(first) as early, counted_calls(last) as late:
+        api.run(cfg, run, stages=("splice",), ctx=ctx)
+        own = early.count, late.count
+        api.Run(run).seeds(3, ctx=ctx)
+    assert own[0] > 0 and early.count == own[0]  # the seeds ran no layer up to L
+    # The run: clean, its SAE (S passes each) and the one zero-ablated pass; two seeds: S passes each.
+    assert late.count - own[1] == own[1] - 1
     splices = [
         json.loads((d / "splice/splice.json").read_text()) for d in (run, run / "seeds/seed1", run / "seeds/seed2")
     ]
     assert len({s["ce_sae"] for s in splices}) == 3
-    assert {s["ce_clean"] for s in splices} == {splices[0]["ce_clean"]}
+    assert len({(s["ce_clean"], s["ce_zero"]) for s in splices}) == 1
 
 
 def test_zero_ablated_ce_of_a_model_with_biases() -> None:

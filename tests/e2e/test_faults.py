@@ -14,47 +14,15 @@ from typing import Any, Union, get_args, get_origin
 
 import pytest
 import yaml
-from helpers import assert_complete, run_args, write_key, writes_in_a_run
+from helpers import FullDisk, assert_complete, run_args, temporary_names, writes_in_a_run
 from pydantic import BaseModel
 
 from replication.__main__ import main
 from replication.config import RunConfig
-from replication.errors import ReplicationError
-from replication.model import cache as modelcache
-from replication.model.loading import LoadedModel
 from replication.rundir import artifacts
 from replication.rundir.artifacts import sha256_file, stage_outputs
 
 FULL = "(the run's previous state is intact; free space and run the same command to resume)"
-
-
-def temporary_names(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".")]
-
-
-class FullDisk:
-    """``os.write`` that fails (ENOSPC, or ``code``) each write into a file under ``root`` once
-    (``helpers.write_key``; with ``only``, the files whose path in the run starts so): half its
-    bytes go to the disk, then the error. Run after run of the same command, every write fails
-    once, in turn. ``last`` is the file (its final name) that failed last."""
-
-    def __init__(self, root: Path, code: int = errno.ENOSPC, only: tuple[str, ...] = ("",)) -> None:
-        self.root, self.code, self.only, self.real = root, code, only, os.write
-        self.failed: list[tuple[str, str]] = []
-        self.last = root
-
-    def __call__(self, fd: int, data: Any) -> int:
-        temporary = Path(os.readlink(f"/proc/self/fd/{fd}"))  # .NAME.RANDOM.tmp beside NAME
-        final = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])
-        if final.is_relative_to(self.root) and self._due(key := write_key(final, self.root)):
-            self.failed.append(key)
-            self.last = final
-            self.real(fd, bytes(data)[: len(data) // 2])
-            raise OSError(self.code, os.strerror(self.code))
-        return self.real(fd, data)
-
-    def _due(self, key: tuple[str, str]) -> bool:
-        return key not in self.failed and key[0].startswith(self.only)
 
 
 def test_a_full_disk_at_every_write_in_turn_then_the_same_command_finishes(
@@ -144,25 +112,6 @@ def test_the_report_and_the_cards_on_a_full_disk_at_every_write_in_turn(
         capsys.readouterr()
     assert {"REPORT.md", "verdicts.json", "figures/feature_density.png", "manifest.json", "cards/"} <= written
     assert (run / "REPORT.md").is_file() and (run / "cards" / "index.html").is_file()
-
-
-def test_a_full_disk_under_the_model_cache_leaves_it_out(
-    tmp_path: Path,
-    tiny_model: LoadedModel,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """The cache's own manifest cannot be written: the entry is left out with a notice, and the
-    run goes on (the cache is something a run can do without)."""
-    monkeypatch.setenv(modelcache.ENV_VAR, str(tmp_path / "cache"))
-    source = tmp_path / "model.gguf"
-    source.write_bytes(b"GGUF stand-in")
-    monkeypatch.setattr(os, "write", FullDisk(tmp_path / "cache"))
-    entry = modelcache.Entry(source, "float32-test")
-    entry.store(tiny_model.model, tiny_model.tokenizer)
-    assert entry.status == "not stored" and modelcache.Entry(source, "float32-test").lookup() is None
-    assert "cannot store" in capsys.readouterr().err
-    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_a_device_that_fails_a_read_is_one_line(
@@ -266,12 +215,3 @@ def test_a_non_finite_value_in_a_profile_file_is_refused(tmp_path: Path, capsys:
     assert main(["run", "--profile", str(profile), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err == "error: config train.lr=inf: Input should be a finite number\n"
     assert not (tmp_path / "run").exists()
-
-
-def test_json_holds_finite_numbers_only(tmp_path: Path) -> None:
-    path = tmp_path / "history.json"
-    for value in (float("nan"), float("inf"), float("-inf")):
-        with pytest.raises(ReplicationError) as raised:
-            artifacts.write_json(path, {"epochs": [{"loss": 1.0}, {"loss": value}]})
-        assert str(raised.value) == f"{path}: epochs[1].loss is not a finite number; nothing was written"
-        assert list(tmp_path.iterdir()) == []

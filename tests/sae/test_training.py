@@ -1,37 +1,15 @@
-"""Part 3 training: data preparation, the full-batch loop, early stopping."""
+"""Part 3 training: the initial weights, the full-batch and minibatch loops, early stopping."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from replication.config import TrainConfig
 from replication.errors import ReplicationError
-from replication.sae.data import positional_split, positional_split_rows, stack_samples
-from replication.sae.training import EarlyStopping, minibatches, train_sae
-
-
-def test_stack_samples_zero_pads_the_sequence_axis() -> None:
-    a, b = torch.ones(1, 1, 3), torch.full((1, 4, 3), 2.0)
-    stacked = stack_samples([a, b])
-    assert stacked.shape == (2, 4, 3)
-    torch.testing.assert_close(stacked[0, 0], torch.ones(3))
-    assert stacked[0, 1:].abs().sum() == 0
-    torch.testing.assert_close(stacked[1], b[0])
-
-
-def test_positional_split_is_first_80_percent() -> None:
-    stacked = torch.arange(98.0).reshape(98, 1, 1)
-    train, val = positional_split(stacked, 0.8)
-    assert train.shape == (78, 1) and val.shape == (20, 1)
-    assert train[:, 0].tolist() == list(range(78))
-    assert val[:, 0].tolist() == list(range(78, 98))
-    # Prefill-shaped data: every sample contributes T_max rows, padding included.
-    train, val = positional_split(torch.zeros(10, 3, 2), 0.8)
-    assert train.shape == (24, 2) and val.shape == (6, 2)
-    with pytest.raises(ReplicationError, match="no training or no validation"):
-        positional_split(torch.zeros(1, 1, 2), 0.8)
+from replication.sae.training import EarlyStopping, build_sae, minibatches, train_sae
 
 
 def test_early_stopping_on_a_constructed_curve() -> None:
@@ -117,10 +95,11 @@ def test_standard_training_keeps_unit_decoder_directions_and_averages_the_epoch(
     assert result.last_codes.shape == (20, 8)
 
 
-def test_per_token_split_keeps_real_rows_by_sample() -> None:
-    samples = [torch.full((1, t, 2), float(i)) for i, t in enumerate([3, 1, 2, 4, 2])]
-    train_x, val_x = positional_split_rows(samples, 0.8)
-    assert train_x.shape == (3 + 1 + 2 + 4, 2) and val_x.shape == (2, 2)  # no padding rows
-    assert train_x[:, 0].tolist() == [0, 0, 0, 1, 2, 2, 3, 3, 3, 3]
-    with pytest.raises(ReplicationError, match="no training or no validation"):
-        positional_split_rows(samples[:1], 0.8)
+def test_initial_weights_match_a_plain_reimplementation() -> None:
+    """torch.manual_seed(seed), then Linear(d, 2d) and Linear(2d, d): the original's init."""
+    sae = build_sae(8, TrainConfig(seed=3))
+    torch.manual_seed(3)
+    encoder, decoder = nn.Linear(8, 16), nn.Linear(16, 8)
+    torch.testing.assert_close(sae.encoder.weight, encoder.weight, rtol=0, atol=0)
+    torch.testing.assert_close(sae.decoder.bias, decoder.bias, rtol=0, atol=0)
+    assert not torch.equal(build_sae(8, TrainConfig(seed=4)).encoder.weight, encoder.weight)

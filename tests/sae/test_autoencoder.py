@@ -1,14 +1,16 @@
-"""Part 3 SAE: equation, loss by hand, initial weights."""
+"""The SAE: its equation and loss by hand, unit decoder directions, its files saved and loaded."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from replication.config import TrainConfig
 from replication.errors import ReplicationError
@@ -68,16 +70,6 @@ def test_near_zero_fraction() -> None:
     assert near_zero_fraction(z, 0.01) == pytest.approx(0.5)
 
 
-def test_initial_weights_match_a_plain_reimplementation() -> None:
-    """torch.manual_seed(seed), then Linear(d, 2d) and Linear(2d, d): the original's init."""
-    sae = build_sae(8, TrainConfig(seed=3))
-    torch.manual_seed(3)
-    encoder, decoder = nn.Linear(8, 16), nn.Linear(16, 8)
-    torch.testing.assert_close(sae.encoder.weight, encoder.weight, rtol=0, atol=0)
-    torch.testing.assert_close(sae.decoder.bias, decoder.bias, rtol=0, atol=0)
-    assert not torch.equal(build_sae(8, TrainConfig(seed=4)).encoder.weight, encoder.weight)
-
-
 @pytest.mark.parametrize(("activation", "norm"), [("relu", "free"), ("linear", "unit")])
 def test_save_and_load_round_trip_the_architecture(tmp_path: Path, activation: str, norm: str) -> None:
     cfg = TrainConfig(decoder_activation=activation, decoder_norm=norm)  # type: ignore[arg-type]
@@ -117,6 +109,39 @@ def test_weights_without_a_matching_cfg_json_are_refused_in_one_line(tmp_path: P
         SparseAutoencoder.load(tmp_path)
     message = str(caught.value)
     assert "sae.safetensors does not match its cfg.json" in message and "\n" not in message
+
+
+def test_damaged_or_missing_weights_are_refused_in_one_line(tmp_path: Path) -> None:
+    sae = build_sae(4, TrainConfig())
+    sae.save(tmp_path)
+    weights = tmp_path / "sae.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])  # cut short
+    with pytest.raises(ReplicationError, match=r"sae.safetensors is unreadable: "):
+        SparseAutoencoder.load(tmp_path)
+    weights.unlink()
+    with pytest.raises(ReplicationError, match=r"sae.safetensors is missing: "):
+        SparseAutoencoder.load(tmp_path)
+    (tmp_path / "cfg.json").write_text("{")
+    with pytest.raises(ReplicationError, match=r"cfg.json is unreadable: JSONDecodeError"):
+        SparseAutoencoder.load(tmp_path)
+
+
+def test_a_refused_save_leaves_the_saved_sae_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the error names the file, the SAE saved before still loads, no temporary file is left."""
+    old = build_sae(4, TrainConfig(seed=1))
+    old.save(tmp_path)
+    real = os.write
+
+    def full(fd: int, data: Any) -> int:
+        real(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(ReplicationError, match=rf"^no space left on device writing {tmp_path}/cfg.json \(the run"):
+        build_sae(4, TrainConfig(seed=2)).save(tmp_path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "sae.safetensors"]
+    torch.testing.assert_close(SparseAutoencoder.load(tmp_path).encoder.weight, old.encoder.weight, rtol=0, atol=0)
 
 
 def test_forward_returns_named_output() -> None:

@@ -1,0 +1,50 @@
+"""Pure statistics: the hypergeometric tail of a topic's share, the permutation null and its p-value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from replication.evaluation import stats
+from replication.evaluation.stats import best_cosines, max_share_tail
+
+
+def test_max_share_tail_by_hand() -> None:
+    # 2 of 4 prompts (a, a, b, b): both share a topic with probability 2 / C(4, 2) = 1/3.
+    np.testing.assert_allclose(max_share_tail({"a": 2, "b": 2}, 2, ["a", "b"]), [1.0, 1.0, 1 / 3])
+    # 5 of 10 (five a, five b): all five one topic in 2 of C(10, 5) = 252 draws; >= 4: 2 * 5 * 5 more.
+    tail = max_share_tail({"a": 5, "b": 5}, 5, ["a", "b"])
+    assert tail[5] == pytest.approx(2 / 252)
+    assert tail[4] == pytest.approx((2 + 2 * 5 * 5) / 252)
+    assert tail[3] == pytest.approx(1.0)  # 5 into two topics always puts 3 in one
+    # A label that is not a topic never counts.
+    assert max_share_tail({"a": 5, "other": 5}, 5, ["a"])[5] == pytest.approx(1 / 252)
+
+
+def test_permutation_null_is_the_statistic_of_each_shuffle_in_turn() -> None:
+    """The vectorised null: chunk by chunk, the same values as the statistic of each
+    ``rng.permutation`` drawn one after the other, in that order."""
+    rng = np.random.default_rng(3)
+    labels = rng.random(40) < 0.3
+    rows = rng.integers(0, 40, size=(25, 5))
+
+    def most(shuffled: np.ndarray) -> np.ndarray:
+        return shuffled[..., rows].sum(axis=-1).max(axis=-1)
+
+    permutations = stats.PERMUTATION_CHUNK * 2 + 7  # a last chunk of 7
+    draws = np.random.default_rng(11)
+    expected = [float(labels[draws.permutation(40)][rows].sum(axis=1).max()) for _ in range(permutations)]
+    null = stats.permutation_null(most, labels, permutations, seed=11)
+    assert null.shape == (permutations,) and null.tolist() == expected
+    assert stats.permutation_null(most, labels, 0).shape == (0,)
+    observed, p = stats.permutation_pvalue(most, labels, permutations, seed=11)
+    assert observed == float(labels[rows].sum(axis=1).max())
+    assert p == (1 + sum(v >= observed for v in expected)) / (1 + permutations)
+
+
+def test_best_cosines_find_permuted_and_scaled_directions() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(16, 5))
+    other = np.concatenate([reference[:, ::-1] * 3.0, rng.normal(size=(16, 4))], axis=1)
+    np.testing.assert_allclose(best_cosines(reference, other), np.ones(5), rtol=1e-12)
+    assert (best_cosines(reference, rng.normal(size=(16, 5))) < 0.99).all()

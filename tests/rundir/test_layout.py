@@ -1,0 +1,22 @@
+"""The run directory's layout: a run holds exactly the files it names for each stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from replication.rundir import layout
+
+
+def test_a_run_holds_exactly_the_layouts_stage_files(tiny_run: Path) -> None:
+    manifest = json.loads((tiny_run / layout.MANIFEST).read_text())
+    outputs = {stage: manifest["stages"][stage]["outputs"] for stage in layout.STAGES}
+    assert outputs == {
+        "capture": list(layout.CAPTURE_FILES),
+        "train": list(layout.TRAIN_FILES),
+        "analyze": list(layout.ANALYZE_FILES),
+        "splice": [layout.SPLICE],
+        "control": [f"{layout.CONTROL}/{name}" for name in (*layout.TRAIN_FILES, *layout.ANALYZE_FILES)],
+    }
+    for names in outputs.values():
+        assert all((tiny_run / name).is_file() for name in names)
