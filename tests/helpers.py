@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 
 from replication.config import RunConfig
 from replication.evaluation.claims import Claim
+from replication.evaluation.metrics.part4 import WHITEBOX_PROMPT
 from replication.rundir import artifacts, layout
 from replication.rundir.artifacts import verify_manifest
 from replication.rundir.reader import RunData
@@ -176,3 +177,69 @@ class FullDisk:
 
 def temporary_names(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(".")]
+
+
+# ---- Hand-built top prompts (analyze/top_prompts.json) -----------------------------------------
+
+JS = "How do JavaScript closures differ from Python's?"
+
+
+TESTING = "How do you write a good unit test?"
+
+
+OOP = "What is inheritance in object-oriented programming?"
+
+
+PLAIN = "Tell me about the weather on a quiet day."
+
+
+def dim(
+    index: int, top: list[int], values: list[float] | None = None, prompts: list[str] | None = None
+) -> dict[str, Any]:
+    """One code dimension of analyze/top_prompts.json: its top-5 prompt indices, highest first."""
+    values = values if values is not None else [5.0, 4.0, 3.0, 2.0, 1.0]
+    return {
+        "dim": index,
+        "top": [
+            {"index": i, "value": v, "prompt": prompts[i] if prompts else f"p{i}"}
+            for i, v in zip(top, values, strict=True)
+        ],
+    }
+
+
+DEAD = [0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+PRINTS_AS_ZERO = [4e-5, 3e-5, 0.0, 0.0, 0.0]  # 0.0000 at four decimals: dead
+
+
+PRINTS_AS_00001 = [5e-5, 0.0, 0.0, 0.0, 0.0]  # 0.0001 at four decimals: live
+
+
+WHITEBOX_CORPUS = [WHITEBOX_PROMPT, *(f"prompt {i}" for i in range(1, 10))]  # 10 prompts, white-box first
+
+
+def whitebox_run(tmp_path: Path) -> RunData:
+    dims = [
+        dim(0, [0, 1, 2, 3, 4], prompts=WHITEBOX_CORPUS),  # live, white-box first
+        dim(1, [0, 5, 6, 7, 8], [0.5, 0.0, 0.0, 0.0, 0.0], prompts=WHITEBOX_CORPUS),  # live, white-box first
+        dim(2, [1, 0, 2, 3, 4], prompts=WHITEBOX_CORPUS),  # live, white-box second: not counted
+        dim(3, [9, 8, 7, 6, 5], prompts=WHITEBOX_CORPUS),  # live
+        dim(4, [0, 1, 2, 3, 4], DEAD, prompts=WHITEBOX_CORPUS),  # white-box first but dead: not counted
+    ]
+    # Prompts 0-4 (the white-box question among them) are prefill-shaped samples, 5-9 decode steps.
+    sources = ["prefill"] * 5 + ["decode"] * 5
+    records = [{"prompt": p, "source": s} for p, s in zip(WHITEBOX_CORPUS, sources, strict=True)]
+    return fake_run(tmp_path, top={"dimensions": dims}, records=records)
+
+
+TOPIC_PROMPTS = {"javascript_web": JS, "testing": TESTING, "oop": OOP}
+
+
+def topic_run(tmp_path: Path, topic: str, n_topic: int = 5) -> RunData:
+    """20 prompts, those at 10 .. 10 + n_topic - 1 of ``topic``; one live dimension whose top 5 are
+    prompts 10, 11, 12, 5, 6 (3 topic prompts when n_topic >= 3), and a dead one on 10 .. 14."""
+    prompts = [PLAIN] * 20
+    prompts[10 : 10 + n_topic] = [TOPIC_PROMPTS[topic]] * n_topic
+    dims = [dim(0, [10, 11, 12, 5, 6]), dim(1, [10, 11, 12, 13, 14], DEAD)]
+    return fake_run(tmp_path, top={"dimensions": dims}, records=[{"prompt": p} for p in prompts])
