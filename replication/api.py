@@ -79,6 +79,17 @@ class Run:
         rows = run_ablations(self.path, self.claims(), names, ctx=ctx, progress=progress)
         return f"ablations: {', '.join(names)} -> {self.path / layout.ABLATIONS_JSON} ({len(rows) - 1} rows)"
 
+    def power(self) -> str:
+        """Part 4 with power: the probe ceiling, the feature tests and the planted strengths each
+        detects; ``power.json``. Returns its line."""
+        from replication.experiments.power import run_power  # noqa: PLC0415
+
+        result = run_power(self.path)
+        found = [t for t, r in result["topics"].items() if r["probe"]["p"] < 0.05]
+        return (
+            f"power: the probe finds {len(found)} of {len(result['topics'])} topics -> {self.path / layout.POWER_JSON}"
+        )
+
     def bands(self, *, progress: bool = False) -> str:
         """Everything after the capture rerun as on other CPU kernels (the capture perturbed as they
         round it, other torch thread counts); ``bands.json``, the rounding band of each number the
@@ -156,6 +167,7 @@ def replicate(
         echo(result.line())
     echo(finished.seeds(5, 3, ctx=ctx, progress=progress))
     echo(finished.ablations(ctx=ctx, progress=progress))
+    echo(finished.power())
     echo(finished.export())
     echo(finished.cards(ctx=ctx, progress=progress))
     echo(finished.report(output, command))

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify": ("check the run's files against its manifest, then print one verdict line per claim", _verify),
         "seeds": ("retrain the SAE with other seeds (and, where the model samples, capture again)", _seeds),
         "ablations": ("run the named ablations beside the run", _ablations),
+        "power": ("Part 4 with power: the probe ceiling, the feature tests, the planted strengths detected", _power),
         "bands": ("rerun everything after the capture as on other CPU kernels: each number's rounding band", _bands),
         "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
         "report": ("write verdicts.json, the figures and REPORT.md", _report),
@@ -90,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.choices["compare"].add_argument("--reference", type=Path, required=True, help="the reference run")
     replicate = commands.add_parser(
         "replicate",
-        help="the whole study in one process: run, verify, seeds, ablations, export, cards, report",
+        help="the whole study in one process: run, verify, seeds, ablations, power, export, cards, report",
         description="the whole study in one process (the model is loaded once): the stages, then verify, "
-        "seeds, ablations, export, cards and report",
+        "seeds, ablations, power, export, cards and report",
     )
     _stage_options(replicate, "")
     replicate.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
@@ -141,6 +142,11 @@ def _verify(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _seeds(args: argparse.Namespace, rest: list[str]) -> int:
     print(api.Run(args.out, args.claims).seeds(args.seeds, args.sampling_seeds, progress=not args.quiet))
+    return 0
+
+
+def _power(args: argparse.Namespace, rest: list[str]) -> int:
+    print(api.Run(args.out, args.claims).power())
     return 0
 
 

@@ -236,6 +236,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "dependent": [r.claim.id for r in results if r.reading_dependent],
         "performance": _performance(manifest),
         "bench": run.json(layout.BENCH) if run.has(layout.BENCH) else None,
+        "power": run.json(layout.POWER_JSON) if run.has(layout.POWER_JSON) else None,
     }
 
 
