@@ -138,8 +138,8 @@ def replicate(session: nox.Session) -> None:
     and ends by comparing it with the committed reference runs/smollm2: one line says whether it is
     reproduced byte for byte, within its tolerance and measured bands (another CPU kernel family), or not
     -- then the session fails. ``nox -s replicate -- --refresh`` rewrites the committed reference, its
-    rounding bands (``python -m replication bands``) and REPORT.md instead. ``nox -s replicate --
-    --profile seed`` runs the original's model.
+    rounding bands (``python -m replication bands``), its planted features (``planted``) and REPORT.md
+    instead. ``nox -s replicate -- --profile seed`` runs the original's model.
 
     Uses the system's site-packages: on a GPU machine whose packages meet pyproject.toml's requirements
     and no network, nothing is installed and the package runs from this checkout.
@@ -163,6 +163,7 @@ def replicate(session: nox.Session) -> None:
     session.run("python", "-m", "replication", "replicate", *args)
     if refresh:  # a reference: how far each number moves under other rounding, for compare
         session.run("python", "-m", "replication", "bands", "--run", out, "--quiet")
+        session.run("python", "-m", "replication", "planted", "--run", out, "--quiet")
     if refresh and profile == "smollm2":
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")
     elif (reference / "manifest.json").is_file() and Path(out).resolve() != reference.resolve():

@@ -90,6 +90,17 @@ class Run:
             f"power: the probe finds {len(found)} of {len(result['topics'])} topics -> {self.path / layout.POWER_JSON}"
         )
 
+    def planted(self, *, progress: bool = False) -> str:
+        """The write-up's recipe and the field's on planted features of the run's shape; ``planted.json``."""
+        from replication.experiments.planted import run_planted  # noqa: PLC0415
+
+        result = run_planted(self.path, progress=progress)
+        shown = "; ".join(
+            f"{name} " + ", ".join(f"{row['recovered']} at {row['samples']}" for row in rows)
+            for name, rows in result["recipes"].items()
+        )
+        return f"planted: recovered of {result['features']}: {shown} -> {self.path / layout.PLANTED_JSON}"
+
     def bands(self, *, progress: bool = False) -> str:
         """Everything after the capture rerun as on other CPU kernels (the capture perturbed as they
         round it, other torch thread counts); ``bands.json``, the rounding band of each number the

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seeds": ("retrain the SAE with other seeds (and, where the model samples, capture again)", _seeds),
         "ablations": ("run the named ablations beside the run", _ablations),
         "power": ("Part 4 with power: the probe ceiling, the feature tests, the planted strengths detected", _power),
+        "planted": ("the write-up's recipe and the field's on planted features of the run's shape", _planted),
         "bands": ("rerun everything after the capture as on other CPU kernels: each number's rounding band", _bands),
         "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
         "report": ("write verdicts.json, the figures and REPORT.md", _report),
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         _run_dir(step, required=True)
         if name not in ("export", "compare"):
             step.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
-        if name in ("seeds", "ablations", "cards", "bands"):
+        if name in ("seeds", "ablations", "cards", "bands", "planted"):
             step.add_argument("--quiet", action="store_true", help="no progress bars")
         step.set_defaults(handler=handler)
     seeds = commands.choices["seeds"]
@@ -142,6 +143,11 @@ def _verify(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _seeds(args: argparse.Namespace, rest: list[str]) -> int:
     print(api.Run(args.out, args.claims).seeds(args.seeds, args.sampling_seeds, progress=not args.quiet))
+    return 0
+
+
+def _planted(args: argparse.Namespace, rest: list[str]) -> int:
+    print(api.Run(args.out, args.claims).planted(progress=not args.quiet))
     return 0
 
 

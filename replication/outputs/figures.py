@@ -160,6 +160,22 @@ def density_figure(run: RunData) -> Figure:
     return fig
 
 
+def planted_recovery(run: RunData) -> Figure:
+    """Planted directions each recipe recovers against the number of samples (``planted.json``)."""
+    planted = run.json(layout.PLANTED_JSON)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, rows in planted["recipes"].items():
+        ax.plot([r["samples"] for r in rows], [r["recovered"] for r in rows], marker="o", label=name)
+    ax.axvline(len(run.records), color="grey", linestyle=":", label="the study's samples")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.04 * planted["features"], 1.04 * planted["features"])
+    ax.set(xlabel="samples (rows)", ylabel=f"recovered, of {planted['features']} planted")
+    ax.set_title(f"Planted features recovered (decoder cosine >= {planted['threshold']})")
+    ax.legend()
+    return fig
+
+
 DRAW: dict[str, Callable[[RunData], Figure]] = {
     "part2": part2,
     "part2_1": part2_1,
@@ -179,8 +195,9 @@ HEALTH_FIGURES = tuple(DRAW)[6:]
 
 def draw_all(run: RunData) -> dict[str, Path]:
     """Every figure as a PNG in ``<run>/figures/``, by name."""
-    paths = {name: run.root / layout.figure(name) for name in DRAW}
-    for name, draw in DRAW.items():
+    draw_now = {**DRAW, **({"planted_recovery": planted_recovery} if run.has(layout.PLANTED_JSON) else {})}
+    paths = {name: run.root / layout.figure(name) for name in draw_now}
+    for name, draw in draw_now.items():
         fig = draw(run)
         fig.tight_layout()
         artifacts.write_png(paths[name], fig, dpi=100, metadata=PNG_META)

@@ -19,6 +19,7 @@ from replication.evaluation.metrics.part4_topics import max_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, FINDINGS, NO_EVIDENCE, NOT_REPLICATED, REPLICATED, WORDS, Result
 from replication.evaluation.writeup import writeup_strength
+from replication.rundir import layout
 from replication.rundir.reader import RunData
 
 CELL = 40
@@ -118,14 +119,58 @@ def _tally(results: list[Result]) -> str:
     )
 
 
+def _with_power(run: RunData) -> str | None:
+    """Part 4 beyond the claims: is each topic in the layer (the probe), does a feature carry it, and
+    what the recipes recover of planted features (``power.json``, ``planted.json``)."""
+    said = []
+    if run.has(layout.POWER_JSON):
+        tested = run.json(layout.POWER_JSON)["topics"]
+        found = [f"{topic} (AUROC {t['probe']['auroc']:.2f})" for topic, t in tested.items() if t["probe"]["p"] < 0.05]
+        missed = [topic for topic, t in tested.items() if t["probe"]["p"] >= 0.05]
+        saes = {name for t in tested.values() for name in t["features"]}
+        carried = [
+            f"{topic} ({name})" for topic, t in tested.items() for name, f in t["features"].items() if f["p"] < 0.05
+        ]
+        best = min(f["p"] for t in tested.values() for f in t["features"].values())
+        said.append(
+            f"a linear probe finds {', '.join(found) or 'no topic'} in the layer"
+            + (f", not {', '.join(missed)}" if missed else "")
+            + f"; a feature of the {' or the '.join(sorted(saes))} SAE carries "
+            + (", ".join(carried) if carried else f"none (least p {stats.format_p(best)})")
+        )
+    if run.has(layout.PLANTED_JSON):
+        planted = run.json(layout.PLANTED_JSON)
+        said.append(
+            f"of {planted['features']} planted features, "
+            + "; ".join(
+                f"`{name}` recovers "
+                + ", ".join(
+                    f"{r['recovered']} at {r['samples']} samples"
+                    for r in (rows if len(rows) < 3 else [rows[0], rows[-1]])
+                )
+                for name, rows in planted["recipes"].items()
+            )
+        )
+    if not said:
+        return None
+    text = "; ".join(said)
+    return f"**Part 4 with power (beyond the write-up).** {text[:1].upper()}{text[1:]}."
+
+
 def opening(results: list[Result], run: RunData) -> list[str]:
     """The report's first screen: what ran; each part's question, answered by its claims marked
-    ``answers`` in the claim files; the counts."""
+    ``answers`` in the claim files; Part 4 with power, where measured; the counts."""
     by_question: dict[str, list[Result]] = {}
     for r in results:
         if r.claim.answers and r.claim.question:
             by_question.setdefault(r.claim.question, []).append(r)
-    return [_what_ran(run), *(_answer(group) for group in by_question.values()), _tally(results)]
+    power = _with_power(run)
+    return [
+        _what_ran(run),
+        *(_answer(group) for group in by_question.values()),
+        *([power] if power else []),
+        _tally(results),
+    ]
 
 
 def entries(results: list[Result]) -> list[dict[str, Any]]:

@@ -237,6 +237,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "performance": _performance(manifest),
         "bench": run.json(layout.BENCH) if run.has(layout.BENCH) else None,
         "power": run.json(layout.POWER_JSON) if run.has(layout.POWER_JSON) else None,
+        "planted": run.json(layout.PLANTED_JSON) if run.has(layout.PLANTED_JSON) else None,
     }
 
 
