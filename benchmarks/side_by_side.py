@@ -42,8 +42,8 @@ COMMANDS = {
     "bare reference": "python benchmarks/bare_reference.py --model FOLDER (load the plain folder the package's cache "
     "holds, 98 answers one at a time, train; no package code)",
     "bare reference, GGUF": "python benchmarks/bare_reference.py (the same, converting the GGUF file on every run)",
-    "run": "python -m replication run --profile smollm2 (capture, train, analyze, splice, control)",
-    "whole replication": "python -m replication replicate --profile smollm2 (run, seeds, ablations, cards, report)",
+    "run": "python -m replication run --profile smollm2 (capture, train, analyze, splice, control, shuffled)",
+    "whole replication": "python -m replication replicate --profile smollm2 (the run, then seeds through report)",
 }
 
 

@@ -18,12 +18,13 @@ from replication.rundir import artifacts, layout
 
 DEFAULT_PROFILE = "smollm2"
 STAGE_HELP = {
-    "run": "capture -> train -> analyze -> splice -> control",
+    "run": "capture -> train -> analyze -> splice -> control -> shuffled",
     "capture": "generate an answer per prompt, keep the hooked layer's last call",
     "train": "train the sparse autoencoder on the captured activations",
     "analyze": "top-activating prompts per code dimension, PCA of the codes",
     "splice": "cross-entropy clean / with the SAE spliced in / zero-ablated, CE loss recovered",
     "control": "the untrained control: the same SAE at its initialisation through the same analysis",
+    "shuffled": "the training curve's control: the same training on activations shuffled per dimension",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from replication.evaluation.claims import Claim, Reading, format_value
 from replication.evaluation.metrics import METRICS
 from replication.rundir import artifacts, layout
-from replication.rundir.reader import RunData, Untestable, control_of
+from replication.rundir.reader import RunData, Untestable, control_of, shuffled_of
 
 REPLICATED, NOT_REPLICATED, NO_EVIDENCE = "replicated", "not replicated", "no evidence"
 WORDS = {
@@ -35,6 +35,8 @@ WHY = {
     "fixed given": "met either way given the Adam steps early stopping allowed",
     "untrained": "the untrained SAE does the same",
     "untrained only": "only the untrained SAE meets it, so no result could support it",
+    "shuffled": "the same training on shuffled activations does the same",
+    "shuffled only": "only the training on shuffled activations meets it, so no result could support it",
     "no power": "the test cannot detect an effect the size of the write-up's",
     "8b": "it needs the 8B model",
     "profile": "this model cannot test it",
@@ -66,6 +68,8 @@ class Result:
     measured: Any
     evidence: str
     control: Outcome | None = None
+    control_of: str | None = None
+    """Which control: ``untrained`` (the SAE at its start) or ``shuffled`` (training on shuffled data)."""
     alternatives: tuple[Outcome, ...] = ()
     design: str | None = None
     """What values the design allows, when the metric says."""
@@ -87,7 +91,7 @@ class Result:
     def line(self) -> str:
         text = f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
         if self.control is not None:
-            text += f"  untrained {format_value(self.control.measured)}"
+            text += f"  {self.control_of} {format_value(self.control.measured)}"
         return text + (f"  ({self.why})" if self.why else "")
 
 
@@ -115,11 +119,14 @@ def compare(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) ->
     return Outcome(WORDS[kind][0] if holds else WORDS[kind][1], claimed, measured, holds)
 
 
-def has_control(claim: Claim, reading: Reading | None = None) -> bool:
-    """Whether the untrained SAE can speak to the reading: its evidence is the SAE's, neither the
-    capture (before any SAE) nor the training curve (the control takes no step)."""
-    evidence = METRICS[(reading or claim).metric].evidence
-    return claim.kind in COUNTED and evidence not in layout.CAPTURE_FILES and evidence != layout.HISTORY
+def control_for(claim: Claim, reading: Reading, run: RunData, untrained: RunData | None) -> RunData | None:
+    """What the reading's value is compared with: the untrained SAE, for what the SAE does; for the
+    training curve, the same training on shuffled activations (the untrained SAE takes no step); none
+    for the capture, which comes before any SAE."""
+    evidence = METRICS[reading.metric].evidence
+    if claim.kind not in COUNTED or evidence in layout.CAPTURE_FILES:
+        return None
+    return shuffled_of(run) if evidence == layout.HISTORY else untrained
 
 
 def _design(reading: Reading, run: RunData) -> tuple[str | None, bool | None, bool]:
@@ -144,7 +151,8 @@ def judge(
     allows. A claim the design makes impossible to meet is not replicated; one it makes impossible to
     miss, or that the untrained SAE meets too, or that the test could not have flagged, is no evidence."""
     main = compare(reading, run, claim.kind, p_factor)
-    untrained = compare(reading, control, claim.kind, p_factor) if control and has_control(claim, reading) else None
+    other = control_for(claim, reading, run, control)
+    untrained = compare(reading, other, claim.kind, p_factor) if other is not None else None
     if not testable(claim, run):
         why = WHY["8b" if claim.profiles == ("seed",) else "profile"]
         return replace(main, verdict=NO_EVIDENCE, why=why), untrained, None
@@ -157,7 +165,7 @@ def judge(
         verdict = NO_EVIDENCE if decided else NOT_REPLICATED
         return replace(main, verdict=verdict, why=WHY[key]), untrained, design
     if untrained is not None and untrained.holds:
-        why = WHY["untrained" if main.holds else "untrained only"]
+        why = WHY[("untrained" if other is control else "shuffled") + ("" if main.holds else " only")]
         return replace(main, verdict=NO_EVIDENCE, why=why), untrained, design
     if not main.holds and blind is not None and blind(run):
         return replace(main, verdict=NO_EVIDENCE, why=WHY["no power"]), untrained, design
@@ -173,6 +181,7 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
     """The claim's verdict on the run, with its control, its alternatives and its evidence file."""
     main, untrained, design = judge(claim, claim, run, control, p_factor)
     alternatives = tuple(judge(claim, reading, run, control, p_factor)[0] for reading in claim.alternatives)
+    other = control_for(claim, claim, run, control) if untrained is not None else None
     return Result(
         claim,
         main.verdict,
@@ -181,10 +190,11 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
         main.measured,
         METRICS[claim.metric].evidence,
         untrained,
+        None if other is None else ("untrained" if other is control else "shuffled"),
         alternatives,
         design,
         _detail(claim.metric, run),
-        _detail(claim.metric, control) if untrained is not None else None,
+        _detail(claim.metric, control) if other is control else None,  # a curve's detail reads the run's rows
         main.holds,
     )
 
@@ -201,15 +211,15 @@ def verdicts_of(claims: list[Claim]) -> Callable[[RunData], dict[str, str]]:
 
 def combine(outcomes: list[tuple[str, str | None]]) -> tuple[str, str | None]:
     """One verdict and why over seeds (the faithful run's first). Replicated in some seed and not in
-    another: the seeds disagree. Replicated where some seed's untrained SAE does the same: no evidence,
+    another: the seeds disagree. Replicated where some seed's control does the same: no evidence,
     so that a control on the threshold cannot flip it. Else not replicated if some seed failed it,
     else the verdict most seeds give, the first seed's on a tie."""
     words = {verdict for verdict, _ in outcomes}
-    untrained = (NO_EVIDENCE, WHY["untrained"])
+    controlled = [o for o in outcomes if o in ((NO_EVIDENCE, WHY["untrained"]), (NO_EVIDENCE, WHY["shuffled"]))]
     if REPLICATED in words and NOT_REPLICATED in words:
         return NO_EVIDENCE, WHY["seeds"]
-    if REPLICATED in words and untrained in outcomes:
-        return untrained
+    if REPLICATED in words and controlled:
+        return controlled[0]
     if NOT_REPLICATED in words:
         return next(o for o in outcomes if o[0] == NOT_REPLICATED)
     counts = Counter(outcomes)
@@ -228,7 +238,9 @@ def write_verdicts(run: RunData, results: list[Result]) -> Path:
             "claimed": r.claimed,
             "measured": r.measured,
             "evidence": r.evidence,
-            "control": None if r.control is None else {"verdict": r.control.verdict, "measured": r.control.measured},
+            "control": None
+            if r.control is None
+            else {"of": r.control_of, "verdict": r.control.verdict, "measured": r.control.measured},
             "design": r.design,
             "detail": r.detail,
             "control_detail": r.control_detail,

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from replication import sae
 
-STAGES = ("capture", "train", "analyze", "splice", "control")
+STAGES = ("capture", "train", "analyze", "splice", "control", "shuffled")
 """The pipeline's stages in order; each writes its files into the directory of its name."""
 CONTROL = "control"
 """The untrained control's directory: its own train/ and analyze/, the run's capture."""
+SHUFFLED = "shuffled"
+"""The training curve's control: the same recipe on the activations with each dimension shuffled
+across rows (``shuffled/train/``: its history and summary only)."""
 SAE_STAGES = ("train/", "analyze/", "splice/")
 """The files that depend on the SAE: a control (or another overlay) has its own."""
 CORPUS = "corpus"

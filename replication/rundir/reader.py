@@ -194,3 +194,14 @@ def control_of(run: RunData) -> RunData | None:
         return control if control.path(layout.CODES).is_file() else None
 
     return run.memo("control", view)
+
+
+def shuffled_of(run: RunData) -> RunData | None:
+    """The run's training-curve control -- the same recipe on the activations with each dimension
+    shuffled across rows (``<run>/shuffled/``) -- when its stage ran; one view per run."""
+
+    def view() -> RunData | None:
+        shuffled = RunData(run.root, overlay=layout.SHUFFLED)
+        return shuffled if shuffled.path(layout.HISTORY).is_file() else None
+
+    return run.memo("shuffled", view)

@@ -44,6 +44,13 @@ def positional_split_rows(samples: Sequence[torch.Tensor], train_fraction: float
     return torch.cat([s[0] for s in samples[:n_train]]), torch.cat([s[0] for s in samples[n_train:]])
 
 
+def shuffle_dimensions(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Each column of (rows, d) permuted across the rows on its own: every value kept, every structure
+    across dimensions destroyed."""
+    order = torch.argsort(torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)), dim=0)
+    return torch.gather(x, 0, order)
+
+
 ROW_RULE = (
     "A (1, 1, d) sample is its only row. A prefill sample (1, T, d) -- EOS was the first new "
     "token, so only the prefill ran -- is encoded by its last row, the final prompt position, "

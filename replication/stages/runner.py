@@ -41,6 +41,7 @@ STAGES = {
     "analyze": Stage(("train", "analyze"), steps.analyze_stage),
     "splice": Stage(("model", "capture", "train"), steps.splice_stage),
     "control": Stage(("train", "analyze"), steps.control_stage, overlay=layout.CONTROL),
+    "shuffled": Stage(("train",), steps.shuffled_stage, overlay=layout.SHUFFLED),
     layout.TOKENS_STAGE: Stage(("model", "capture", "train"), tokens_stage),
 }
 assert tuple(STAGES) == (*layout.STAGES, layout.TOKENS_STAGE)

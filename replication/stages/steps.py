@@ -21,8 +21,15 @@ from replication.model.loading import LoadedModel, resolve_device
 from replication.model.memory import Workload
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
-from replication.sae.data import ROW_RULE, positional_split, positional_split_rows, sample_rows, stack_samples
-from replication.sae.training import train_sae
+from replication.sae.data import (
+    ROW_RULE,
+    positional_split,
+    positional_split_rows,
+    sample_rows,
+    shuffle_dimensions,
+    stack_samples,
+)
+from replication.sae.training import TrainResult, train_sae
 from replication.stages import analyze
 from replication.stages.capture import capture, generation_settings, read_prompts, samples_of
 from replication.stages.context import Context
@@ -149,30 +156,38 @@ def sequences_source(cfg: RunConfig, run: RunData, prompts: list[str]) -> list[d
     return theirs.records
 
 
-def train_stage(
-    cfg: RunConfig, run: RunData, ctx: Context, progress: bool, untrained: bool = False
-) -> tuple[list[str], dict[str, Any]]:
-    samples = run.activations
+def training_rows(cfg: RunConfig, samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """The training and validation rows, and the rows per (padded) sample; None: per-token rows."""
     check_finite(samples)
     if cfg.capture.positions == "all":  # every row is a real token: no padding
-        train_x, val_x = positional_split_rows(samples, cfg.train.train_fraction)
-        rows_per_sample = None
-    else:
-        stacked = stack_samples(samples)
-        train_x, val_x = positional_split(stacked, cfg.train.train_fraction)
-        rows_per_sample = int(stacked.shape[1])
-    result = train_sae(train_x, val_x, cfg.train, progress, untrained=untrained)
-    result.sae.save(run.target(layout.SAE).parent)
-    artifacts.save_tensors(run.target(layout.LAST_CODES), {"codes": result.last_codes}, {})
-    artifacts.write_json(run.target(layout.HISTORY), result.history)
-    summary = {
-        "samples": len(samples),
+        return (*positional_split_rows(samples, cfg.train.train_fraction), None)
+    stacked = stack_samples(samples)
+    return (*positional_split(stacked, cfg.train.train_fraction), int(stacked.shape[1]))
+
+
+def _summary(
+    samples: int, rows_per_sample: int | None, train_x: torch.Tensor, val_x: torch.Tensor, result: TrainResult
+) -> dict[str, Any]:
+    return {
+        "samples": samples,
         "rows_per_sample": rows_per_sample,
         "train_rows": int(train_x.shape[0]),
         "val_rows": int(val_x.shape[0]),
         "best_epoch": result.best_epoch,
         "last_epoch": len(result.history),
     }
+
+
+def train_stage(
+    cfg: RunConfig, run: RunData, ctx: Context, progress: bool, untrained: bool = False
+) -> tuple[list[str], dict[str, Any]]:
+    samples = run.activations
+    train_x, val_x, rows_per_sample = training_rows(cfg, samples)
+    result = train_sae(train_x, val_x, cfg.train, progress, untrained=untrained)
+    result.sae.save(run.target(layout.SAE).parent)
+    artifacts.save_tensors(run.target(layout.LAST_CODES), {"codes": result.last_codes}, {})
+    artifacts.write_json(run.target(layout.HISTORY), result.history)
+    summary = _summary(len(samples), rows_per_sample, train_x, val_x, result)
     artifacts.write_json(run.target(layout.TRAIN_SUMMARY), summary)
     return [run.name(n) for n in layout.TRAIN_FILES], {"device": "cpu", "dtype": "float32", "seed": cfg.train.seed}
 
@@ -215,6 +230,21 @@ def control_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
     trained, info = train_stage(cfg, run, ctx, progress, untrained=True)
     analyzed, _ = analyze_stage(cfg, run, ctx, progress)
     return trained + analyzed, {**info, "optimizer_steps": 0}
+
+
+def shuffled_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) -> tuple[list[str], dict[str, Any]]:
+    """The same recipe on the same rows with each dimension shuffled across rows (training and
+    validation apart): a training curve with nothing to learn, what the curve's claims are compared
+    with. Only its history and summary are kept."""
+    samples = run.activations
+    train_x, val_x, rows_per_sample = training_rows(cfg, samples)
+    seed = cfg.train.seed
+    train_x, val_x = shuffle_dimensions(train_x, seed), shuffle_dimensions(val_x, seed + 1)
+    result = train_sae(train_x, val_x, cfg.train, progress)
+    artifacts.write_json(run.target(layout.HISTORY), result.history)
+    summary = _summary(len(samples), rows_per_sample, train_x, val_x, result)
+    artifacts.write_json(run.target(layout.TRAIN_SUMMARY), summary | {"shuffle_seeds": [seed, seed + 1]})
+    return [run.name(layout.HISTORY), run.name(layout.TRAIN_SUMMARY)], {"seed": seed}
 
 
 def check_finite(samples: list[torch.Tensor]) -> None:

@@ -75,7 +75,9 @@ def test_two_runs_are_byte_identical(small_prompts: Path, uninterrupted: Path, t
     result = cli(*run_args(again, small_prompts))
     assert result.returncode == 0, result.stderr
     outputs = stage_outputs(uninterrupted)
-    assert len(outputs) == 22 and stage_outputs(again) == outputs  # capture 5, train 5, analyze 3, splice 1, control 8
+    assert (
+        len(outputs) == 24 and stage_outputs(again) == outputs
+    )  # capture 5, train 5, analyze 3, splice 1, control 8, shuffled 2
     for name in outputs:
         assert sha256_file(again / name) == sha256_file(uninterrupted / name), name
 

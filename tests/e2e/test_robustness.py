@@ -33,7 +33,7 @@ def test_crash_at_every_write_in_turn_then_the_same_command_finishes(
     previous state is whole, and the next run of the same command goes on from it. A crash at a
     file finds the state a crash there from a fresh start would (the stages before it recorded,
     its own stage part-written), so the last run ends with an uninterrupted run's bytes."""
-    assert writes_in_a_run(uninterrupted) == 32  # 22 files; config.yaml and manifest.json once a stage
+    assert writes_in_a_run(uninterrupted) == 36  # 24 files; config.yaml and manifest.json once a stage
     out = tmp_path / "run"
     crashed: list[tuple[str, str]] = []
     real_replace = os.replace
@@ -93,7 +93,7 @@ def test_up_to_date_stages_are_skipped(
     capsys.readouterr()
     assert main(run_args(out, small_prompts)) == 0
     skipped = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if "up to date" in line]
-    assert skipped == ["capture", "train", "analyze", "splice", "control"]
+    assert skipped == ["capture", "train", "analyze", "splice", "control", "shuffled"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     # A training setting re-runs train, analyze and the splice test, never the capture.
     assert main([*run_args(out, small_prompts), "--train.l1_coefficient=1e-4"]) == 0

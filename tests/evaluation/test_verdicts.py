@@ -4,6 +4,7 @@ the test's power, the seeds; and the measures it rests on, each by hand."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from math import comb
 from pathlib import Path
@@ -122,6 +123,7 @@ def test_untestable_metric_gives_its_own_verdict(tiny_run: Path, monkeypatch: py
 UNTRAINED = ("no evidence", "the untrained SAE does the same")
 NO_POWER = ("no evidence", "the test cannot detect an effect the size of the write-up's")
 SPLIT = ("no evidence", "the seeds disagree")
+SHUFFLED = ("no evidence", "the same training on shuffled activations does the same")
 
 
 @pytest.mark.parametrize(
@@ -136,6 +138,7 @@ SPLIT = ("no evidence", "the seeds disagree")
         ([NO_POWER, UNTRAINED, ("not replicated", None)], ("not replicated", None)),
         ([NO_POWER, UNTRAINED, NO_POWER], NO_POWER),
         ([UNTRAINED, NO_POWER, NO_POWER, UNTRAINED], UNTRAINED),
+        ([("replicated", None), SHUFFLED], SHUFFLED),  # the curve's control straddles the threshold too
     ],
 )
 def test_seeds_combine(seeds: list[tuple[str, str | None]], combined: tuple[str, str | None]) -> None:
@@ -495,12 +498,30 @@ def test_the_lengths_max_length_allows_by_hand(tmp_path: Path) -> None:
     assert about_50.decided_on(1.0, 35.0, {}) is False
 
 
-def test_the_training_curve_is_judged_on_the_trained_sae_alone(tiny_run: Path) -> None:
-    """The untrained control takes no step: it has no training curve, and a curve that cannot move
-    decides nothing. A claim on the curve has no untrained value; one on the codes keeps it."""
+def test_the_training_curve_is_judged_against_training_on_shuffled_activations(tiny_run: Path) -> None:
+    """The untrained SAE takes no step, so a claim on the curve is compared with the same training on
+    shuffled activations (shuffled/): met by both is no evidence, by the run only replicated, by the
+    shuffled training only no evidence. A claim on the codes keeps the untrained SAE."""
     run = RunData(tiny_run)
-    on_curve = evaluate(claim(metric="stop_epoch", op="ge", value=1), run, control_of(run))
-    assert on_curve.control is None and on_curve.verdict == "replicated"
+    last = [json.loads((tiny_run / d / "train/history.json").read_text())[-1]["train_loss"] for d in ("", "shuffled")]
+    assert last[0] != last[1]
+    low, high = sorted(last)
+    met_by_both = evaluate(claim(metric="final_train_loss", op="lt", value=high * 2), run, control_of(run))
+    assert (met_by_both.verdict, met_by_both.why) == (
+        "no evidence",
+        "the same training on shuffled activations does the same",
+    )
+    assert met_by_both.control_of == "shuffled" and met_by_both.control.measured == last[1]
+    middle = (low + high) / 2
+    run_only, shuffled_only = ("lt", "gt") if last[0] < last[1] else ("gt", "lt")
+    assert evaluate(claim(metric="final_train_loss", op=run_only, value=middle), run, control_of(run)).verdict == (
+        "replicated"
+    )
+    control_only = evaluate(claim(metric="final_train_loss", op=shuffled_only, value=middle), run, control_of(run))
+    assert (control_only.verdict, control_only.why) == (
+        "no evidence",
+        "only the training on shuffled activations meets it, so no result could support it",
+    )
     on_codes = evaluate(claim(metric="sample_code_zero_fraction", op="ge", value=0.0), run, control_of(run))
-    assert on_codes.control is not None
+    assert on_codes.control_of == "untrained"
     assert (on_codes.verdict, on_codes.why) == ("no evidence", "the untrained SAE does the same")

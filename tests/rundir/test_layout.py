@@ -17,6 +17,7 @@ def test_a_run_holds_exactly_the_layouts_stage_files(tiny_run: Path) -> None:
         "analyze": list(layout.ANALYZE_FILES),
         "splice": [layout.SPLICE],
         "control": [f"{layout.CONTROL}/{name}" for name in (*layout.TRAIN_FILES, *layout.ANALYZE_FILES)],
+        "shuffled": [f"{layout.SHUFFLED}/{name}" for name in (layout.HISTORY, layout.TRAIN_SUMMARY)],
     }
     for names in outputs.values():
         assert all((tiny_run / name).is_file() for name in names)

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from replication.errors import ReplicationError
-from replication.sae.data import positional_split, positional_split_rows, sample_rows, stack_samples
+from replication.sae.data import (
+    positional_split,
+    positional_split_rows,
+    sample_rows,
+    shuffle_dimensions,
+    stack_samples,
+)
 
 
 def test_stack_samples_zero_pads_the_sequence_axis() -> None:
@@ -46,3 +52,15 @@ def test_sample_rows_take_the_last_row_of_prefill_samples() -> None:
     x, rows = sample_rows([decode, prefill])
     assert rows == [0, 2]
     torch.testing.assert_close(x, torch.tensor([[1.0, 1.0], [4.0, 5.0]]))
+
+
+def test_shuffling_dimensions_keeps_each_columns_values_and_breaks_the_rows() -> None:
+    """Column 1 is column 0 doubled; shuffled on their own, each column keeps its values and the pair
+    no longer moves together."""
+    first = torch.arange(1000, dtype=torch.float32)
+    x = torch.stack([first, 2 * first], dim=1)
+    shuffled = shuffle_dimensions(x, seed=0)
+    for column in range(2):
+        torch.testing.assert_close(shuffled[:, column].sort().values, x[:, column].sort().values, rtol=0, atol=0)
+    assert abs(torch.corrcoef(shuffled.T)[0, 1].item()) < 0.1  # 1 before the shuffle
+    assert torch.equal(shuffle_dimensions(x, seed=0), shuffled)

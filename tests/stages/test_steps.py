@@ -94,3 +94,15 @@ def test_a_capture_fed_another_runs_sequences(
     assert "holds no captured run" in capsys.readouterr().err
     assert main([*args, "--capture.positions=last_call", "--capture.sequences_from=../.."]) == 2
     assert "needs capture.positions=all" in capsys.readouterr().err
+
+
+def test_the_shuffled_training_keeps_only_its_curve(tiny_run: Path) -> None:
+    """shuffled/ holds the history and summary of the same training on shuffled rows, nothing else."""
+    written = sorted(p.relative_to(tiny_run).as_posix() for p in (tiny_run / layout.SHUFFLED).rglob("*") if p.is_file())
+    assert written == ["shuffled/train/history.json", "shuffled/train/summary.json"]
+    ours, theirs = (json.loads((tiny_run / d / "train/summary.json").read_text()) for d in ("", "shuffled"))
+    assert {k: ours[k] for k in ("samples", "train_rows", "val_rows")} == {
+        k: theirs[k] for k in ("samples", "train_rows", "val_rows")
+    }
+    first = [json.loads((tiny_run / d / "train/history.json").read_text())[0]["train_loss"] for d in ("", "shuffled")]
+    assert first[0] != first[1]  # other rows
