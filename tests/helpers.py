@@ -243,3 +243,33 @@ def topic_run(tmp_path: Path, topic: str, n_topic: int = 5) -> RunData:
     prompts[10 : 10 + n_topic] = [TOPIC_PROMPTS[topic]] * n_topic
     dims = [dim(0, [10, 11, 12, 5, 6]), dim(1, [10, 11, 12, 13, 14], DEAD)]
     return fake_run(tmp_path, top={"dimensions": dims}, records=[{"prompt": p} for p in prompts])
+
+
+def with_power_and_planted(root: Path) -> Path:
+    """The run at ``root`` given hand-written power.json and planted.json, recorded as their steps
+    record them: the probe finds javascript_web, not testing; no feature beats chance; of 256 planted
+    features the faithful recipe recovers 0, the standard one 250 at 30000 samples."""
+    probe = {"javascript_web": (0.78, 0.0099), "testing": (0.55, 0.4)}
+    power = {
+        "strengths": [0.0, 0.1],
+        "directions": 10,
+        "detected_at": 0.8,
+        "topics": {
+            topic: {
+                "prompts": 15,
+                "probe": {"auroc": auroc, "p": p},
+                "features": {"trained": {"auroc": 0.7, "p": 0.43}, "untrained": {"auroc": 0.71, "p": untrained_p}},
+                "detected": {"probe": 0.1, "features, trained": None},
+            }
+            for topic, (auroc, p), untrained_p in zip(probe, probe.values(), (0.28, 0.21), strict=True)
+        },
+    }
+    rows = [
+        {"samples": n, "recovered": r, "epochs": 5, "median_best_cosine": 0.5, "matched_mean_cosine": 0.5}
+        for n, r in ((98, 0), (1000, 3), (30000, 250))
+    ]
+    planted = {"features": 256, "active": 5, "threshold": 0.9, "recipes": {"faithful": rows[:1], "standard_sae": rows}}
+    for name, data in (("power.json", power), ("planted.json", planted)):
+        artifacts.write_json(root / name, data)
+        artifacts.record_addition(root, name.removesuffix(".json"), [root / name], {})
+    return root

@@ -3,16 +3,17 @@ mark, and the tally."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, claim
+from helpers import REPO_ROOT, claim, with_power_and_planted
 
 from replication.evaluation.claims import load_claims
 from replication.evaluation.verdicts import Result, evaluate_all
 from replication.outputs.findings import opening
-from replication.rundir import artifacts, layout
+from replication.rundir import artifacts
 from replication.rundir.reader import RunData
 
 UNTRAINED = ("no evidence", "the untrained SAE does the same")
@@ -78,35 +79,14 @@ def test_the_write_ups_own_numbers_answer_apart_from_the_run(tiny_run: Path) -> 
     assert line.endswith("By the write-up's own numbers, not supported: cos = 0.99 (needs < 0.9, `part9.own`).")
 
 
-def _planted_and_power(tmp_path: Path, tiny_run: Path) -> RunData:
-    """A copy of the tiny run with hand-written power.json and planted.json, as their steps record them."""
-    root = shutil.copytree(tiny_run, tmp_path / "run")
-    probe = {"javascript_web": (0.78, 0.0099), "testing": (0.55, 0.4)}
-    power = {
-        "topics": {
-            topic: {
-                "probe": {"auroc": auroc, "p": p},
-                "features": {"trained": {"auroc": 0.7, "p": 0.43}, "untrained": {"auroc": 0.7, "p": 0.28}},
-            }
-            for topic, (auroc, p) in probe.items()
-        }
-    }
-    rows = [{"samples": n, "recovered": r} for n, r in ((98, 0), (1000, 3), (30000, 250))]
-    planted = {"features": 256, "recipes": {"faithful": rows[:1], "standard_sae": rows}}
-    for name, data in ((layout.POWER_JSON, power), (layout.PLANTED_JSON, planted)):
-        artifacts.write_json(root / name, data)
-        artifacts.record_addition(root, name.removesuffix(".json"), [root / name], {})
-    return RunData(root)
-
-
 def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_planted(
     tiny_run: Path, tmp_path: Path
 ) -> None:
-    run = _planted_and_power(tmp_path, tiny_run)
+    run = RunData(with_power_and_planted(shutil.copytree(tiny_run, tmp_path / "run")))
     lines = opening([_result("part9.c0", *UNTRAINED)], run)
     (line,) = [line for line in lines if line.startswith("**Part 4 with power")]
     assert "A linear probe finds javascript_web (AUROC 0.78) in the layer, not testing" in line
-    assert "a feature of the trained or the untrained SAE carries none (least p 0.28)" in line
+    assert "a feature of the trained or the untrained SAE carries none (least p 0.21)" in line
     assert "`faithful` recovers 0 at 98 samples; `standard_sae` recovers 0 at 98 samples, 250 at 30000 samples" in line
     assert lines.index(line) == len(lines) - 2  # before the counts
 
@@ -114,3 +94,13 @@ def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_plant
 def test_no_part_4_with_power_without_its_files(tiny_run: Path) -> None:
     lines = opening([_result("part9.c0", *UNTRAINED)], RunData(tiny_run))
     assert not any(line.startswith("**Part 4 with power") for line in lines)
+
+
+def test_part_4_with_power_names_the_topic_a_feature_carries(tiny_run: Path, tmp_path: Path) -> None:
+    root = with_power_and_planted(shutil.copytree(tiny_run, tmp_path / "run"))
+    power = json.loads((root / "power.json").read_text())
+    power["topics"]["testing"]["features"]["trained"]["p"] = 0.01
+    (root / "power.json").write_text(json.dumps(power))
+    artifacts.record_addition(root, "power", [root / "power.json"], {})
+    (line,) = [line for line in opening([_result("part9.c0", *UNTRAINED)], RunData(root)) if "with power" in line]
+    assert "a feature of the trained or the untrained SAE carries testing (trained);" in line

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, with_power_and_planted
 
 from replication.__main__ import main
 from replication.evaluation.claims import load_claims
@@ -99,3 +99,17 @@ def test_the_report_opens_with_the_answer() -> None:
         assert re.search(r"\d", line) and re.search(r"`part\d\.\w+`", line), line
     assert answer[-2].startswith("- **Counts:** of 26 measured and reading claims")
     assert all(f"**{word}**" in answer[-1] for word in ("Replicated", "Not replicated", "No evidence"))
+
+
+def test_part_4_with_power_answers_its_questions_in_one_table(tiny_run: Path, tmp_path: Path) -> None:
+    run = with_power_and_planted(shutil.copytree(tiny_run, tmp_path / "run"))
+    assert main(["report", "--run", str(run)]) == 0
+    report = (run / "REPORT.md").read_text()
+    section = report.split("## Part 4 with power (beyond the write-up)", 1)[1].split("\n## ", 1)[0]
+    rows = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[-1] for row in section.splitlines() if "?" in row}
+    assert rows["Is each topic in layer 10?"] == "javascript_web 0.78 (p 0.0099); testing 0.55 (p 0.4) |"
+    assert rows["Did the write-up's SAE find it?"].startswith("javascript_web 0.70 (p 0.43), untrained 0.71 (p 0.28);")
+    assert rows["Could the write-up's design have found it?"] == (
+        "`faithful` 0 at 98 samples; `standard_sae` 0 at 98 samples, 250 at 30000 samples |"
+    )
+    assert "![planted_recovery](figures/planted_recovery.png)" in report
