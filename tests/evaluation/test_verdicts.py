@@ -151,7 +151,10 @@ def test_untrained_training_takes_no_step() -> None:
     trained = train_sae(train_x, val_x, TrainConfig(max_epochs=3), progress=False)
     untrained = train_sae(train_x, val_x, TrainConfig(max_epochs=3), progress=False, untrained=True)
     assert len(untrained.history) == 1 and untrained.best_epoch == 0
+    # The same forward pass on the same weights: equal to the last bit (rel=1e-6 leaves room for none).
     assert untrained.history[0]["train_loss"] == pytest.approx(trained.history[0]["train_loss"], rel=1e-6)
+    torch.manual_seed(TrainConfig().seed)  # the weights as built, not one step on
+    torch.testing.assert_close(untrained.sae.encoder.weight, torch.nn.Linear(4, 8).weight, rtol=0, atol=0)
     assert not torch.equal(untrained.sae.encoder.weight, trained.sae.encoder.weight)
 
 

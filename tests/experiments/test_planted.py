@@ -19,8 +19,9 @@ def test_synthetic_rows_have_the_scale_and_the_directions_asked() -> None:
     x, directions = planted.synthetic(32, 500, scale=7.0, seed=0)
     assert x.shape == (500, 32) and directions.shape == (planted.FEATURES, 32)
     np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0, rtol=1e-12)
-    # The median row norm is scaled to 7 before noise of 1% of the per-value scale is added.
-    assert np.median(np.linalg.norm(x, axis=1)) == pytest.approx(7.0, rel=0.01)
+    # The median row norm is scaled to 7 before noise of 1% of the per-value scale is added: measured
+    # 6.9962 (0.9995 of it), where a scaling off by 1% would be 0.99 or 1.01.
+    assert np.median(np.linalg.norm(x, axis=1)) == pytest.approx(7.0, rel=2e-3)
 
 
 def test_recovery_by_hand() -> None:

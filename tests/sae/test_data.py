@@ -62,5 +62,6 @@ def test_shuffling_dimensions_keeps_each_columns_values_and_breaks_the_rows() ->
     shuffled = shuffle_dimensions(x, seed=0)
     for column in range(2):
         torch.testing.assert_close(shuffled[:, column].sort().values, x[:, column].sort().values, rtol=0, atol=0)
-    assert abs(torch.corrcoef(shuffled.T)[0, 1].item()) < 0.1  # 1 before the shuffle
+    # 1 before the shuffle; measured 0.019 after, where independent columns give sd 1 / sqrt(1000) = 0.03
+    assert abs(torch.corrcoef(shuffled.T)[0, 1].item()) < 0.1
     assert torch.equal(shuffle_dimensions(x, seed=0), shuffled)

@@ -17,6 +17,8 @@ from replication.__main__ import main
 from replication.api import load_profile, run
 from replication.rundir import layout
 from replication.rundir.reader import RunData
+from replication.sae.data import shuffle_dimensions
+from replication.sae.training import train_sae
 from replication.stages import steps
 
 
@@ -104,5 +106,13 @@ def test_the_shuffled_training_keeps_only_its_curve(tiny_run: Path) -> None:
     assert {k: ours[k] for k in ("samples", "train_rows", "val_rows")} == {
         k: theirs[k] for k in ("samples", "train_rows", "val_rows")
     }
-    first = [json.loads((tiny_run / d / "train/history.json").read_text())[0]["train_loss"] for d in ("", "shuffled")]
-    assert first[0] != first[1]  # other rows
+    seed = RunData(tiny_run).config.train.seed
+    assert theirs["shuffle_seeds"] == [seed, seed + 1]
+    # Epoch 1's loss is the forward pass before any step: the run's rows shuffled with those seeds give it.
+    run = RunData(tiny_run)
+    rows, _, _ = steps.training_rows(run.config, run.activations)
+    shuffled = shuffle_dimensions(rows, seed)
+    assert not torch.equal(shuffled, rows)
+    epoch1 = train_sae(shuffled, shuffled[:4], run.config.train.model_copy(update={"max_epochs": 1}), progress=False)
+    first = json.loads((tiny_run / "shuffled/train/history.json").read_text())[0]["train_loss"]
+    assert first == pytest.approx(epoch1.history[0]["train_loss"], rel=1e-6)  # measured: equal to the bit
