@@ -119,24 +119,36 @@ def _tally(results: list[Result]) -> str:
     )
 
 
+def _smallest(power: dict[str, Any], test: str) -> str:
+    """The smallest planted strength ``test`` detects for any topic, as the report words it."""
+    found = [t["detected"][test] for t in power["topics"].values() if t["detected"].get(test) is not None]
+    return f"from {min(found)} of" if found else f"at no strength up to {power['strengths'][-1]} of"
+
+
 def _with_power(run: RunData) -> str | None:
-    """Part 4 beyond the claims: is each topic in the layer (the probe), does a feature carry it, and
-    what the recipes recover of planted features (``power.json``, ``planted.json``)."""
+    """Part 4 beyond the claims: is each topic in the layer (the probe), does a feature carry it, how
+    small an effect each test detects, and what the recipes recover of planted features."""
     said = []
     if run.has(layout.POWER_JSON):
-        tested = run.json(layout.POWER_JSON)["topics"]
+        power = run.json(layout.POWER_JSON)
+        tested = power["topics"]
         found = [f"{topic} (AUROC {t['probe']['auroc']:.2f})" for topic, t in tested.items() if t["probe"]["p"] < 0.05]
-        missed = [topic for topic, t in tested.items() if t["probe"]["p"] >= 0.05]
-        saes = {name for t in tested.values() for name in t["features"]}
+        missed = [f"{topic} ({t['prompts']} prompts)" for topic, t in tested.items() if t["probe"]["p"] >= 0.05]
+        saes = " or the ".join(sorted({name for t in tested.values() for name in t["features"]}))
         carried = [
             f"{topic} ({name})" for topic, t in tested.items() for name, f in t["features"].items() if f["p"] < 0.05
         ]
-        best = min(f["p"] for t in tested.values() for f in t["features"].values())
+        least = min(f["p"] for t in tested.values() for f in t["features"].values())
         said.append(
-            f"a linear probe finds {', '.join(found) or 'no topic'} in the layer"
+            f"a linear probe detects {', '.join(found) or 'no topic'} in the layer"
             + (f", not {', '.join(missed)}" if missed else "")
-            + f"; a feature of the {' or the '.join(sorted(saes))} SAE carries "
-            + (", ".join(carried) if carried else f"none (least p {stats.format_p(best)})")
+            + (
+                f"; a feature of the {saes} SAE carries {', '.join(carried)}"
+                if carried
+                else f"; no feature of the {saes} SAE beats chance for any (least p {stats.format_p(least)})"
+            )
+            + f", where the feature test detects a planted topic direction {_smallest(power, 'features, trained')} "
+            f"the median row norm and the probe {_smallest(power, 'probe')} it"
         )
     if run.has(layout.PLANTED_JSON):
         planted = run.json(layout.PLANTED_JSON)
@@ -145,7 +157,7 @@ def _with_power(run: RunData) -> str | None:
             + "; ".join(
                 f"`{name}` recovers "
                 + ", ".join(
-                    f"{r['recovered']} at {r['samples']} samples"
+                    f"{r['recovered']} at {r['samples']} samples ({r['epochs']} epochs)"
                     for r in (rows if len(rows) < 3 else [rows[0], rows[-1]])
                 )
                 for name, rows in planted["recipes"].items()

@@ -85,9 +85,14 @@ def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_plant
     run = RunData(with_power_and_planted(shutil.copytree(tiny_run, tmp_path / "run")))
     lines = opening([_result("part9.c0", *UNTRAINED)], run)
     (line,) = [line for line in lines if line.startswith("**Part 4 with power")]
-    assert "A linear probe finds javascript_web (AUROC 0.78) in the layer, not testing" in line
-    assert "a feature of the trained or the untrained SAE carries none (least p 0.21)" in line
-    assert "`faithful` recovers 0 at 98 samples; `standard_sae` recovers 0 at 98 samples, 250 at 30000 samples" in line
+    assert "A linear probe detects javascript_web (AUROC 0.78) in the layer, not testing (15 prompts)" in line
+    assert "no feature of the trained or the untrained SAE beats chance for any (least p 0.21)" in line
+    assert "the feature test detects a planted topic direction at no strength up to 0.1 of the median row norm" in line
+    assert "and the probe from 0.1 of it" in line
+    assert (
+        "`faithful` recovers 0 at 98 samples (5 epochs); `standard_sae` recovers 0 at 98 samples (5 epochs), 250"
+        in line
+    )
     assert lines.index(line) == len(lines) - 2  # before the counts
 
 
@@ -103,4 +108,4 @@ def test_part_4_with_power_names_the_topic_a_feature_carries(tiny_run: Path, tmp
     (root / "power.json").write_text(json.dumps(power))
     artifacts.record_addition(root, "power", [root / "power.json"], {})
     (line,) = [line for line in opening([_result("part9.c0", *UNTRAINED)], RunData(root)) if "with power" in line]
-    assert "a feature of the trained or the untrained SAE carries testing (trained);" in line
+    assert "a feature of the trained or the untrained SAE carries testing (trained)," in line
