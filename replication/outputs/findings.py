@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from replication.config import load_profile
-from replication.evaluation import stats, topics
+from replication.evaluation import stats, topics, writeup
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import DERIVED
@@ -59,10 +59,13 @@ def _what_ran(run: RunData) -> str:
     )
     text = (
         f"**What ran:** {info['model']}, hooked at layer {info['layer']} of {info['n_layers']} (d_model "
-        f"{info['d_model']}), {decoding}, {len(run.records)} prompts"
+        f"{info['d_model']}), {decoding}, {len(run.records)} prompts, an SAE {run.sae.d_in} -> {run.sae.d_hidden}"
     )
     if run.config.profile != "seed" or run.config.model.source == "random_init":
-        text += f". It stands in for {load_profile('seed').model.name}, which did not run here"
+        text += (
+            f". It stands in for {load_profile('seed').model.name}, which did not run here (the write-up's SAE: "
+            f"{writeup.D_IN} -> {writeup.D_HIDDEN})"
+        )
     return text + "."
 
 
