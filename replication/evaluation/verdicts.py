@@ -55,6 +55,8 @@ class Outcome:
     measured: Any
     holds: bool | None = None
     why: str | None = None
+    of: str | None = None
+    """On a control: which one, ``untrained`` (the SAE at its start) or ``shuffled`` (training on shuffled data)."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,6 @@ class Result:
     measured: Any
     evidence: str
     control: Outcome | None = None
-    control_of: str | None = None
-    """Which control: ``untrained`` (the SAE at its start) or ``shuffled`` (training on shuffled data)."""
     alternatives: tuple[Outcome, ...] = ()
     design: str | None = None
     """What values the design allows, when the metric says."""
@@ -91,7 +91,7 @@ class Result:
     def line(self) -> str:
         text = f"{self.claim.id}  {self.verdict}  claimed {self.claimed}  measured {format_value(self.measured)}"
         if self.control is not None:
-            text += f"  {self.control_of} {format_value(self.control.measured)}"
+            text += f"  {self.control.of} {format_value(self.control.measured)}"
         return text + (f"  ({self.why})" if self.why else "")
 
 
@@ -119,14 +119,15 @@ def compare(reading: Reading, run: RunData, kind: str, p_factor: float = 1.0) ->
     return Outcome(WORDS[kind][0] if holds else WORDS[kind][1], claimed, measured, holds)
 
 
-def control_for(claim: Claim, reading: Reading, run: RunData, untrained: RunData | None) -> RunData | None:
-    """What the reading's value is compared with: the untrained SAE, for what the SAE does; for the
-    training curve, the same training on shuffled activations (the untrained SAE takes no step); none
-    for the capture, which comes before any SAE."""
+def control_for(claim: Claim, reading: Reading, run: RunData, untrained: RunData | None) -> tuple[str, RunData] | None:
+    """What the reading's value is compared with, by name: the untrained SAE, for what the SAE does;
+    for the training curve, the same training on shuffled activations (the untrained SAE takes no
+    step); none for the capture, which comes before any SAE."""
     evidence = METRICS[reading.metric].evidence
     if claim.kind not in COUNTED or evidence in layout.CAPTURE_FILES:
         return None
-    return shuffled_of(run) if evidence == layout.HISTORY else untrained
+    name, view = ("shuffled", shuffled_of(run)) if evidence == layout.HISTORY else ("untrained", untrained)
+    return None if view is None else (name, view)
 
 
 def _design(reading: Reading, run: RunData) -> tuple[str | None, bool | None, bool]:
@@ -151,8 +152,8 @@ def judge(
     allows. A claim the design makes impossible to meet is not replicated; one it makes impossible to
     miss, or that the untrained SAE meets too, or that the test could not have flagged, is no evidence."""
     main = compare(reading, run, claim.kind, p_factor)
-    other = control_for(claim, reading, run, control)
-    untrained = compare(reading, other, claim.kind, p_factor) if other is not None else None
+    picked = control_for(claim, reading, run, control)
+    untrained = None if picked is None else replace(compare(reading, picked[1], claim.kind, p_factor), of=picked[0])
     if not testable(claim, run):
         why = WHY["8b" if claim.profiles == ("seed",) else "profile"]
         return replace(main, verdict=NO_EVIDENCE, why=why), untrained, None
@@ -165,7 +166,7 @@ def judge(
         verdict = NO_EVIDENCE if decided else NOT_REPLICATED
         return replace(main, verdict=verdict, why=WHY[key]), untrained, design
     if untrained is not None and untrained.holds:
-        why = WHY[("untrained" if other is control else "shuffled") + ("" if main.holds else " only")]
+        why = WHY[f"{untrained.of}{'' if main.holds else ' only'}"]
         return replace(main, verdict=NO_EVIDENCE, why=why), untrained, design
     if not main.holds and blind is not None and blind(run):
         return replace(main, verdict=NO_EVIDENCE, why=WHY["no power"]), untrained, design
@@ -181,7 +182,7 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
     """The claim's verdict on the run, with its control, its alternatives and its evidence file."""
     main, untrained, design = judge(claim, claim, run, control, p_factor)
     alternatives = tuple(judge(claim, reading, run, control, p_factor)[0] for reading in claim.alternatives)
-    other = control_for(claim, claim, run, control) if untrained is not None else None
+    untrained_sae = untrained is not None and untrained.of == "untrained"  # a curve's detail reads the run's rows
     return Result(
         claim,
         main.verdict,
@@ -190,11 +191,10 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
         main.measured,
         METRICS[claim.metric].evidence,
         untrained,
-        None if other is None else ("untrained" if other is control else "shuffled"),
         alternatives,
         design,
         _detail(claim.metric, run),
-        _detail(claim.metric, control) if other is control else None,  # a curve's detail reads the run's rows
+        _detail(claim.metric, control) if untrained_sae else None,
         main.holds,
     )
 
@@ -240,7 +240,7 @@ def write_verdicts(run: RunData, results: list[Result]) -> Path:
             "evidence": r.evidence,
             "control": None
             if r.control is None
-            else {"of": r.control_of, "verdict": r.control.verdict, "measured": r.control.measured},
+            else {"of": r.control.of, "verdict": r.control.verdict, "measured": r.control.measured},
             "design": r.design,
             "detail": r.detail,
             "control_detail": r.control_detail,

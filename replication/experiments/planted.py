@@ -79,11 +79,11 @@ def run_planted(
     rows = sample_rows(run.activations)[0].numpy()
     scale = float(np.median(np.linalg.norm(rows, axis=1)))
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in RECIPES}
+    recipes = {name: _recipe(run, ablation) for name, ablation in RECIPES.items()}
     for size in tqdm(sizes, desc="planted", unit="size", disable=not progress):
         x, directions = synthetic(rows.shape[1], size, scale, seed, features)
         cut = int(run.config.train.train_fraction * size)
-        for name, ablation in RECIPES.items():
-            cfg = _recipe(run, ablation)
+        for name, cfg in recipes.items():
             trained = train_sae(torch.from_numpy(x[:cut]), torch.from_numpy(x[cut:]), cfg, progress=False)
             results[name].append({"samples": size, "epochs": len(trained.history), **recovery(trained.sae, directions)})
     result = {"features": features, "active": ACTIVE, "threshold": RECOVERED, "recipes": results}

@@ -135,11 +135,18 @@ def _with_power(run: RunData) -> str | None:
     if run.has(layout.POWER_JSON):
         power = run.json(layout.POWER_JSON)
         tested = power["topics"]
-        found = [f"{topic} (AUROC {t['probe']['auroc']:.2f})" for topic, t in tested.items() if t["probe"]["p"] < 0.05]
-        missed = [f"{topic} ({t['prompts']} prompts)" for topic, t in tested.items() if t["probe"]["p"] >= 0.05]
+        found = [
+            f"{topic} (AUROC {t['probe']['auroc']:.2f})"
+            for topic, t in tested.items()
+            if t["probe"]["p"] < topics.ALPHA
+        ]
+        missed = [f"{topic} ({t['prompts']} prompts)" for topic, t in tested.items() if t["probe"]["p"] >= topics.ALPHA]
         saes = " or the ".join(sorted({name for t in tested.values() for name in t["features"]}))
         carried = [
-            f"{topic} ({name})" for topic, t in tested.items() for name, f in t["features"].items() if f["p"] < 0.05
+            f"{topic} ({name})"
+            for topic, t in tested.items()
+            for name, f in t["features"].items()
+            if f["p"] < topics.ALPHA
         ]
         least = min(f["p"] for t in tested.values() for f in t["features"].values())
         said.append(

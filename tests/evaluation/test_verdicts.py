@@ -514,7 +514,7 @@ def test_the_training_curve_is_judged_against_training_on_shuffled_activations(t
         "no evidence",
         "the same training on shuffled activations does the same",
     )
-    assert met_by_both.control_of == "shuffled" and met_by_both.control.measured == last[1]
+    assert met_by_both.control.of == "shuffled" and met_by_both.control.measured == last[1]
     middle = (low + high) / 2
     run_only, shuffled_only = ("lt", "gt") if last[0] < last[1] else ("gt", "lt")
     assert evaluate(claim(metric="final_train_loss", op=run_only, value=middle), run, control_of(run)).verdict == (
@@ -526,5 +526,5 @@ def test_the_training_curve_is_judged_against_training_on_shuffled_activations(t
         "only the training on shuffled activations meets it, so no result could support it",
     )
     on_codes = evaluate(claim(metric="sample_code_zero_fraction", op="ge", value=0.0), run, control_of(run))
-    assert on_codes.control_of == "untrained"
+    assert on_codes.control.of == "untrained"
     assert (on_codes.verdict, on_codes.why) == ("no evidence", "the untrained SAE does the same")
