@@ -1,4 +1,4 @@
-"""Pure statistics: hypergeometric tails, permutation p-values, Poisson and binomial tails, Benjamini-Hochberg."""
+"""Pure statistics: hypergeometric tails, permutation p-values, Poisson and binomial tails."""
 
 from __future__ import annotations
 
@@ -75,18 +75,6 @@ def tail_pvalue(null: np.ndarray, observed: float) -> float:
     return float((1 + (null >= observed).sum()) / (1 + len(null)))
 
 
-def permutation_pvalue(
-    statistic: Callable[[np.ndarray], np.ndarray],
-    labels: np.ndarray,
-    permutations: int,
-    seed: int = 0,
-    strata: Sequence[Any] | None = None,
-) -> tuple[float, float]:
-    """(observed, p): ``statistic(labels)`` and its one-sided p-value under ``permutation_null``."""
-    observed = float(statistic(labels))
-    return observed, tail_pvalue(permutation_null(statistic, labels, permutations, seed, strata), observed)
-
-
 def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> float:
     """Expected number of pairs, among random sets of these ``sizes`` from ``population`` items, that
     share at least ``shared`` items (hypergeometric, summed over pairs)."""
@@ -122,13 +110,6 @@ def poisson_tail(observed: int, expected: float) -> float:
 def binomial_tail(observed: int, trials: int, rate: float) -> float:
     """P(X >= observed) for X ~ Binomial(trials, rate)."""
     return float(scipy.stats.binom.sf(observed - 1, trials, rate))
-
-
-def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
-    """Benjamini-Hochberg q-values (scipy's implementation), in the order given."""
-    if not pvalues:
-        return []
-    return [float(q) for q in scipy.stats.false_discovery_control(list(pvalues))]
 
 
 STABLE_COSINE = 0.9

@@ -1,4 +1,4 @@
-"""Part 4's topics: each prompt's topic label, per-feature topic purity, and topic-feature counts."""
+"""Part 4's topics: each prompt's topic label, per-feature topic purity, and the family-wise max-hits test."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ from replication.config import FIXTURES_DIR
 from replication.evaluation import stats
 
 TOPICS_FILE = FIXTURES_DIR / "topics.yaml"
-TOPIC_MIN_HITS = 3
-"""A topic feature: at least 3 of its top-5 (positive) prompts carry the topic."""
 PERMUTATIONS = 2000
 ALPHA = 0.05
-"""The significance level of every test of Part 4 (p, or Benjamini-Hochberg q, below it)."""
+"""The significance level of every test of Part 4."""
 TESTED = ("javascript_web", "testing", "oop")
 """The topics of the write-up's three topic features, each tested for a feature of its own."""
 OTHER = "other"
@@ -33,26 +31,6 @@ def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
     return [
         next((t for t, pats in compiled.items() if any(p.search(prompt) for p in pats)), OTHER) for prompt in prompts
     ]
-
-
-def topic_feature_null(
-    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
-) -> tuple[int, np.ndarray]:
-    """(count, null): features with >= TOPIC_MIN_HITS topic prompts among their positive top-k, and that
-    count under PERMUTATIONS shuffles of the topic labels within each sample type (``strata``)."""
-
-    def count(labels: np.ndarray) -> np.ndarray:
-        return np.asarray(((labels[..., top_indices] & positive).sum(axis=-1) >= TOPIC_MIN_HITS).sum(axis=-1))
-
-    return int(count(is_topic)), stats.permutation_null(count, is_topic, PERMUTATIONS, seed, strata)
-
-
-def topic_feature_test(
-    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
-) -> tuple[int, float]:
-    """(count, p): ``topic_feature_null``'s count and its one-sided permutation p-value."""
-    observed, null = topic_feature_null(top_indices, positive, is_topic, strata, seed)
-    return observed, stats.tail_pvalue(null, observed)
 
 
 @dataclass(frozen=True)
@@ -111,7 +89,7 @@ def feature_purity(
     top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int], tail: np.ndarray
 ) -> list[dict[str, Any]]:
     """Per feature (row of ``top_indices``): the topic holding most of its positive top-k prompts, purity
-    = hits / k, the p-value of that many hits (``tail``: ``purity_null``), and its Benjamini-Hochberg q."""
+    = hits / k, and the p-value of that many hits (``tail``: ``purity_null``)."""
     k = top_indices.shape[1]
     topics = sorted({label for label in labels if label != OTHER})
     rows = []
@@ -119,6 +97,4 @@ def feature_purity(
         hits = Counter(labels[i] for i, p in zip(indices, pos, strict=True) if p and labels[i] != OTHER)
         topic, n = max(hits.items(), key=lambda item: (item[1], -topics.index(item[0])), default=(None, 0))
         rows.append({"dim": int(dim), "topic": topic, "hits": n, "purity": n / k, "p": float(tail[n])})
-    for row, q in zip(rows, stats.benjamini_hochberg([r["p"] for r in rows]), strict=True):
-        row["q"] = q
     return rows

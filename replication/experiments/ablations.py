@@ -29,7 +29,6 @@ ROW_METRICS = (
     "val_fvu",
     "never_active_fraction",
     "ce_loss_recovered",
-    "significant_topic_features",
     "decode_shaped_fraction",
 )
 SEQUENCES_REASON = (

@@ -7,7 +7,6 @@ template holds the words. Only the command, the code commit and the date belong 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -17,18 +16,16 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from replication.evaluation import health, topics, writeup
+from replication.evaluation import health, writeup
 from replication.evaluation.coverage import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
-from replication.evaluation.metrics.part4_topics import purity, purity_null
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, Result, testable
 from replication.outputs import figures, findings, rendering
 from replication.rundir import artifacts, layout, provenance
 from replication.rundir.reader import RunData, control_of
 
-PURITY_ROWS = 12
 HBM_BANDWIDTH = (
     ("H200", 4.8e12),
     ("H100 NVL", 3.9e12),
@@ -97,35 +94,6 @@ def _ablations(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
         row["changes"] = changed or ("—" if name == "faithful" else "none")
         row.setdefault("not_applicable", None)
     return rows
-
-
-def _purity(run: RunData) -> dict[str, Any] | None:
-    """Part 4 as statistics: topic purity of every live feature's top prompts, with p- and q-values."""
-    rows = purity(run)
-    if not rows:
-        return None
-    significant = [r for r in rows if r["q"] < topics.ALPHA]
-    by_topic = Counter(r["topic"] for r in significant)
-    prompts = {d["dim"]: d["top"] for d in run.live}
-    labels = prompt_topics(run)
-    best = sorted(rows, key=lambda r: (r["p"], r["dim"]))[:PURITY_ROWS]
-    return {
-        "live": len(rows),
-        "significant": len(significant),
-        "by_topic": ", ".join(f"{t}: {n}" for t, n in by_topic.most_common()),
-        "topic_counts": ", ".join(f"{t} {n}" for t, n in sorted(Counter(prompt_topics(run)).items())),
-        "best_p": (best_p := float(purity_null(run)[run.config.analyze.top_k])),
-        "bh_min": math.ceil(best_p * len(rows) / topics.ALPHA),
-        "histogram": ", ".join(f"{h}/k: {n}" for h, n in sorted(Counter(r["hits"] for r in rows).items())),
-        "best": [{**r, "prompts": _marked(prompts[r["dim"]], labels, r["topic"])} for r in best],
-    }
-
-
-def _marked(top: list[dict[str, Any]], labels: list[str], topic: str) -> str:
-    """A top list's prompts with a code > 0 (those purity counts) by number in the corpus (from 0),
-    starred where they are of ``topic``."""
-    positive = [t for t in top if t["value"] > 0]
-    return ", ".join(f"{t['index']}*" if labels[t["index"]] == topic else str(t["index"]) for t in positive)
 
 
 def _performance(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +192,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "entries": findings.entries(results),
         "stage_commits": _stage_commits(manifest),
         "ablations": _ablations(run, kinds),
-        "purity": _purity(run),
         "export": (export := run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None),
         "export_rows": _export_rows(export),
         "derivations": [derive() for derive in writeup.DERIVATIONS],

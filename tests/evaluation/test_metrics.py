@@ -34,7 +34,7 @@ from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS, part4_topics
 from replication.evaluation.metrics.implied import SELECTED, TIE_ORDER, writeup_dimension0
 from replication.evaluation.metrics.part4 import WHITEBOX_PROMPT, redundant_dim_pairs
-from replication.evaluation.topics import OTHER, PERMUTATIONS, topic_feature_test, topic_labels
+from replication.evaluation.topics import OTHER, PERMUTATIONS, topic_labels
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, Untestable
 from replication.sae import tieorder
@@ -494,20 +494,6 @@ def test_dead_dims_with_writeup_list(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("topic", ["javascript_web", "testing", "oop"])
-def test_topic_count_and_pvalue_by_hand(tmp_path: Path, topic: str) -> None:
-    # The live dimension has 3 of the 5 topic prompts: one topic feature. Under shuffled labels one
-    # 5-set of 20 holds >= 3 of 5 topic prompts with probability
-    # [C(5,3) C(15,2) + C(5,4) C(15,1) + C(5,5)] / C(20,5) = (1050 + 75 + 1) / 15504 = 0.0726;
-    # estimated from 2000 shuffles (standard error 0.006).
-    run = topic_run(tmp_path, topic)
-    assert compute(f"topic_features_{topic}", run) == 1
-    assert compute(f"topic_pvalue_{topic}", run) == pytest.approx(1126 / 15504, abs=0.025)
-    # Only 2 topic prompts (at 10, 11): no topic feature, and every shuffle has >= 0: p = 1.
-    run = topic_run(tmp_path, topic, n_topic=2)
-    assert (compute(f"topic_features_{topic}", run), compute(f"topic_pvalue_{topic}", run)) == (0, 1.0)
-
-
-@pytest.mark.parametrize("topic", ["javascript_web", "testing", "oop"])
 def test_topic_max_pvalue_by_hand(tmp_path: Path, topic: str) -> None:
     # Observed: the most topic prompts in any live top 5 is 3. The null's one row is the live one
     # (prompts 10, 11, 12, 5, 6): it holds >= 3 of the 5 topic prompts with probability
@@ -657,78 +643,9 @@ def test_redundant_pairs_identical_sets_count_every_pair(tmp_path: Path) -> None
     assert METRICS["redundant_pairs"].compute(fake_run(tmp_path, top={"dimensions": dims[3:]})) == 1
 
 
-# ---- topic features and their permutation p-value --------------------------------------------
-
-
-def one_type(labels: np.ndarray) -> list[str]:
-    """Every sample of one type: the stratified shuffle is a plain one."""
-    return ["decode"] * len(labels)
-
-
-def test_topic_feature_count_by_hand() -> None:
-    is_topic = np.array([True, True, True, True] + [False] * 6)  # prompts 0-3 carry the topic
-    top = np.array(
-        [
-            [0, 1, 2, 5, 6],  # 3 topic prompts: a topic feature
-            [0, 1, 5, 6, 7],  # 2: not
-            [0, 1, 2, 3, 4],  # 4: a topic feature
-            [3, 2, 1, 8, 9],  # 3 in its top 5, but see ``positive``
-        ]
-    )
-    positive = np.ones_like(top, dtype=bool)
-    assert topic_feature_test(top, positive, is_topic, one_type(is_topic))[0] == 3
-    positive[3, 2] = False  # prompt 1 is in row 3's top 5 with a zero code: 2 positive hits left
-    assert topic_feature_test(top, positive, is_topic, one_type(is_topic))[0] == 2
-
-
-def test_topic_pvalue_is_1_when_no_feature_is_a_topic_feature() -> None:
-    # Observed count 0: every shuffle gives a count >= 0, so p = (1 + 2000) / (1 + 2000) = 1.
-    is_topic = np.array([True, True] + [False] * 18)
-    top = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
-    count, p = topic_feature_test(top, np.ones_like(top, dtype=bool), is_topic, one_type(is_topic))
-    assert (count, p) == (0, 1.0)
-
-
-def test_topic_pvalue_is_small_for_planted_topic_features() -> None:
-    # 100 prompts, 10 of the topic; two features whose top 5 are 5 topic prompts each: count 2.
-    # Under shuffled labels one feature gets >= 3 of 10 topic prompts among its 5 with probability
-    # [C(10,3) C(90,2) + C(10,4) C(90,1) + C(10,5)] / C(100,5) = 499752 / 75287520 = 0.0066, and
-    # both far less often: about 4e-5, 0.1 of 2000 shuffles, so p is about 1 / 2001.
-    is_topic = np.zeros(100, dtype=bool)
-    is_topic[:10] = True
-    top = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
-    count, p = topic_feature_test(top, np.ones_like(top, dtype=bool), is_topic, one_type(is_topic))
-    assert count == 2
-    assert 1 / (1 + PERMUTATIONS) <= p < 0.005
-    # The same features with the labels spread over 10 other prompts: no topic feature, p = 1.
-    assert topic_feature_test(top, np.ones_like(top, dtype=bool), np.roll(is_topic, 50), one_type(is_topic)) == (0, 1.0)
-
-
-def test_topic_metrics_on_a_run(tmp_path: Path) -> None:
-    prompts = [JS] * 5 + [PLAIN] * 15  # prompts 0-4: javascript_web; the rest: no topic
-    assert topic_labels(prompts) == ["javascript_web"] * 5 + [OTHER] * 15
-    dims = [
-        dim(0, [0, 1, 2, 10, 11]),  # 3 javascript prompts: a javascript_web feature
-        dim(1, [0, 1, 10, 11, 12]),  # 2: not
-        dim(2, [0, 1, 2, 3, 4], DEAD),  # all 5, but dead: not among the live dimensions
-        dim(3, [3, 4, 0, 12, 13], [1.0, 0.5, 0.0, 0.0, 0.0]),  # 3 javascript prompts, one with a zero code: not
-    ]
-    run = fake_run(tmp_path, top={"dimensions": dims}, records=[{"prompt": p} for p in prompts])
-    assert METRICS["topic_features_javascript_web"].compute(run) == 1
-    # One feature's 5 of 20 prompts hold >= 3 of the 5 javascript ones with probability
-    # [C(5,3) C(15,2) + C(5,4) C(15,1) + 1] / C(20,5) = 1126 / 15504 = 0.073; with dims 0, 1
-    # and 3 each a chance, P(count >= 1) is between 0.073 and 3 * 0.073 = 0.22.
-    p = METRICS["topic_pvalue_javascript_web"].compute(run)
-    assert 0.06 < p < 0.22
-    # No prompt is about testing: no testing feature, and p = 1.
-    assert METRICS["topic_features_testing"].compute(run) == 0
-    assert METRICS["topic_pvalue_testing"].compute(run) == 1.0
-
-
 def test_topic_metrics_are_none_without_a_live_dimension(tmp_path: Path) -> None:
     run = fake_run(tmp_path, top={"dimensions": [dim(0, [0, 1, 2, 3, 4], DEAD)]}, records=[{"prompt": JS}] * 5)
-    assert METRICS["topic_features_javascript_web"].compute(run) is None
-    assert METRICS["topic_pvalue_javascript_web"].compute(run) is None
+    assert METRICS["topic_max_pvalue_javascript_web"].compute(run) is None
 
 
 # ---- first_full_sparsity_epoch ----------------------------------------------------------------

@@ -473,20 +473,6 @@ def test_the_codes_left_on_hold_on_a_trained_sae(tiny_run: Path) -> None:
     assert bounds.low <= METRICS["sample_code_l0"].compute(run) <= bounds.high
 
 
-@pytest.mark.parametrize("topic", ["javascript_web", "testing", "oop"])
-def test_the_count_test_is_blind_to_one_feature_where_chance_gives_one(tmp_path: Path, topic: str) -> None:
-    # topic_run (helpers): one live dimension; shuffled labels give it >= 3 of the 5 topic
-    # prompts with probability 1126 / 15504 = 0.073 >= 0.05. So the write-up's one JavaScript or OOP
-    # feature (4 of 5) would not be flagged by the count test, and its testing example (1 of 5) is
-    # no such feature at all; with one live dimension no shuffle gives 2, so 2 or more are flagged.
-    run = topic_run(tmp_path, topic)
-    count = METRICS[f"topic_pvalue_{topic}"]
-    assert count.blind is not None and count.blind(run) is True
-    assert count.flags is not None and count.flags(run).startswith("the test flags 2 or more such features")
-    evidence = "1 such feature," if topic != "testing" else "0 such features,"
-    assert f"the write-up's own evidence, {evidence}" in count.flags(run)
-
-
 def test_the_lengths_max_length_allows_by_hand(tmp_path: Path) -> None:
     # max_length=50 counts the prompt. Prompts of 10 and 20 tokens get between 1 and 40 or 30 new
     # tokens: a mean of 1 to 35 new tokens, and of 16 to 50 tokens in all. The write-up's "about 50

@@ -11,7 +11,6 @@ import pytest
 from helpers import REPO_ROOT
 
 from replication.__main__ import main
-from replication.evaluation.metrics.part4_topics import purity
 from replication.experiments import ablations
 from replication.rundir.artifacts import sha256_file, verify_manifest
 from replication.rundir.reader import RunData
@@ -65,8 +64,6 @@ def test_ablations_stage_on_a_run(
         splice = json.loads((variant.root / "splice/splice.json").read_text())
         recovered = (splice["ce_zero"] - splice["ce_sae"]) / (splice["ce_zero"] - splice["ce_clean"])
         assert rows[name]["ce_loss_recovered"] == splice["ce_loss_recovered"] == pytest.approx(recovered, rel=1e-12)
-        significant = [row for row in purity(variant) if row["q"] < 0.05]
-        assert rows[name]["significant_topic_features"] == len(significant), name
     verify_manifest(run)  # the report's Ablations section: test_export renders a run with ablations.json
     assert main(["ablations", "--run", str(run), "--only", "dropout"]) == 2
     capsys.readouterr()

@@ -1,5 +1,5 @@
-"""Metrics of Part 4's topic readings: each feature's topic purity, and the tests that some feature,
-or more features than chance gives, hold a topic's prompts (labels shuffled within sample type)."""
+"""Metrics of Part 4's topic readings: each feature's topic purity, and the family-wise test that some
+feature's top 5 holds a topic's prompts (labels shuffled within sample type)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from replication.evaluation import stats, topics
 from replication.evaluation.metrics.part4 import sample_types
 from replication.evaluation.metrics.parts12 import prompt_topics
-from replication.evaluation.metrics.registry import counted, register
+from replication.evaluation.metrics.registry import register
 from replication.evaluation.writeup import writeup_strength
 from replication.rundir import layout
 from replication.rundir.reader import RunData, Untestable
@@ -35,55 +35,11 @@ def purity(run: RunData) -> list[dict[str, Any]]:
     return run.memo("purity", compute)
 
 
-def topic_test(run: RunData, topic: str) -> tuple[int, float, np.ndarray] | None:
-    """``topics.topic_feature_null`` on the live dimensions, once per topic and run: the count, its
-    p-value (two metrics of one permutation test) and its null; None when no dimension is live."""
-
-    def compute() -> tuple[int, float, np.ndarray] | None:
-        if not run.live:
-            return None
-        is_topic = np.array([t == topic for t in prompt_topics(run)])
-        count, null = topics.topic_feature_null(*run.live_top, is_topic, sample_types(run))
-        return count, stats.tail_pvalue(null, count), null
-
-    return run.memo(f"topic_test:{topic}", compute)
-
-
-def _count_evidence(topic: str) -> int:
-    """The write-up's own evidence in the count test: its one example, if it holds enough topic prompts."""
-    return int(writeup_strength(topic) >= topics.TOPIC_MIN_HITS)
-
-
-def _count_blind(topic: str, run: RunData) -> bool:
-    """Whether the write-up's own evidence (one such feature, or none) gets p >= alpha here."""
-    result = topic_test(run, topic)
-    return result is not None and stats.tail_pvalue(result[2], _count_evidence(topic)) >= topics.ALPHA
-
-
-def _count_flags(topic: str, run: RunData) -> str:
-    result = topic_test(run, topic)
-    if result is None:
-        return "no live dimension to test"
-    null = result[2]
-    flagged = next((c for c in range(int(null.max()) + 2) if stats.tail_pvalue(null, c) < topics.ALPHA), None)
-    evidence = _count_evidence(topic)
-    return (
-        f"the test flags {flagged} or more such features (labels shuffled within sample type); the write-up's "
-        f"own evidence, {evidence} such feature{'s' if evidence != 1 else ''}, gets p = "
-        f"{stats.format_p(stats.tail_pvalue(null, evidence))} here"
-    )
-
-
 def best_for_topic(topic: str, run: RunData) -> list[int]:
     """The live dimensions whose positive top 5 hold the most ``topic`` prompts (none if no hit)."""
     hits = topic_hits(run, topic)
     most = max(hits.values(), default=0)
     return [dim for dim, h in hits.items() if h == most > 0]
-
-
-def with_topic(topic: str, run: RunData) -> list[int]:
-    """The live dimensions with at least ``topics.TOPIC_MIN_HITS`` ``topic`` prompts in their positive top 5."""
-    return [dim for dim, h in topic_hits(run, topic).items() if h >= topics.TOPIC_MIN_HITS]
 
 
 def topic_hits(run: RunData, topic: str) -> dict[int, int]:
@@ -148,21 +104,6 @@ def _max_hits_flags(topic: str, run: RunData) -> str:
     )
 
 
-@counted(layout.TOP_PROMPTS, "significant_topic_features")
-def significant_topic_dims(run: RunData) -> list[int]:
-    """Live dimensions whose top-5 prompts are purer in one topic than shuffled labels give: exact
-    permutation p-value of their purity, Benjamini-Hochberg q < 0.05 over all live dimensions."""
-    return [row["dim"] for row in purity(run) if row.get("q", 1.0) < topics.ALPHA]
-
-
-def _topic_result(topic: str, item: int, run: RunData) -> float | None:
-    """The count (item 0) or the p-value (item 1) of ``topic_test``; None when no dimension is live."""
-    result = topic_test(run, topic)
-    if result is None:
-        return None
-    return result[1] if item else result[0]
-
-
 for _topic in topics.TESTED:
     register(
         f"topic_max_pvalue_{_topic}",
@@ -176,24 +117,5 @@ for _topic in topics.TESTED:
         detail=partial(_max_hits_detail, _topic),
         flags=partial(_max_hits_flags, _topic),
         blind=partial(_max_hits_blind, _topic),
-        pvalue=True,
-    )
-    register(
-        f"topic_features_{_topic}",
-        layout.TOP_PROMPTS,
-        f"Live dimensions with >= {topics.TOPIC_MIN_HITS} '{_topic}' prompts (fixtures/topics.yaml) among their "
-        "top-5 positive prompts.",
-        partial(_topic_result, _topic, 0),
-        partial(with_topic, _topic),
-    )
-    register(
-        f"topic_pvalue_{_topic}",
-        layout.TOP_PROMPTS,
-        f"Permutation p-value of topic_features_{_topic}: {topics.PERMUTATIONS} shuffles of the prompts' topic "
-        "labels within each sample type (seed 0); small = more such features than chance gives.",
-        partial(_topic_result, _topic, 1),
-        partial(with_topic, _topic),
-        flags=partial(_count_flags, _topic),
-        blind=partial(_count_blind, _topic),
         pvalue=True,
     )
