@@ -35,6 +35,8 @@ WRITEUP_FILE = FIXTURES_DIR / "writeup.md"
 CORPUS_FILE = FIXTURES_DIR / "prompts.txt"
 WRITEUP_FEATURE = {"oop": 1, "javascript_web": 2, "testing": 3}
 """The write-up's feature (its "Feature N" section) that it reads as each topic."""
+DRAWN = ("javascript_web", "testing")
+"""The topics whose example list a chance draw could explain: the OOP one is dimension 0's, a tie order."""
 
 
 def writeup_listed_prompts(feature: int) -> list[str]:
@@ -172,7 +174,7 @@ DERIVATIONS = (
     init_l1_from_sparsity,
     lambda: adam_first_step_cosine("encoder"),
     lambda: adam_first_step_cosine("decoder"),
-    *(lambda topic=topic: chance_of_writeup_evidence(topic) for topic in topics.TESTED),
+    *(lambda topic=topic: chance_of_writeup_evidence(topic) for topic in DRAWN),
 )
 """In the order the report shows them."""
 

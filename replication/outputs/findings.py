@@ -14,11 +14,7 @@ from replication.evaluation import stats, topics, writeup
 from replication.evaluation.claims import format_value
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import DERIVED
-from replication.evaluation.metrics.part4 import sample_types
-from replication.evaluation.metrics.part4_topics import max_hits
-from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, FINDINGS, NO_EVIDENCE, NOT_REPLICATED, REPLICATED, WORDS, Result
-from replication.evaluation.writeup import writeup_strength
 from replication.rundir import layout
 from replication.rundir.reader import RunData
 
@@ -57,9 +53,12 @@ def _what_ran(run: RunData) -> str:
         if generation["do_sample"]
         else "greedy decoding"
     )
+    padding = METRICS["padding_row_fraction"].compute(run)
     text = (
         f"**What ran:** {info['model']}, hooked at layer {info['layer']} of {info['n_layers']} (d_model "
-        f"{info['d_model']}), {decoding}, {len(run.records)} prompts, an SAE {run.sae.d_in} -> {run.sae.d_hidden}"
+        f"{info['d_model']}), {decoding}, {len(run.records)} prompts, an SAE {run.sae.d_in} -> {run.sae.d_hidden} "
+        f"trained on {run.train_summary['train_rows']} rows"
+        + (f", {padding:.0%} of them zero [padding](#padding)" if padding else "")
     )
     if run.config.profile != "seed" or run.config.model.source == "random_init":
         text += (
@@ -70,10 +69,11 @@ def _what_ran(run: RunData) -> str:
 
 
 def _value(r: Result) -> str:
-    """A claim's value named by its quantity, beside what its reading needs."""
+    """A claim's value named by its quantity, beside what its reading needs and, for a finding, why."""
     value = stats.format_p(r.measured) if METRICS[r.claim.metric].pvalue else format_value(r.measured)
     needs = r.claimed.removeprefix("= ")
-    return f"{r.claim.quantity or r.claim.metric} = {value} (needs {needs}, `{r.claim.id}`)"
+    why = f"; {r.why}" if r.why and r.finding else ""
+    return f"{r.claim.quantity or r.claim.metric} = {value} (needs {needs}, `{r.claim.id}`{why})"
 
 
 def _answer(results: list[Result]) -> str:
@@ -242,38 +242,3 @@ def entries(results: list[Result]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def topic_tests(run: RunData, control: RunData | None) -> dict[str, Any] | None:
-    """The Part 4 topic tests on the trained SAE and the control: the most topic prompts in a top 5,
-    its p, and the fewest the test flags."""
-    rows = []
-    for topic in topics.TESTED:
-        size = sum(t == topic for t in prompt_topics(run))
-        for name, view in (("trained", run), ("untrained", control)):
-            test = None if view is None else max_hits(view, topic)
-            if test is not None:
-                flagged = (
-                    "none reachable" if test.threshold is None else f"{test.threshold} of {run.config.analyze.top_k}"
-                )
-                rows.append(
-                    {"topic": topic, "size": size, "sae": name, "observed": test.observed}
-                    | {"p": stats.format_p(test.p), "flags": flagged, "writeup": writeup_strength(topic)}
-                )
-    if not rows:
-        return None
-    types = sample_types(run)
-    slots = [types[t["index"]] for d in run.live for t in d["top"] if t["value"] > 0]
-    decode = [i for i, t in enumerate(types) if t == "decode"]
-    labels = prompt_topics(run)
-    skew = {
-        topic: {"decode": sum(labels[i] == topic for i in decode), "all": labels.count(topic)}
-        for topic in topics.TESTED
-    }
-    return {
-        "rows": rows,
-        "permutations": topics.PERMUTATIONS,
-        "decode_slots": (sum(t == "decode" for t in slots) / len(slots)) if slots else None,
-        "decode_samples": len(decode),
-        "skew": skew,
-    }

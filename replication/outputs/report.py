@@ -24,7 +24,7 @@ from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, Result, testable
 from replication.outputs import figures, findings, rendering
 from replication.rundir import artifacts, layout, provenance
-from replication.rundir.reader import RunData, control_of
+from replication.rundir.reader import RunData
 
 HBM_BANDWIDTH = (
     ("H200", 4.8e12),
@@ -158,6 +158,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
             "dead": METRICS["dead_features"].compute(run),
             "d_hidden": run.sae.d_hidden,
             "val_fvu": METRICS["val_fvu"].compute(run),
+            "decode_slots": _decode_slots(run),
         },
         "health": {
             "l0_mean": float(sample_l0.mean()),
@@ -198,7 +199,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "cannot": writeup.CANNOT,
         "dimension0": writeup_dimension0(),
         "dead_listing": _dead_listing(run),
-        "tests": findings.topic_tests(run, control_of(run)),
         "coverage": _coverage(),
         "dependent": [r.claim.id for r in results if r.reading_dependent],
         "performance": _performance(manifest),
@@ -206,6 +206,12 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "power": run.json(layout.POWER_JSON) if run.has(layout.POWER_JSON) else None,
         "planted": run.json(layout.PLANTED_JSON) if run.has(layout.PLANTED_JSON) else None,
     }
+
+
+def _decode_slots(run: RunData) -> float | None:
+    """The share of the live features' positive top-5 slots that decode-step samples fill."""
+    slots = [run.records[t["index"]]["source"] for d in run.live for t in d["top"] if t["value"] > 0]
+    return sum(s == "decode" for s in slots) / len(slots) if slots else None
 
 
 def _export_rows(export: dict[str, Any] | None) -> list[dict[str, Any]]:

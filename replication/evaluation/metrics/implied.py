@@ -7,7 +7,7 @@ from functools import partial
 
 import numpy as np
 
-from replication.evaluation import topics, writeup
+from replication.evaluation import writeup
 from replication.evaluation.metrics.registry import register
 from replication.rundir.reader import RunData
 from replication.sae import tieorder
@@ -58,7 +58,7 @@ DERIVED: tuple[tuple[str, Callable[[], writeup.Derivation]], ...] = (
     ("implied_init_l1_ratio", writeup.init_l1_from_sparsity),
     ("implied_encoder_init_cosine", partial(writeup.adam_first_step_cosine, "encoder")),
     ("implied_decoder_init_cosine", partial(writeup.adam_first_step_cosine, "decoder")),
-    *((f"implied_chance_{t}", partial(writeup.chance_of_writeup_evidence, t)) for t in topics.TESTED),
+    *((f"implied_chance_{t}", partial(writeup.chance_of_writeup_evidence, t)) for t in writeup.DRAWN),
 )
 """The metrics of the write-up's own numbers, each a derivation of ``evaluation.writeup``."""
 for _name, _derivation in DERIVED:
