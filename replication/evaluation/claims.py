@@ -123,29 +123,19 @@ class Reading(BaseModel):
         return f"{symbol} {value}"
 
     def decided_on(self, low: float, high: float, scale: dict[str, float]) -> bool | None:
-        """Whether the comparison holds for every value in [low, high] (True), for none (False), or
-        for some only (None): a claim decided whatever the value in that range is fixed by design."""
-        if self.op == "eq":
-            value = _scaled(self.value, scale)
-            if not isinstance(value, int | float) or isinstance(value, bool):
+        """Whether the comparison holds for every value in [low, high] (True), for none (False), or for
+        some only (None). What it accepts is an interval or a half-line, so the range's ends decide,
+        unless a bounded interval lies between them."""
+        ends = self.holds(low, scale), self.holds(high, scale)
+        if all(ends) or any(ends):
+            return True if all(ends) else None
+        if self.op in ("eq", "between", "approx"):
+            start = _scaled(self.low if self.op == "between" else self.value, scale)
+            if self.op == "approx":
+                start -= self.abs if self.abs is not None else (self.rel or 0.0) * abs(start)
+            if not isinstance(start, int | float) or isinstance(start, bool) or low <= start <= high:
                 return None
-            return True if low == high == value else (False if not low <= value <= high else None)
-        if self.op in ("between", "approx"):
-            if self.op == "between":
-                a, b = _scaled(self.low, scale), _scaled(self.high, scale)
-            else:
-                value = _scaled(self.value, scale)
-                tol = self.abs if self.abs is not None else (self.rel or 0.0) * abs(value)
-                a, b = value - tol, value + tol
-            return True if a <= low and high <= b else (False if high < a or low > b else None)
-        value = _scaled(self.value, scale)
-        if self.op in ("ge", "gt"):
-            above = low >= value if self.op == "ge" else low > value
-            below = high < value if self.op == "ge" else high <= value
-            return True if above else (False if below else None)
-        under = high <= value if self.op == "le" else high < value
-        over = low > value if self.op == "le" else low >= value
-        return True if under else (False if over else None)
+        return False
 
     def holds(self, measured: Any, scale: dict[str, float]) -> bool:
         if self.op == "eq":

@@ -210,6 +210,8 @@ def test_a_topic_too_small_is_not_testable() -> None:
         ("approx", {"value": 0.9, "abs": 0.05}, 0.86, 0.94, True),
         ("approx", {"value": 10, "rel": 0.1}, 8.0, 9.5, None),
         ("between", {"low": 1, "high": 10}, 0.0, 0.5, False),
+        ("between", {"low": 1, "high": 10}, 0.0, 20.0, None),  # neither end meets it, the middle does
+        ("approx", {"value": 10, "abs": 1}, 0.0, 20.0, None),
         ("eq", {"value": 1}, 1.0, 1.0, True),
         ("eq", {"value": 1}, 0.0, 0.5, False),
         ("eq", {"value": 1}, 0.0, 2.0, None),
