@@ -1,9 +1,10 @@
 """The splice test: does the model still work when layer L's output is the SAE's reconstruction?
 
-CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean) over every next-token prediction of the
-captured sequences (docs/method.md). ``cross_entropy`` is the plain route, one pass per sequence and
-condition; ``LayerScorer`` computes the same with less work and is tested against it (what each of its
-savings is worth: benchmarks/README.md).
+CE loss recovered = (CE_ablated - CE_sae) / (CE_ablated - CE_clean), the layer's output ablated to zeros
+or to its mean, over every next-token prediction of the captured sequences, and over the predictions
+made at the positions the samples hold (docs/method.md). ``cross_entropy`` is the plain route, one pass
+per sequence and condition; ``LayerScorer`` computes the same with less work and is tested against it
+(what each of its savings is worth: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class LayerScorer:
             raise ValueError("every scored sequence needs 2 tokens or more")
         self.model = model
         self.layer = layer
+        self._captured: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.sequences = [list(ids) for ids in sequences]
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
         device = input_device(model)
@@ -206,16 +208,52 @@ class LayerScorer:
 
     @cached_property
     def zero(self) -> float:
-        """``cross_entropy(zero_replacement)``, from one pass over the longest sequence's positions."""
-        # With the layer's output zeroed everywhere the later layers never see a token: their states and
-        # the logits depend on the position alone, the same in every sequence, each scored on its own tokens.
+        """``cross_entropy(zero_replacement)``."""
+        return self._constant(torch.zeros_like(self.mean_state))
+
+    @cached_property
+    def mean(self) -> float:
+        """``cross_entropy(mean_replacement(self.mean_state))``."""
+        return self._constant(self.mean_state)
+
+    @cached_property
+    def mean_state(self) -> torch.Tensor:
+        """The layer's output averaged over every fed position (a shared prefix's once per sequence)."""
+        total, count = None, 0
+        if self.prefix is not None:
+            total = self.prefix.hidden[0].double().sum(dim=0) * len(self.sequences)
+            count = self.prefix.hidden.shape[1] * len(self.sequences)
+        for batch in self._batches:
+            for row, n in enumerate(batch.lengths):
+                own = batch.hidden[row, :n].double().sum(dim=0)
+                total = own if total is None else total + own
+                count += n
+        assert total is not None
+        like = self._batches[0].hidden if self._batches else self.prefix.hidden  # type: ignore[union-attr]
+        return (total / count).to(like.dtype)
+
+    def captured(self, spans: Sequence[tuple[int, int]], mean: torch.Tensor) -> dict[str, Any]:
+        """``captured_cross_entropy`` clean and ablated to zeros and to ``mean`` at ``spans``, computed once
+        for every SAE of the same samples."""
+        key = (tuple(spans), mean.cpu().double().numpy().tobytes())
+        if key not in self._captured:
+            replaces = {"clean": None, "zero": zero_replacement, "mean": mean_replacement(mean)}
+            scores = {
+                n: captured_cross_entropy(self.model, self.sequences, spans, self.layer, r) for n, r in replaces.items()
+            }
+            self._captured[key] = {"tokens": scores["clean"][1], **{f"ce_{n}": ce for n, (ce, _) in scores.items()}}
+        return dict(self._captured[key])
+
+    def _constant(self, state: torch.Tensor) -> float:
+        """``cross_entropy`` with the layer's output ``state`` at every position, from one pass over the
+        longest sequence's positions: the later layers then never see a token, so their states and the
+        logits depend on the position alone, the same in every sequence, each scored on its own tokens."""
         base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
         assert isinstance(head, torch.nn.Module)
-        like = self._batches[0].hidden if self._batches else self.prefix.hidden  # type: ignore[union-attr]
         longest = max(len(ids) for ids in self.sequences) - 1
         with only_layers(self.model, slice(self.layer + 1, None)), torch.no_grad():
-            zeros = torch.zeros((1, longest, like.shape[-1]), dtype=like.dtype, device=like.device)
-            logp = F.log_softmax(head(base(inputs_embeds=zeros).last_hidden_state[0]).float(), dim=-1)
+            states = state.expand(1, longest, state.shape[-1]).contiguous()
+            logp = F.log_softmax(head(base(inputs_embeds=states).last_hidden_state[0]).float(), dim=-1)
         total = 0.0
         for ids in self.sequences:
             positions = torch.arange(len(ids) - 1, device=logp.device)
@@ -238,37 +276,96 @@ def zero_replacement(hidden: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(hidden)
 
 
+def mean_replacement(mean: torch.Tensor) -> Replace:
+    """``mean`` (d,) at every position of a (batch, seq, d) hidden state."""
+
+    def replace(hidden: torch.Tensor) -> torch.Tensor:
+        return mean.to(hidden.device, hidden.dtype).expand(hidden.shape).contiguous()
+
+    return replace
+
+
+def captured_cross_entropy(
+    model: PreTrainedModel,
+    sequences: Sequence[Sequence[int]],
+    spans: Sequence[tuple[int, int]],
+    layer: int,
+    replace: Replace | None,
+) -> tuple[float, int]:
+    """(mean cross-entropy, predictions) of the predictions made at each sequence's positions [a, b),
+    with layer ``layer``'s output replaced at those positions only; one forward pass per sequence."""
+    device = input_device(model)
+    total, count = 0.0, 0
+    for ids, (a, b) in zip(sequences, spans, strict=True):
+
+        def there(hidden: torch.Tensor, a: int = a, b: int = b) -> torch.Tensor:
+            assert replace is not None
+            out = hidden.clone()
+            out[:, a:b] = replace(hidden[:, a:b])
+            return out
+
+        with replaced_output(decoder_layer(model, layer), None if replace is None else there), torch.no_grad():
+            tokens = torch.tensor([list(ids)], device=device)
+            logits = model(input_ids=tokens).logits[0, a:b].float()
+            total += F.cross_entropy(logits, tokens[0, a + 1 : b + 1], reduction="sum").item()
+            count += b - a
+    return total / count, count
+
+
+def captured_spans(sequences: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """The positions each sample holds: its last ``length`` fed positions (a decode step's one, a
+    prefill's whole prompt), those the SAE's rows come from."""
+    return [(len(ids) - 1 - n, len(ids) - 1) for ids, n in zip(sequences, lengths, strict=True)]
+
+
+def recovered(ablated: float, spliced: float, clean: float) -> float | None:
+    gap = ablated - clean
+    return (ablated - spliced) / gap if gap != 0 else None
+
+
 def scorable(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
     """The sequences that predict at least one token."""
     return [list(ids) for ids in sequences if len(ids) >= 2]
 
 
-def splice_result(scorer: LayerScorer, sae: SparseAutoencoder) -> dict[str, Any]:
-    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered;
-    the clean and zero-ablated CE as ``scorer`` holds them (computed on first use)."""
+def splice_result(
+    scorer: LayerScorer, sae: SparseAutoencoder, spans: Sequence[tuple[int, int]], captured_mean: torch.Tensor
+) -> dict[str, Any]:
+    """CE clean, with the SAE spliced in, and with the layer ablated to zeros and to its mean, with the
+    CE loss recovered against each: at every position (the scorer's, computed on first use), and at the
+    positions the samples hold (``spans``; ablated to ``captured_mean``, the mean of their rows)."""
     device = input_device(scorer.model)
     sae = sae.to(device).eval()
-    clean = scorer.clean
+    clean, zero, mean = scorer.clean, scorer.zero, scorer.mean
     spliced, _ = scorer.cross_entropy(sae_replacement(sae))
-    zero = scorer.zero
-    gap = zero - clean
     vocab = int(scorer.model.get_output_embeddings().weight.shape[0])
+    there = scorer.captured(spans, captured_mean)
+    there["ce_sae"] = captured_cross_entropy(scorer.model, scorer.sequences, spans, scorer.layer, sae_replacement(sae))[
+        0
+    ]
     return {
         "sequences": len(scorer.sequences),
         "tokens": scorer.tokens,
         "ce_clean": clean,
         "ce_sae": spliced,
         "ce_zero": zero,
+        "ce_mean": mean,
         "ce_uniform": math.log(vocab),
         "vocab_size": vocab,
-        "ce_loss_recovered": (zero - spliced) / gap if gap != 0 else None,
+        "ce_loss_recovered": recovered(zero, spliced, clean),
+        "ce_loss_recovered_mean": recovered(mean, spliced, clean),
         "scored": "every next-token prediction of prompt + generated tokens, all positions replaced",
+        **{f"captured_{key}": value for key, value in there.items()},
+        "captured_ce_loss_recovered": recovered(there["ce_zero"], there["ce_sae"], there["ce_clean"]),
+        "captured_ce_loss_recovered_mean": recovered(there["ce_mean"], there["ce_sae"], there["ce_clean"]),
     }
 
 
 def splice_test(
     model: PreTrainedModel, sae: SparseAutoencoder, sequences: Sequence[Sequence[int]], layer: int
 ) -> dict[str, Any]:
-    """CE clean, with the SAE spliced in, with the layer zero-ablated, and the CE loss recovered
-    (sequences of fewer than 2 tokens predict nothing and are left out)."""
-    return splice_result(LayerScorer(model, scorable(sequences), layer), sae)
+    """``splice_result`` with each sequence's samples at all its fed positions (sequences of fewer than
+    2 tokens predict nothing and are left out)."""
+    scorer = LayerScorer(model, scorable(sequences), layer)
+    spans = captured_spans(scorer.sequences, [len(ids) - 1 for ids in scorer.sequences])
+    return splice_result(scorer, sae, spans, scorer.mean_state)

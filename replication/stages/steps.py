@@ -33,7 +33,7 @@ from replication.sae.training import TrainResult, train_sae
 from replication.stages import analyze
 from replication.stages.capture import capture, generation_settings, read_prompts, samples_of
 from replication.stages.context import Context
-from replication.stages.splice import scorable, splice_result
+from replication.stages.splice import captured_spans, scorable, splice_result
 
 
 def placement(cfg: ModelConfig, loaded: LoadedModel, device: torch.device) -> str:
@@ -214,11 +214,13 @@ def analyze_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
 
 
 def splice_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) -> tuple[list[str], dict[str, Any]]:
-    sequences = scorable([r["token_ids"] for r in run.records])
-    sae = run.sae
+    kept = [(r["token_ids"], s.shape[1]) for r, s in zip(run.records, run.activations, strict=True)]
+    sequences = scorable([ids for ids, _ in kept])
+    spans = captured_spans(sequences, [n for ids, n in kept if len(ids) >= 2])
     device = resolve_device(cfg.capture.device)
     loaded = ctx.model(cfg.model, device, Workload.of(cfg, len(sequences)))
-    result = splice_result(ctx.scorer(cfg, device, sequences), sae)
+    mean = torch.from_numpy(run.raw).double().mean(dim=0)  # of the rows the samples hold
+    result = splice_result(ctx.scorer(cfg, device, sequences), run.sae, spans, mean)
     splice = {"layer": cfg.capture.layer, "hook": hook_point(cfg.capture.layer), **result}
     artifacts.write_json(run.root / layout.SPLICE, splice)
     return [layout.SPLICE], {"device": placement(cfg.model, loaded, device), "dtype": cfg.model.dtype}

@@ -1,4 +1,4 @@
-"""The splice test: cross-entropy with the hooked layer's output kept, replaced, or zeroed."""
+"""The splice test: cross-entropy with the hooked layer's output kept, replaced, zeroed or set to its mean."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS
 from replication.model.batching import sorted_batches
-from replication.model.hooks import counted_calls, decoder_layer, num_layers
 from replication.model.loading import LoadedModel, resolve_device
 from replication.rundir.reader import RunData
 from replication.sae.autoencoder import SparseAutoencoder
@@ -29,7 +28,10 @@ from replication.sae.training import build_sae
 from replication.stages.context import Context
 from replication.stages.splice import (
     LayerScorer,
+    captured_cross_entropy,
+    captured_spans,
     cross_entropy,
+    mean_replacement,
     prefix_to_share,
     sae_replacement,
     splice_test,
@@ -84,6 +86,65 @@ def manual_ce_replaced(
         handle.remove()
 
 
+def layer_outputs(loaded: LoadedModel, sequences: list[list[int]], layer: int) -> list[torch.Tensor]:
+    """Block ``layer``'s output at each sequence's fed positions (all but the last), (T - 1, d), through a
+    forward hook of this test's own (the last block's is not a hidden state: the final norm follows)."""
+    kept: list[torch.Tensor] = []
+
+    def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        kept.append((output if isinstance(output, torch.Tensor) else output[0])[0, :-1].detach().clone())
+
+    handle = loaded.model.model.layers[layer].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            for ids in sequences:
+                loaded.model(torch.tensor([ids]))
+    finally:
+        handle.remove()
+    return kept
+
+
+def test_captured_positions_are_replaced_and_scored_alone(tiny_model: LoadedModel) -> None:
+    """Only positions [a, b) are replaced, and only the predictions made there are scored: over every
+    fed position that is the plain route; over the last one alone, the last prediction with the last
+    fed position's state zeroed, by a hook of this test's own."""
+    everywhere = captured_spans(SEQUENCES, [len(ids) - 1 for ids in SEQUENCES])
+    assert everywhere == [(0, 4), (0, 6)]
+    for replace in (None, zero_replacement):
+        assert captured_cross_entropy(tiny_model.model, SEQUENCES, everywhere, 10, replace) == pytest.approx(
+            cross_entropy(tiny_model.model, SEQUENCES, 10, replace), rel=1e-6
+        )
+    last = captured_spans(SEQUENCES, [1, 1])  # a decode step's sample: the last fed position
+    assert last == [(3, 4), (5, 6)]
+
+    def last_zeroed(hidden: torch.Tensor) -> torch.Tensor:
+        out = hidden.clone()
+        out[:, -2] = 0  # the sequence's last position predicts nothing; the one before is the last fed
+        return out
+
+    losses = []
+    for ids in SEQUENCES:
+        logits = manual_logits(tiny_model, ids, last_zeroed)
+        losses.append(F.cross_entropy(logits[-2:-1], torch.tensor(ids[-1:])).item())
+    ce, count = captured_cross_entropy(tiny_model.model, SEQUENCES, last, 10, zero_replacement)
+    assert count == 2 and ce == pytest.approx(sum(losses) / 2, rel=1e-6)
+    assert ce != pytest.approx(captured_cross_entropy(tiny_model.model, SEQUENCES, last, 10, None)[0], rel=1e-3)
+
+
+def manual_logits(loaded: LoadedModel, ids: list[int], replace: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """One sequence's logits with block 10's output replaced, through a forward hook of this test's own."""
+
+    def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> Any:
+        return replace(output) if isinstance(output, torch.Tensor) else (replace(output[0]), *output[1:])
+
+    handle = loaded.model.model.layers[10].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            return loaded.model(input_ids=torch.tensor([ids])).logits[0]
+    finally:
+        handle.remove()
+
+
 def layer_10_outputs(loaded: LoadedModel, sequences: list[list[int]]) -> list[torch.Tensor]:
     """Block 10's output per sequence, (1, T, d): hidden_states[11] (index 0 is the embeddings)."""
     with torch.no_grad():
@@ -110,6 +171,13 @@ def test_splice_test_reports_ce_loss_recovered(tiny_model: LoadedModel, tiny_con
     assert result["ce_zero"] == pytest.approx(zero, rel=1e-6)
     assert len({round(clean, 4), round(spliced, 4), round(zero, 4)}) == 3  # three different models
     assert result["ce_loss_recovered"] == pytest.approx((zero - spliced) / (zero - clean), rel=1e-4)
+    mean_state = torch.cat(layer_outputs(tiny_model, SEQUENCES, 10)).mean(dim=0)
+    mean = manual_ce_replaced(tiny_model, SEQUENCES, lambda h: mean_state.expand(h.shape))
+    assert result["ce_mean"] == pytest.approx(mean, rel=1e-5)
+    assert result["ce_loss_recovered_mean"] == pytest.approx((mean - spliced) / (mean - clean), rel=1e-4)
+    # Here the samples hold every fed position: the captured score is the whole one.
+    for key in ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "ce_loss_recovered", "ce_loss_recovered_mean"):
+        assert result[f"captured_{key}"] == pytest.approx(result[key], rel=1e-4), key
 
 
 def test_ce_loss_recovered_is_1_for_an_identity_sae(tiny_model: LoadedModel) -> None:
@@ -177,6 +245,10 @@ def test_scorer_computes_what_one_pass_per_sequence_computes(
     assert scorer.zero == pytest.approx(
         cross_entropy(tiny_model.model, sequences, layer, zero_replacement)[0], rel=1e-6
     )
+    states = torch.cat(layer_outputs(tiny_model, sequences, layer))  # every fed position, by a plain pass
+    torch.testing.assert_close(scorer.mean_state, states.double().mean(dim=0).float(), rtol=1e-5, atol=1e-6)
+    mean = mean_replacement(states.mean(dim=0))
+    assert scorer.mean == pytest.approx(cross_entropy(tiny_model.model, sequences, layer, mean)[0], rel=1e-5)
 
 
 @pytest.mark.parametrize(("layer", "shared"), [(0, 12), (10, 12), (11, 12), (10, 4), (10, 1)])
@@ -206,6 +278,8 @@ def test_a_shared_prefix_is_computed_once_with_the_same_result(
         assert ce == pytest.approx(expected, rel=1e-6)
     zero, _ = cross_entropy(tiny_model.model, sequences, layer, zero_replacement)
     assert scorer.zero == pytest.approx(zero, rel=1e-6)
+    states = torch.cat(layer_outputs(tiny_model, sequences, layer))
+    torch.testing.assert_close(scorer.mean_state, states.double().mean(dim=0).float(), rtol=1e-5, atol=1e-6)
 
 
 def test_shared_prefix_leaves_every_sequence_a_token_of_its_own(tiny_model: LoadedModel) -> None:
@@ -241,30 +315,33 @@ def test_splice_json_is_the_one_pass_per_sequence_result(tiny_run: Path) -> None
         assert stored[key] == pytest.approx(value, rel=1e-6), key
     recovered = (plain["ce_zero"] - plain["ce_sae"]) / (plain["ce_zero"] - plain["ce_clean"])
     assert METRICS["ce_loss_recovered"].compute(run) == pytest.approx(recovered, rel=1e-5)
+    # At the positions the samples hold (a decode step's last fed one; a prefill's prompt positions).
+    spans = [(len(ids) - 1 - s.shape[1], len(ids) - 1) for ids, s in zip(sequences, run.activations, strict=True)]
+    replaces["ce_mean"] = mean_replacement(torch.from_numpy(run.raw).mean(dim=0))
+    there = {key: captured_cross_entropy(model, sequences, spans, 10, r)[0] for key, r in replaces.items()}
+    for key, value in there.items():
+        assert stored[f"captured_{key}"] == pytest.approx(value, rel=1e-5), key
+    recovered = (there["ce_mean"] - there["ce_sae"]) / (there["ce_mean"] - there["ce_clean"])
+    assert METRICS["captured_ce_loss_recovered_mean"].compute(run) == pytest.approx(recovered, rel=1e-4)
 
 
-def test_seeds_share_the_clean_and_zero_ablated_scores(tiny_run: Path, tmp_path: Path) -> None:
-    """Three SAEs on one capture in one process: layers 0..L run for the run's splice test only, and
-    each seed then runs the later layers just for its own SAE, its clean and zero-ablated CE the run's."""
+def test_seeds_share_the_clean_and_ablated_scores(tiny_run: Path, tmp_path: Path) -> None:
+    """Three SAEs on one capture in one process: each seed's splice has the run's clean and ablated
+    CE, everywhere and at the captured positions, and a spliced CE of its own SAE (what the shared
+    scorer saves is the bench's to measure)."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     shutil.rmtree(run / "splice")  # the run's own splice test is redone in this process too
     cfg = RunData(run).config
     ctx = Context()  # what replicate shares between the run and its seeds
-    model = ctx.model(cfg.model, resolve_device(cfg.capture.device)).model
-    first, last = decoder_layer(model, 0), decoder_layer(model, num_layers(model) - 1)
-    with counted_calls(first) as early, counted_calls(last) as late:
-        api.run(cfg, run, stages=("splice",), ctx=ctx)
-        own = early.count, late.count
-        api.Run(run).seeds(3, ctx=ctx)
-    assert own[0] > 0 and early.count == own[0]  # the seeds ran no layer up to L
-    # The run: clean, its SAE (S passes each) and the one zero-ablated pass; two seeds: S passes each.
-    assert late.count - own[1] == own[1] - 1
+    api.run(cfg, run, stages=("splice",), ctx=ctx)
+    api.Run(run).seeds(3, ctx=ctx)
     splices = [
         json.loads((d / "splice/splice.json").read_text()) for d in (run, run / "seeds/seed1", run / "seeds/seed2")
     ]
-    assert len({s["ce_sae"] for s in splices}) == 3
-    assert len({(s["ce_clean"], s["ce_zero"]) for s in splices}) == 1
+    assert len({s["ce_sae"] for s in splices}) == len({s["captured_ce_sae"] for s in splices}) == 3
+    shared = ("ce_clean", "ce_zero", "ce_mean", "captured_ce_clean", "captured_ce_zero", "captured_ce_mean")
+    assert len({tuple(s[key] for key in shared) for s in splices}) == 1
 
 
 def test_zero_ablated_ce_of_a_model_with_biases() -> None:

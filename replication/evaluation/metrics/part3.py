@@ -143,12 +143,20 @@ for _key, _definition in (
     ("ce_clean", "Mean next-token cross-entropy (nats) of the model on the captured sequences."),
     ("ce_sae", "The same with the hooked layer's output replaced, at every position, by the SAE's reconstruction."),
     ("ce_zero", "The same with the hooked layer's output replaced by zeros."),
+    ("ce_mean", "The same with the hooked layer's output replaced by its mean over every scored position."),
     ("ce_uniform", "ln(vocabulary size): the cross-entropy of uniform logits, a model that predicts nothing."),
     (
         "ce_loss_recovered",
         "(ce_zero - ce_sae) / (ce_zero - ce_clean): 1 = the spliced SAE loses nothing, 0 = no better than "
         "zeroing the layer's output, < 0 = worse than that.",
     ),
+    ("ce_loss_recovered_mean", "(ce_mean - ce_sae) / (ce_mean - ce_clean): the same against mean-ablation."),
+    (
+        "captured_ce_loss_recovered",
+        "ce_loss_recovered at the positions the samples hold (those the SAE's rows come from: a decode step's "
+        "one, a prefill's prompt), replaced there only and scored on the predictions made there.",
+    ),
+    ("captured_ce_loss_recovered_mean", "The same against mean-ablation (the mean of the samples' rows)."),
 ):
     register(_key, layout.SPLICE, _definition, partial(_splice_value, _key))
 
