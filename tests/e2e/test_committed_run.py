@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 from helpers import REPO_ROOT
-from safetensors.numpy import load_file, save_file
 
 from replication.__main__ import main
 from replication.evaluation.claims import Claim, load_claims
@@ -132,12 +131,6 @@ def _edit_json(path: Path, edit: Callable[[Any], Any]) -> None:
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
 
 
-def _all_decode_shaped(run: Path) -> None:
-    path = run / "capture" / "activations.safetensors"
-    tensors = load_file(str(path))
-    save_file({k: v[:, -1:, :] for k, v in tensors.items()}, str(path))
-
-
 def _stop_at_6(run: Path) -> None:
     _edit_json(run / "train" / "history.json", lambda h: h[:6])
 
@@ -166,7 +159,6 @@ def _drop_a_prompt(run: Path) -> None:
 @pytest.mark.parametrize(
     ("claim_id", "tamper"),
     [
-        ("part2.sample_shape", _all_decode_shaped),
         ("part3.stop_epoch", _stop_at_6),
         ("part4.dead_feature", _revive_dead),
         ("part3.l1_penalty", _l1_changed),
