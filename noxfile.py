@@ -164,6 +164,7 @@ def replicate(session: nox.Session) -> None:
     if refresh:  # a reference: how far each number moves under other rounding, for compare
         session.run("python", "-m", "replication", "bands", "--run", out, "--quiet")
         session.run("python", "-m", "replication", "planted", "--run", out, "--quiet")
+        session.run("python", "-m", "replication", "report", "--run", out)  # now with the planted features
     if refresh and profile == "smollm2":
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")
     elif (reference / "manifest.json").is_file() and Path(out).resolve() != reference.resolve():
