@@ -259,7 +259,7 @@ def with_power_and_planted(root: Path) -> Path:
                 "prompts": 15,
                 "probe": {"auroc": auroc, "p": p},
                 "features": {"trained": {"auroc": 0.7, "p": 0.43}, "untrained": {"auroc": 0.71, "p": untrained_p}},
-                "detected": {"probe": probe_detects, "features, trained": None},
+                "detected": {"probe": probe_detects, "features, trained": None, "top 5, trained": probe_detects},
             }
             for topic, (auroc, p), untrained_p, probe_detects in zip(
                 probe, probe.values(), (0.28, 0.21), (0.1, None), strict=True

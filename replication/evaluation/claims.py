@@ -161,7 +161,7 @@ class Claim(Reading):
     """Verbatim from the write-up."""
     kind: Kind
     profiles: Annotated[tuple[Profile, ...], BeforeValidator(_as_tuple), Field(min_length=1)]
-    """Where the claim can be tested; elsewhere it is "not testable at this profile"."""
+    """Where the claim can be tested; elsewhere it is no evidence."""
     alternatives: Annotated[tuple[Reading, ...], BeforeValidator(_as_tuple)] = ()
     """Other readings of the same sentence: shown as sensitivity, never the verdict."""
     source: str = ""

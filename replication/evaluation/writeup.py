@@ -140,8 +140,13 @@ def adam_first_step_cosine(part: str) -> Derivation:
         f"{LR}^2 = {n * LR**2:.6f}; so the {what} keeps "
         f"cosine >= sqrt(1 - {ratio:.5f}) = {bound:.4f} with its random initial value",
         f"the best SAE (best epoch 1: one Adam step) kept every {what} at cosine >= {bound:.3f} with its random "
-        "initialisation: the features the write-up read are random projections, and an L1 coefficient 10 times "
-        "smaller changes the step only where the gradient's sign changes",
+        "initialisation"
+        + (
+            ": the features the write-up read are random projections, and an L1 coefficient 10 times smaller "
+            "changes the step only where the gradient's sign changes"
+            if part == "encoder"
+            else ""
+        ),
     )
 
 

@@ -122,16 +122,21 @@ def _tally(results: list[Result]) -> str:
     )
 
 
-def _smallest(power: dict[str, Any], test: str) -> str:
-    """The smallest planted strength ``test`` detects for any topic, as the report words it."""
-    found = [t["detected"][test] for t in power["topics"].values() if t["detected"].get(test) is not None]
-    return f"from {min(found)} of" if found else f"at no strength up to {power['strengths'][-1]} of"
+def _strengths(power: dict[str, Any], test: str) -> str:
+    """The planted strengths ``test`` detects, the smallest to the largest over topics, as the report words it."""
+    found = {topic: t["detected"].get(test) for topic, t in power["topics"].items()}
+    hit = [strength for strength in found.values() if strength is not None]
+    if not hit:
+        return f"at no strength up to {power['strengths'][-1]}"
+    missed = [topic for topic, strength in found.items() if strength is None]
+    span = f"{min(hit)}" if min(hit) == max(hit) else f"{min(hit)}-{max(hit)}"
+    return f"from {span}" + (f" (none for {', '.join(missed)})" if missed else "")
 
 
 def _with_power(run: RunData) -> str | None:
     """Part 4 beyond the claims: is each topic in the layer (the probe), does a feature carry it, how
     small an effect each test detects, and what the recipes recover of planted features."""
-    said = []
+    said, k = [], run.config.analyze.top_k
     if run.has(layout.POWER_JSON):
         power = run.json(layout.POWER_JSON)
         tested = power["topics"]
@@ -157,8 +162,9 @@ def _with_power(run: RunData) -> str | None:
                 if carried
                 else f"; no feature of the {saes} SAE beats chance for any (least p {stats.format_p(least)})"
             )
-            + f", where the feature test detects a planted topic direction {_smallest(power, 'features, trained')} "
-            f"the median row norm and the probe {_smallest(power, 'probe')} it"
+            + f"; the feature test detects a planted topic direction {_strengths(power, 'features, trained')} of "
+            f"the median row norm, the write-up's top-{k} design {_strengths(power, f'top {k}, trained')}, and the "
+            f"probe {_strengths(power, 'probe')}"
         )
     if run.has(layout.PLANTED_JSON):
         planted = run.json(layout.PLANTED_JSON)

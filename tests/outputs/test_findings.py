@@ -88,7 +88,7 @@ def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_plant
     assert "A linear probe detects javascript_web (AUROC 0.78) in the layer, not testing (15 prompts)" in line
     assert "no feature of the trained or the untrained SAE beats chance for any (least p 0.21)" in line
     assert "the feature test detects a planted topic direction at no strength up to 0.1 of the median row norm" in line
-    assert "and the probe from 0.1 of it" in line
+    assert "the write-up's top-5 design from 0.1 (none for testing), and the probe from 0.1 (none for testing)" in line
     assert (
         "`faithful` recovers 0 at 98 samples (5 epochs); `standard_sae` recovers 0 at 98 samples (5 epochs), 250"
         in line
@@ -108,4 +108,4 @@ def test_part_4_with_power_names_the_topic_a_feature_carries(tiny_run: Path, tmp
     (root / "power.json").write_text(json.dumps(power))
     artifacts.record_addition(root, "power", [root / "power.json"], {})
     (line,) = [line for line in opening([_result("part9.c0", *UNTRAINED)], RunData(root)) if "with power" in line]
-    assert "a feature of the trained or the untrained SAE carries testing (trained)," in line
+    assert "a feature of the trained or the untrained SAE carries testing (trained);" in line

@@ -94,7 +94,8 @@ def test_the_report_opens_with_the_answer() -> None:
     answer = [line for line in report.split("## The answer", 1)[1].split("\n## ", 1)[0].splitlines() if line.strip()]
     assert len(answer) <= 12 and answer[0].startswith("- **What ran:** SmolLM2-135M-Instruct")
     assert "stands in for Llama-3.1-8B-Instruct, which did not run here" in answer[0]
-    assert "an SAE 576 -> 1152. It stands in" in answer[0] and "(the write-up's SAE: 4096 -> 8192)" in answer[0]
+    assert re.search(r"an SAE 576 -> 1152 trained on \d+ rows, \d+% of them zero \[padding\]\(#padding\)", answer[0])
+    assert "(the write-up's SAE: 4096 -> 8192)" in answer[0]
     assert [line[:10] for line in answer[1:4]] == ["- **Part 2", "- **Part 3", "- **Part 4"]
     for line in answer[1:4]:  # each part's answer with its numbers and the claims behind them
         assert re.search(r"\d", line) and re.search(r"`part\d\.\w+`", line), line

@@ -39,7 +39,7 @@ def test_a_stages_inputs_are_the_files_it_read(tiny_run: Path) -> None:
     assert list(stages["train"]["inputs"]) == [layout.ACTIVATIONS]
     sae = [layout.SAE_CFG, layout.SAE]  # its architecture, then its weights
     assert list(stages["analyze"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES, *sae, layout.LAST_CODES]
-    assert list(stages["splice"]["inputs"]) == [layout.SAMPLES, *sae]
+    assert list(stages["splice"]["inputs"]) == [layout.SAMPLES, layout.ACTIVATIONS, *sae]
     # The control reads its own SAE back for its analysis: a stage's own outputs are not its inputs.
     assert list(stages["control"]["inputs"]) == [layout.ACTIVATIONS, layout.SAMPLES]
     files = json.loads((tiny_run / layout.MANIFEST).read_text())["files"]
