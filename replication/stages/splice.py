@@ -134,6 +134,7 @@ class LayerScorer:
             raise ValueError("every scored sequence needs 2 tokens or more")
         self.model = model
         self.layer = layer
+        self.batch_tokens = batch_tokens
         self._captured: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.sequences = [list(ids) for ids in sequences]
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
@@ -233,13 +234,14 @@ class LayerScorer:
         return (total / count).to(like.dtype)
 
     def captured(self, spans: Sequence[tuple[int, int]], mean: torch.Tensor) -> dict[str, Any]:
-        """``captured_cross_entropy`` clean and ablated to zeros and to ``mean`` at ``spans``, computed once
-        for every SAE of the same samples."""
+        """``captured_batched`` clean and ablated to zeros and to ``mean`` at ``spans``, computed once for
+        every SAE of the same samples."""
         key = (tuple(spans), mean.cpu().double().numpy().tobytes())
         if key not in self._captured:
             replaces = {"clean": None, "zero": zero_replacement, "mean": mean_replacement(mean)}
             scores = {
-                n: captured_cross_entropy(self.model, self.sequences, spans, self.layer, r) for n, r in replaces.items()
+                n: captured_batched(self.model, self.sequences, spans, self.layer, r, batch_tokens=self.batch_tokens)
+                for n, r in replaces.items()
             }
             self._captured[key] = {"tokens": scores["clean"][1], **{f"ce_{n}": ce for n, (ce, _) in scores.items()}}
         return dict(self._captured[key])
@@ -312,6 +314,44 @@ def captured_cross_entropy(
     return total / count, count
 
 
+def captured_batched(
+    model: PreTrainedModel,
+    sequences: Sequence[Sequence[int]],
+    spans: Sequence[tuple[int, int]],
+    layer: int,
+    replace: Replace | None,
+    *,
+    batch_tokens: int = BATCH_TOKENS,
+) -> tuple[float, int]:
+    """What ``captured_cross_entropy`` computes, sequences of similar length in one right-padded pass (a
+    causal model's real positions never see the padding after them), the head on the scored positions only."""
+    device = input_device(model)
+    base, head = model.get_submodule("model"), model.get_output_embeddings()
+    assert isinstance(head, torch.nn.Module)
+    sums = [0.0] * len(sequences)
+    for padded in sorted_batches([list(ids) for ids in sequences], batch_tokens):
+        ids = padded.input_ids.to(device)
+        where = torch.zeros((*ids.shape, 1), dtype=torch.bool, device=device)
+        for row, i in enumerate(padded.rows):
+            where[row, spans[i][0] : spans[i][1]] = True
+
+        def there(hidden: torch.Tensor, where: torch.Tensor = where) -> torch.Tensor:
+            assert replace is not None
+            return torch.where(where, replace(hidden), hidden)
+
+        with replaced_output(decoder_layer(model, layer), None if replace is None else there), torch.no_grad():
+            states = base(input_ids=ids, attention_mask=padded.attention_mask.to(device)).last_hidden_state
+            for row, i in enumerate(padded.rows):
+                a, b = spans[i]
+                logits = head(states[row, a:b]).float()
+                sums[i] = F.cross_entropy(logits, ids[row, a + 1 : b + 1], reduction="sum").item()
+    total = 0.0
+    for value in sums:  # in sequence order, as the one-pass-per-sequence route sums
+        total += value
+    count = sum(b - a for a, b in spans)
+    return total / count, count
+
+
 def captured_spans(sequences: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[tuple[int, int]]:
     """The positions each sample holds: its last ``length`` fed positions (a decode step's one, a
     prefill's whole prompt), those the SAE's rows come from."""
@@ -339,10 +379,15 @@ def splice_result(
     clean, zero, mean = scorer.clean, scorer.zero, scorer.mean
     spliced, _ = scorer.cross_entropy(sae_replacement(sae))
     vocab = int(scorer.model.get_output_embeddings().weight.shape[0])
-    there = scorer.captured(spans, captured_mean)
-    there["ce_sae"] = captured_cross_entropy(scorer.model, scorer.sequences, spans, scorer.layer, sae_replacement(sae))[
-        0
-    ]
+    if all(span == (0, len(ids) - 1) for span, ids in zip(spans, scorer.sequences, strict=True)):
+        # The samples hold every fed position (a per-token capture): the same score as everywhere.
+        there = {"tokens": scorer.tokens, "ce_clean": clean, "ce_zero": zero, "ce_mean": mean, "ce_sae": spliced}
+    else:
+        there = scorer.captured(spans, captured_mean)
+        replace = sae_replacement(sae)
+        there["ce_sae"], _ = captured_batched(
+            scorer.model, scorer.sequences, spans, scorer.layer, replace, batch_tokens=scorer.batch_tokens
+        )
     return {
         "sequences": len(scorer.sequences),
         "tokens": scorer.tokens,

@@ -28,6 +28,7 @@ from replication.sae.training import build_sae
 from replication.stages.context import Context
 from replication.stages.splice import (
     LayerScorer,
+    captured_batched,
     captured_cross_entropy,
     captured_spans,
     cross_entropy,
@@ -129,6 +130,28 @@ def test_captured_positions_are_replaced_and_scored_alone(tiny_model: LoadedMode
     ce, count = captured_cross_entropy(tiny_model.model, SEQUENCES, last, 10, zero_replacement)
     assert count == 2 and ce == pytest.approx(sum(losses) / 2, rel=1e-6)
     assert ce != pytest.approx(captured_cross_entropy(tiny_model.model, SEQUENCES, last, 10, None)[0], rel=1e-3)
+
+
+@pytest.mark.parametrize("layer", [0, 10, 11])
+def test_captured_scores_batched_are_the_plain_routes(
+    tiny_model: LoadedModel, tiny_config: RunConfig, layer: int
+) -> None:
+    """Right-padded batches of similar length, the head on the scored positions only: the CE of one
+    whole pass per sequence, for spans of one position, of a prompt, and of every fed position."""
+    sequences = random_sequences(30, seed=100 + layer)
+    rng = random.Random(layer)
+    spans = []
+    for ids in sequences:
+        end = len(ids) - 1
+        spans.append(rng.choice([(end - 1, end), (0, rng.randrange(1, end + 1)), (0, end)]))
+    assert len(sorted_batches(sequences, 200)) > 3
+    sae = build_sae(64, tiny_config.train)
+    mean = torch.randn(64)
+    for replace in (None, zero_replacement, sae_replacement(sae), mean_replacement(mean), lambda h: 0.5 * h):
+        batched = captured_batched(tiny_model.model, sequences, spans, layer, replace, batch_tokens=200)
+        plain = captured_cross_entropy(tiny_model.model, sequences, spans, layer, replace)
+        assert batched[1] == plain[1] == sum(b - a for a, b in spans)
+        assert batched[0] == pytest.approx(plain[0], rel=1e-6)
 
 
 def manual_logits(loaded: LoadedModel, ids: list[int], replace: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
