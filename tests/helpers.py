@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 
 from replication.config import RunConfig
 from replication.evaluation.claims import Claim
+from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.part4 import WHITEBOX_PROMPT
 from replication.rundir import artifacts, layout
 from replication.rundir.artifacts import verify_manifest
@@ -54,6 +55,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def compute(name: str, run: RunData) -> Any:
+    """The value of the metric ``name`` on ``run``: a test works the value it expects out by hand, never by
+    the metric's own formula."""
+    return METRICS[name].compute(run)
 
 
 def fake_run(
