@@ -127,7 +127,7 @@ class Reading(BaseModel):
         some only (None). What it accepts is an interval or a half-line, so the range's ends decide,
         unless a bounded interval lies between them."""
         ends = self.holds(low, scale), self.holds(high, scale)
-        if all(ends) or any(ends):
+        if any(ends):
             return True if all(ends) else None
         if self.op in ("eq", "between", "approx"):
             start = _scaled(self.low if self.op == "between" else self.value, scale)

@@ -20,6 +20,7 @@ from replication.evaluation import health, writeup
 from replication.evaluation.coverage import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
+from replication.evaluation.metrics.part4 import sample_types
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, Result, testable
 from replication.outputs import figures, findings, rendering
@@ -210,7 +211,8 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
 
 def _decode_slots(run: RunData) -> float | None:
     """The share of the live features' positive top-5 slots that decode-step samples fill."""
-    slots = [run.records[t["index"]]["source"] for d in run.live for t in d["top"] if t["value"] > 0]
+    types = sample_types(run)
+    slots = [types[t["index"]] for d in run.live for t in d["top"] if t["value"] > 0]
     return sum(s == "decode" for s in slots) / len(slots) if slots else None
 
 
