@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -282,3 +283,22 @@ def with_power_and_planted(root: Path) -> Path:
         artifacts.write_json(root / name, data)
         artifacts.record_addition(root, name.removesuffix(".json"), [root / name], {})
     return root
+
+
+REFERENCE = REPO_ROOT / "runs" / "smollm2"
+"""The committed reference run."""
+
+
+def manifest_files() -> list[str]:
+    """The files the committed run's manifest lists (none where the run is absent)."""
+    if not (REFERENCE / "manifest.json").is_file():
+        return []
+    return sorted(json.loads((REFERENCE / "manifest.json").read_text())["files"])
+
+
+def copy_of_reference(copy: Path) -> Path:
+    """The committed run's files (those its manifest lists, as a clean clone has them) in ``copy``."""
+    for name in [*manifest_files(), "manifest.json"]:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REFERENCE / name, copy / name)
+    return copy

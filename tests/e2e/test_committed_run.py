@@ -4,7 +4,6 @@ any changed file, and a broken artifact changing its claim's verdict."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, copy_of_reference, manifest_files
 
 from replication.__main__ import main
 from replication.evaluation.claims import Claim, load_claims
@@ -78,15 +77,6 @@ def verify(capsys: pytest.CaptureFixture[str], run: Path) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
-def copy_of_reference(copy: Path) -> Path:
-    """The committed run's files (those its manifest lists, as a clean clone has them) in ``copy``."""
-    root = REPO_ROOT / "runs" / "smollm2"
-    for name in [*manifest_files(), "manifest.json"]:
-        (copy / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / name, copy / name)
-    return copy
-
-
 @pytest.fixture
 def reference_copy(tmp_path: Path) -> Path:
     return copy_of_reference(tmp_path / "run")
@@ -103,13 +93,6 @@ def test_verify_prints_one_line_per_claim(capsys: pytest.CaptureFixture[str]) ->
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(claims_by_id())
     assert lines[0].startswith("part1.middle_layers  ")
-
-
-def manifest_files() -> list[str]:
-    root = REPO_ROOT / "runs" / "smollm2"
-    if not (root / "manifest.json").is_file():
-        return []
-    return sorted(json.loads((root / "manifest.json").read_text())["files"])
 
 
 @pytest.mark.parametrize("name", manifest_files())

@@ -4,11 +4,10 @@ reference's measured bands, and names a planted change beyond them."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import REFERENCE, copy_of_reference
 
 from replication.evaluation.claims import load_claims
 from replication.evaluation.verdicts import verdicts_of
@@ -20,35 +19,31 @@ from replication.rundir.compare import compare_runs
 from replication.rundir.reader import RunData
 from replication.stages.context import Context
 
-REFERENCE = REPO_ROOT / "runs" / "smollm2"
-
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def rerun_on_one_thread(smollm2_package: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The stages after the capture, the SAE seeds and the ablations, from the committed capture on
-    this session's one torch thread (the reference ran on two, whose float32 sums round otherwise)."""
-    directory = tmp_path_factory.mktemp("bands") / "rerun"
-    return rerun(REFERENCE, directory, load_claims(), threads=1, noise_seed=None, ctx=Context(), progress=False)
-
-
-def test_the_trained_parts_are_reproduced_under_other_rounding(rerun_on_one_thread: Path) -> None:
+def test_the_trained_parts_are_reproduced_under_other_rounding(smollm2_package: None, tmp_path: Path) -> None:
+    """The stages after the capture, the SAE seeds and the ablations, rerun from the committed capture
+    on one torch thread (the reference ran on two, whose float32 sums round otherwise)."""
+    rerun_on_one_thread = rerun(
+        REFERENCE, tmp_path / "rerun", load_claims(), threads=1, noise_seed=None, ctx=Context(), progress=False
+    )
     comparison = compare_runs(rerun_on_one_thread, REFERENCE, verdicts_of(load_claims()))
     assert comparison.reproduced, comparison.line()
     assert "1 thread" in comparison.line() and layout.ABLATIONS_JSON in comparison.differing
 
 
-def test_a_planted_change_is_named(rerun_on_one_thread: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """standard_sae with its L1 coefficient 20% higher: its numbers are named, with the band they broke."""
-    planted = shutil.copytree(rerun_on_one_thread, tmp_path / "planted", symlinks=True)
+def test_a_planted_change_is_named(smollm2_package: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """standard_sae rerun with its L1 coefficient 20% higher, in a copy of the reference: its numbers are
+    named, with the band they broke."""
+    planted = copy_of_reference(tmp_path / "planted")
     description, overrides = ablations.ABLATIONS["standard_sae"]
     l1 = RunData(REFERENCE).config.train.l1_coefficient
     monkeypatch.setitem(
         ablations.ABLATIONS, "standard_sae", (description, {**overrides, "train.l1_coefficient": 1.2 * l1})
     )
     rows = run_ablations(planted, load_claims(), ["standard_sae"], ctx=Context(), progress=False)
-    honest = json.loads((rerun_on_one_thread / layout.ABLATIONS_JSON).read_text())
+    honest = json.loads((REFERENCE / layout.ABLATIONS_JSON).read_text())
     artifacts.write_json(planted / layout.ABLATIONS_JSON, {**honest, "standard_sae": rows["standard_sae"]})
     artifacts.record_addition(planted, "ablations", [planted / layout.ABLATIONS_JSON], {})
     comparison = compare_runs(planted, REFERENCE, verdicts_of(load_claims()))
