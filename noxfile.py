@@ -80,14 +80,28 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "--numprocesses=auto", *session.posargs)
     if not session.posargs:
         _browser_tests(session)  # in this environment: it holds everything the browser tests need
-        session.notify("saelens")
+        session.notify("saelens", [_tiny_export(session)])
         session.notify("tieorder")
+
+
+def _tiny_export(session: nox.Session) -> str:
+    """The tiny profile's standard SAE exported for SAELens (15 s): the committed run records its
+    export's weights but leaves them out."""
+    run = Path(session.create_tmp()) / "tiny-export"
+    for args in (
+        ["run", "--profile", "tiny", "--capture.batch_size=32", "--out", str(run)],
+        ["ablations", "--run", str(run), "--only", "standard_sae"],
+    ):
+        session.run("python", "-m", "replication", *args, "--quiet")
+    session.run("python", "-m", "replication", "export", "--run", str(run))
+    return str(run / "export")
 
 
 @nox.session
 def saelens(session: nox.Session) -> None:
-    """SAELens, in its own environment without this package, loads every SAE exported under
-    runs/smollm2/export (or the export directory given) and must encode as our encoder did."""
+    """SAELens, in its own environment without this package, loads every SAE exported under the
+    export directory given (runs/smollm2/export where its weights are there) and must encode as our
+    encoder did."""
     session.install(TORCH_CPU)
     session.install(SAELENS)
     export = session.posargs or [REFERENCE_EXPORT]

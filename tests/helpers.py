@@ -289,15 +289,17 @@ REFERENCE = REPO_ROOT / "runs" / "smollm2"
 """The committed reference run."""
 
 
-def manifest_files() -> list[str]:
-    """The files the committed run's manifest lists (none where the run is absent)."""
+def manifest_files(committed: bool = True) -> list[str]:
+    """The files the committed run's manifest lists (none where the run is absent): those a clean
+    clone has, or with ``committed=False`` those it leaves out."""
     if not (REFERENCE / "manifest.json").is_file():
         return []
-    return sorted(json.loads((REFERENCE / "manifest.json").read_text())["files"])
+    names = json.loads((REFERENCE / "manifest.json").read_text())["files"]
+    return sorted(name for name in names if layout.committed(name) == committed)
 
 
 def copy_of_reference(copy: Path) -> Path:
-    """The committed run's files (those its manifest lists, as a clean clone has them) in ``copy``."""
+    """The committed run's files, as a clean clone has them, in ``copy``."""
     for name in [*manifest_files(), "manifest.json"]:
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REFERENCE / name, copy / name)

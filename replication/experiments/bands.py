@@ -13,6 +13,7 @@ import torch
 from replication.evaluation.claims import Claim
 from replication.experiments.ablations import run_ablations
 from replication.experiments.seeds import run_seeds
+from replication.experiments.variant import share_capture
 from replication.rundir import artifacts, bands, layout
 from replication.rundir.reader import RunData
 from replication.stages.context import Context
@@ -36,12 +37,7 @@ def clone(run_dir: Path, directory: Path, noise_seed: int | None) -> None:
     """The capture of ``run_dir`` as hard links to its files; with ``noise_seed``, its activations
     perturbed by ``NOISE``, as other kernels would round them."""
     shutil.rmtree(directory, ignore_errors=True)
-    manifest = artifacts.read_manifest(run_dir)
-    kept = {layout.CONFIG, *manifest["stages"]["capture"]["outputs"]}
-    for name in kept:
-        artifacts.link_or_copy(run_dir / name, directory / name)
-    manifest["files"] = {name: digest for name, digest in manifest["files"].items() if name in kept}
-    manifest["stages"] = {"capture": manifest["stages"]["capture"]}
+    manifest = share_capture(run_dir, directory, (layout.CONFIG,))
     if noise_seed is not None:
         generator = torch.Generator().manual_seed(noise_seed)
         activations = directory / layout.ACTIVATIONS

@@ -23,8 +23,21 @@ def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], ctx: 
     cfg = load_profile(str(run_dir / layout.CONFIG), overrides)
     recapture = recaptures(overrides)
     if not recapture:
-        for name in artifacts.stage_outputs(run_dir):
-            if name in layout.CAPTURE_FILES:
-                artifacts.link_or_copy(run_dir / name, directory / name)
+        manifest = share_capture(run_dir, directory, ())
+        if not (directory / layout.MANIFEST).is_file():
+            artifacts.write_json(directory / layout.MANIFEST, manifest)
     run_stages(layout.STAGES if recapture else layout.STAGES[1:], cfg, directory, ctx=ctx, progress=progress)
     return directory
+
+
+def share_capture(run_dir: Path, directory: Path, also: tuple[str, ...]) -> dict[str, Any]:
+    """The run's capture files (and ``also``) in ``directory`` as hard links, and the run's manifest
+    cut to their record: a file a committed reference leaves out stays recorded, not linked."""
+    manifest = artifacts.read_manifest(run_dir)
+    kept = {*also, *manifest["stages"]["capture"]["outputs"]}
+    for name in kept:
+        if (run_dir / name).is_file():
+            artifacts.link_or_copy(run_dir / name, directory / name)
+    manifest["files"] = {name: digest for name, digest in manifest["files"].items() if name in kept}
+    manifest["stages"] = {"capture": manifest["stages"]["capture"]}
+    return manifest

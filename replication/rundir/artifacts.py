@@ -116,15 +116,26 @@ def _non_finite(data: Any, where: str = "") -> Iterator[str]:
             yield from _non_finite(value, f"{where}[{index}]")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Deterministic JSON (two runs with equal data give equal bytes), of finite numbers only: JSON
-    has no NaN or infinity, so one is refused, naming where it is, and nothing is written."""
+def json_text(data: Any, path: Path) -> str:
+    """Deterministic JSON (equal data give equal text), of finite numbers only: JSON has no NaN or
+    infinity, so one is refused, naming where it is."""
     try:
-        text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
+        return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
     except ValueError:
         where = next(_non_finite(data), "a value")
         raise ReplicationError(f"{path}: {where} is not a finite number; nothing was written") from None
-    write_text(path, text + "\n")
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json_text(data, path))
+
+
+def original_format(records: list[dict[str, Any]], activations: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """The original's ``activations_data.json``: per prompt, its prompt, generated text and activations."""
+    return [
+        {"prompt": r["prompt"], "generated_text": r["generated_text"], "activations": a.tolist()}
+        for r, a in zip(records, activations, strict=True)
+    ]
 
 
 def read_json(path: Path) -> Any:
@@ -176,6 +187,8 @@ def verify_manifest(run_dir: Path) -> dict[str, Any]:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ReplicationError(f"{path} lists {name!r}, a path outside the run directory")
         file = run_dir / name
+        if not file.is_file() and not layout.committed(name):
+            continue  # recorded, and left out of the committed reference
         if not file.is_file():
             raise ReplicationError(f"{file} is listed in the manifest but missing")
         if sha256_file(file) != digest:

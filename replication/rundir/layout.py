@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 from replication import sae
 
 STAGES = ("capture", "train", "analyze", "splice", "control", "shuffled")
@@ -74,6 +76,24 @@ CARDS_INDEX = f"{CARDS}/index.html"
 """The feature cards: ``cards/index.html`` and ``cards/<sae>/dimNNNN.html``."""
 FIGURES = "figures"
 REPORT = "REPORT.md"
+
+
+UNCOMMITTED = (
+    ORIGINAL_FORMAT,
+    LAST_CODES,
+    f"{CONTROL}/{LAST_CODES}",
+    f"{CONTROL}/{SAE}",
+    TOKEN_STATES,
+    f"{EXPORT}/*/{SAELENS_WEIGHTS}",
+    f"{EXPORT}/*/{SAELENS_REFERENCE}",
+)
+"""Files a run records in its manifest that the committed reference leaves out (``.gitignore`` lists
+them): each is rebuilt from the run's other files, or only a later stage reads it."""
+
+
+def committed(name: str) -> bool:
+    """Whether the committed reference keeps the run file ``name``."""
+    return not any(fnmatch.fnmatchcase(name, pattern) for pattern in UNCOMMITTED)
 
 
 def sample_key(index: int) -> str:

@@ -16,6 +16,7 @@ from replication.config import RunConfig, config_from_dict
 from replication.rundir import artifacts, layout
 from replication.sae.autoencoder import SparseAutoencoder
 from replication.sae.data import positional_split_rows, split_index
+from replication.sae.training import build_sae
 
 T = TypeVar("T")
 PRINTS_AS_ZERO = 5e-5
@@ -114,8 +115,12 @@ class RunData:
 
     @cached_property
     def sae(self) -> SparseAutoencoder:
+        """The best SAE; one that took no step, where its weights are not committed, rebuilt from its seed."""
         self.path(layout.SAE_CFG)  # noted as read: the architecture
-        return SparseAutoencoder.load(self.path(layout.SAE).parent)
+        weights = self.path(layout.SAE)
+        if not weights.is_file() and self.has(self.name(layout.SAE)) and self.train_summary["best_epoch"] == 0:
+            return build_sae(self.info["d_model"], self.config.train).eval()
+        return SparseAutoencoder.load(weights.parent)
 
     @property
     def split_index(self) -> int:

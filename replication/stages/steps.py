@@ -72,16 +72,12 @@ def capture_stage(cfg: RunConfig, run: RunData, ctx: Context, progress: bool) ->
     tensors = {layout.sample_key(i): s.activation for i, s in enumerate(samples)}
     layer_meta = {"layer": cfg.capture.layer, "model": cfg.model.name}
     artifacts.save_tensors(root / layout.ACTIVATIONS, tensors, layer_meta)
-    artifacts.write_json(root / layout.SAMPLES, [s.record(i) for i, s in enumerate(samples)])
+    records = [s.record(i) for i, s in enumerate(samples)]
+    artifacts.write_json(root / layout.SAMPLES, records)
     files = list(layout.CAPTURE_FILES)
     if cfg.capture.positions == "last_call":  # the original's own format, of the original's samples
-        artifacts.write_json(
-            root / layout.ORIGINAL_FORMAT,
-            [
-                {"prompt": s.prompt, "generated_text": s.generated_text, "activations": s.activation.tolist()}
-                for s in samples
-            ],
-        )
+        original = artifacts.original_format(records, [s.activation for s in samples])
+        artifacts.write_json(root / layout.ORIGINAL_FORMAT, original)
     else:  # every fed position as indented JSON: about 0.5 GB at the seed's scale, in no format of the original's
         files.remove(layout.ORIGINAL_FORMAT)
         (root / layout.ORIGINAL_FORMAT).unlink(missing_ok=True)  # an earlier capture's, in this directory

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO_ROOT, copy_of_reference, manifest_files
+from helpers import REFERENCE, REPO_ROOT, copy_of_reference, manifest_files
 
 from replication.__main__ import main
 from replication.evaluation.claims import Claim, load_claims
@@ -86,6 +86,20 @@ def reference_copy(tmp_path: Path) -> Path:
 def shared_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One copy for the tests that each change one file and put it back."""
     return copy_of_reference(tmp_path_factory.mktemp("shared") / "run")
+
+
+def test_the_committed_run_is_lean() -> None:
+    """What a clone carries of the run: 13.3 MB at its last regeneration, held under 15 MB."""
+    names = [*manifest_files(), "manifest.json"]
+    assert sum((REFERENCE / name).stat().st_size for name in names) < 15e6
+
+
+def test_a_clean_clone_verifies_without_what_it_leaves_out(
+    reference_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    left_out = manifest_files(committed=False)
+    assert left_out and not any((reference_copy / name).exists() for name in left_out)
+    assert verify(capsys, reference_copy) == (0, "")
 
 
 def test_verify_prints_one_line_per_claim(capsys: pytest.CaptureFixture[str]) -> None:

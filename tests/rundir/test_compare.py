@@ -227,3 +227,22 @@ def test_every_difference_is_counted(twin: Path, reference: Path) -> None:
     other_kernels(twin)
     result = compare_runs(twin, reference, verdicts_of(load_claims()))
     assert len(result.unexplained) == 4 and result.line().startswith("NOT reproduced: 4 difference(s)")
+
+
+def test_a_file_left_out_of_the_reference_is_compared_by_its_recorded_sha256(
+    twin: Path, reference: Path, tmp_path: Path
+) -> None:
+    """The reference's manifest records what a clean clone leaves out: on other kernels its difference
+    is explained by the files computed from it, on the same kernels it is a failure to reproduce."""
+    clean = shutil.copytree(reference, tmp_path / "clean")
+    (clean / layout.LAST_CODES).unlink()
+    codes = artifacts.load_tensors(twin / layout.LAST_CODES)["codes"].clone()
+    codes[0, 0] += ATOL / 10
+    artifacts.save_tensors(twin / layout.LAST_CODES, {"codes": codes}, {})
+    rehash(twin, layout.LAST_CODES)
+    result = compare_runs(twin, clean, verdicts_of(load_claims()))
+    assert result.differing == [layout.LAST_CODES]
+    assert result.unexplained == [f"{layout.LAST_CODES} differs on the same CPU kernels"]
+    other_kernels(twin)
+    result = compare_runs(twin, clean, verdicts_of(load_claims()))
+    assert result.reproduced and result.differing == [layout.LAST_CODES]

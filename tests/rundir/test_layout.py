@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpers import REPO_ROOT
+
 from replication.rundir import layout
 
 
@@ -21,3 +23,10 @@ def test_a_run_holds_exactly_the_layouts_stage_files(tiny_run: Path) -> None:
     }
     for names in outputs.values():
         assert all((tiny_run / name).is_file() for name in names)
+
+
+def test_gitignore_leaves_out_what_the_layout_calls_uncommitted() -> None:
+    ignored = set((REPO_ROOT / ".gitignore").read_text().splitlines())
+    assert {f"runs/*/{pattern}" for pattern in layout.UNCOMMITTED} <= ignored
+    assert not layout.committed(f"{layout.EXPORT}/standard_sae/{layout.SAELENS_WEIGHTS}")
+    assert layout.committed(layout.SAE) and layout.committed(f"{layout.EXPORT}/standard_sae/{layout.SAELENS_CFG}")

@@ -3,14 +3,20 @@ what the run's readers derive is shared."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import safetensors.torch
+import torch
 from helpers import REPO_ROOT
 
+from replication.errors import ReplicationError
 from replication.rundir import layout
 from replication.rundir.reader import RunData, control_of
 
@@ -60,3 +66,25 @@ def test_rundata_notes_each_read_and_shares_its_memos(tiny_run: Path) -> None:
     train, val = run.split
     assert train.shape[0] == sum(s.shape[1] for s in run.activations[:78])
     np.testing.assert_array_equal(val[-1], run.activations[-1][0, -1].numpy())
+
+
+def test_an_untrained_sae_left_out_is_rebuilt_from_its_seed(tiny_run: Path, tmp_path: Path) -> None:
+    """The control's weights, not committed, are its initialisation: the same tensors as the file held,
+    and, where torch's CPU kernels are AVX2 or AVX-512 (measured: the default kernels round otherwise),
+    the same bytes as the manifest records."""
+    copy = shutil.copytree(tiny_run, tmp_path / "run")
+    weights = copy / layout.CONTROL / layout.SAE
+    recorded = control_of(RunData(copy))
+    assert recorded is not None
+    saved = {name: t.clone() for name, t in recorded.sae.state_dict().items()}
+    weights.unlink()
+    rebuilt = control_of(RunData(copy))
+    assert rebuilt is not None
+    state = rebuilt.sae.state_dict()
+    assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        data = safetensors.torch.save({name: t.contiguous() for name, t in state.items()})
+        assert hashlib.sha256(data).hexdigest() == RunData(copy).manifest["files"][f"{layout.CONTROL}/{layout.SAE}"]
+    (copy / layout.SAE).unlink()  # a trained SAE is never rebuilt: its file is needed
+    with pytest.raises(ReplicationError, match=r"sae\.safetensors"):
+        _ = RunData(copy).sae

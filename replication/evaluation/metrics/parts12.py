@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import partial
 
@@ -10,7 +11,7 @@ import numpy as np
 from replication.errors import ReplicationError
 from replication.evaluation import topics
 from replication.evaluation.metrics.registry import Reach, metric
-from replication.rundir import layout
+from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 from replication.sae.data import sample_rows
 
@@ -130,12 +131,20 @@ def plotted_spread_p99_over_median(run: RunData) -> float:
 @metric(layout.ORIGINAL_FORMAT)
 def original_format_ok(run: RunData) -> bool:
     """activations_data.json is a list, one item per prompt in order, each exactly {prompt,
-    generated_text, activations} with activations of the stored sample's shape; a run of every fed
-    position (``capture.positions=all``) writes none."""
+    generated_text, activations} with activations of the stored sample's shape (where the file is not
+    committed, the capture's files rebuild it, to its recorded sha256); a run of every fed position
+    (``capture.positions=all``) writes none."""
     path = run.path(layout.ORIGINAL_FORMAT)
-    if not path.is_file():
+    if path.is_file():
+        items = json.loads(path.read_text())
+    elif run.has(layout.ORIGINAL_FORMAT):
+        text = artifacts.json_text(artifacts.original_format(run.records, run.activations), path)
+        if hashlib.sha256(text.encode()).hexdigest() != run.manifest["files"][layout.ORIGINAL_FORMAT]:
+            return False
+        items = json.loads(text)
+    else:
         return False
-    items, records = json.loads(path.read_text()), run.records
+    records = run.records
     return (
         isinstance(items, list)
         and len(items) == len(records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,18 @@ def test_original_format_ok(tmp_path: Path) -> None:
 )
 def test_original_format_not_ok(tmp_path: Path, items: list[dict[str, Any]]) -> None:
     assert compute("original_format_ok", original_format(tmp_path, items)) is False
+
+
+def test_original_format_left_out_is_rebuilt_to_its_recorded_sha256(tiny_run: Path, tmp_path: Path) -> None:
+    """Where activations_data.json is not committed, the capture's files rebuild it; a rebuild that
+    is not the recorded file (here, another generated text) fails the check."""
+    copy = shutil.copytree(tiny_run, tmp_path / "run")
+    (copy / layout.ORIGINAL_FORMAT).unlink()
+    assert compute("original_format_ok", RunData(copy)) is True
+    records = json.loads((copy / layout.SAMPLES).read_text())
+    records[0]["generated_text"] += "!"
+    artifacts.write_json(copy / layout.SAMPLES, records)
+    assert compute("original_format_ok", RunData(copy)) is False
 
 
 def test_corpus_topic_fraction(tmp_path: Path) -> None:
