@@ -1,9 +1,9 @@
-"""Pure statistics: hypergeometric tails, permutation p-values, Poisson and binomial tails."""
+"""Pure statistics: permutation p-values, hypergeometric, Poisson and binomial tails."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,29 +18,6 @@ never an underflowed double."""
 def format_p(p: float) -> str:
     """A p-value as text: "< 1e-300" at the floor, else three significant digits."""
     return f"< {P_FLOOR:g}" if p <= P_FLOOR else f"{p:.3g}"
-
-
-def max_share_tail(counts: dict[str, int], k: int, scored: Sequence[str]) -> np.ndarray:
-    """tail[h] = P(some label of ``scored`` holds >= h of k items drawn without replacement from these
-    per-label ``counts``), h = 0..k: a feature's purity null, exact over the multivariate hypergeometric."""
-    labels = list(counts)
-    sizes = list(counts.values())
-    scored_at = [i for i, label in enumerate(labels) if label in scored]
-    prob_max = np.zeros(k + 1)
-
-    def compositions(i: int, left: int) -> Iterator[list[int]]:
-        if i == len(sizes) - 1:
-            if left <= sizes[i]:
-                yield [left]
-            return
-        for take in range(min(left, sizes[i]) + 1):
-            for rest in compositions(i + 1, left - take):
-                yield [take, *rest]
-
-    for draw in compositions(0, k):
-        prob = scipy.stats.multivariate_hypergeom.pmf(x=draw, m=sizes, n=k)
-        prob_max[max((draw[i] for i in scored_at), default=0)] += prob
-    return np.minimum(np.cumsum(prob_max[::-1])[::-1], 1.0)
 
 
 PERMUTATION_CHUNK = 256

@@ -1,4 +1,4 @@
-"""Part 4's topics: each prompt's topic label, per-feature topic purity, and the family-wise max-hits test."""
+"""Part 4's topics: each prompt's topic label, a feature's topic, and the family-wise max-hits test."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -79,22 +78,8 @@ def max_hits_test(
     return MaxHits(observed, stats.tail_pvalue(null, observed), tail)
 
 
-def purity_null(labels: list[str], k: int) -> np.ndarray:
-    """tail[h] = P(some topic holds >= h of k random prompts): a feature's exact purity null, the same
-    for every SAE of a corpus ("other" never counts)."""
-    return stats.max_share_tail(dict(Counter(labels)), k, sorted({label for label in labels if label != OTHER}))
-
-
-def feature_purity(
-    top_indices: np.ndarray, positive: np.ndarray, labels: list[str], dims: list[int], tail: np.ndarray
-) -> list[dict[str, Any]]:
-    """Per feature (row of ``top_indices``): the topic holding most of its positive top-k prompts, purity
-    = hits / k, and the p-value of that many hits (``tail``: ``purity_null``)."""
-    k = top_indices.shape[1]
-    topics = sorted({label for label in labels if label != OTHER})
-    rows = []
-    for dim, indices, pos in zip(dims, top_indices, positive, strict=True):
-        hits = Counter(labels[i] for i, p in zip(indices, pos, strict=True) if p and labels[i] != OTHER)
-        topic, n = max(hits.items(), key=lambda item: (item[1], -topics.index(item[0])), default=(None, 0))
-        rows.append({"dim": int(dim), "topic": topic, "hits": n, "purity": n / k, "p": float(tail[n])})
-    return rows
+def feature_topic(indices: list[int], positive: list[bool], labels: list[str]) -> tuple[str | None, int]:
+    """The topic holding most of a feature's positive top-k prompts ("other" never counts; a tie goes to
+    the first by name), and how many it holds."""
+    hits = Counter(labels[i] for i, p in zip(indices, positive, strict=True) if p and labels[i] != OTHER)
+    return min(hits.items(), key=lambda item: (-item[1], item[0]), default=(None, 0))

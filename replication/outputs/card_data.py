@@ -14,7 +14,7 @@ from replication.evaluation.health import feature_density
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.initial import row_cosines
-from replication.evaluation.metrics.part4_topics import purity, topic_hits
+from replication.evaluation.metrics.part4_topics import dimension_topic, topic_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
 from replication.evaluation.verdicts import Result
@@ -23,7 +23,7 @@ from replication.rundir.reader import PRINTS_AS_ZERO, RunData
 PER_CLAIM = 4
 """Cards per claim: the first few of the features it points at (all of them are listed in the index)."""
 PER_RANKING = 5
-"""Cards for the densest and for the topic-purest features of each SAE."""
+"""Cards for the densest features of each SAE."""
 QUANTILES = (0.75, 0.5, 0.25)
 """Beside the top k: the samples at these quantiles of the feature's other positive sample codes."""
 TOP_K = 5
@@ -105,8 +105,7 @@ def _init_cosines(view: View, dim: int) -> dict[str, float] | None:
 
 
 def select(view: View) -> dict[int, list[str]]:
-    """The dimensions to draw, each with why: the first few each claim points at, the densest, and
-    the topic-purest (smallest purity p-value)."""
+    """The dimensions to draw, each with why: the first few each claim points at, and the densest."""
     chosen: dict[int, list[str]] = {}
     for result in view.results:
         dims = cited_dims(result.claim, view.run)
@@ -120,9 +119,6 @@ def select(view: View) -> dict[int, list[str]]:
     density = view.density
     for dim in np.argsort(-density, kind="stable")[:PER_RANKING]:
         chosen.setdefault(int(dim), []).append("densest")
-    pure = sorted(purity(view.run), key=lambda row: (row["p"], -row["hits"], row["dim"]))
-    for row in pure[:PER_RANKING]:
-        chosen.setdefault(row["dim"], []).append("purest topic")
     return chosen
 
 
@@ -174,12 +170,12 @@ def _untrained(view: View, dim: int) -> dict[str, Any] | None:
     if control is None:
         return None
     column = control.codes[:, dim]
-    row = next((r for r in purity(control) if r["dim"] == dim), None)
+    dead = control.top["dimensions"][dim]["top"][0]["value"] < PRINTS_AS_ZERO
     return {
         "density": float((column > 0).mean()),
         "top": control.top["dimensions"][dim]["top"],
-        "dead": control.top["dimensions"][dim]["top"][0]["value"] < PRINTS_AS_ZERO,
-        "purity": row,
+        "dead": dead,
+        "topic": None if dead else dimension_topic(control, dim),
     }
 
 
@@ -187,6 +183,7 @@ def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
     """Every fact of one card, each computed from the run's files and the token codes."""
     run = view.run
     entry = run.top["dimensions"][dim]
+    dead = entry["top"][0]["value"] < PRINTS_AS_ZERO
     column = run.codes[:, dim]
     everywhere = np.concatenate([codes[:, dim] for codes in view.token_codes])
     top_indices = [t["index"] for t in entry["top"]]
@@ -199,7 +196,7 @@ def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
         "sae": view.name,
         "dim": dim,
         "health": view.health,
-        "dead": entry["top"][0]["value"] < PRINTS_AS_ZERO,
+        "dead": dead,
         "max_row_code": float(column.max(initial=0.0)),
         "positive_top": sum(t["value"] > 0 for t in entry["top"]),
         "overlap": None if control is None else len(set(top_indices) & {t["index"] for t in control["top"]}),
@@ -212,7 +209,7 @@ def feature_card(view: View, dim: int, reasons: list[str]) -> dict[str, Any]:
         "samples": samples,
         "histogram": _histogram(everywhere),
         "read_out": {side: run.token_text["read_out"][side][dim] for side in ("promoted", "suppressed")},
-        "purity": next((r for r in purity(run) if r["dim"] == dim), None),
+        "topic": None if dead else dimension_topic(run, dim),
         "control": control,
         "seeds": seeds,
         "random_baseline": view.random_baseline,

@@ -1,24 +1,11 @@
-"""Pure statistics: the hypergeometric tail of a topic's share, the permutation null and its p-value."""
+"""Pure statistics: the permutation null and its p-value, the tails, the best cosines."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from replication.evaluation import stats
-from replication.evaluation.stats import best_cosines, max_share_tail
-
-
-def test_max_share_tail_by_hand() -> None:
-    # 2 of 4 prompts (a, a, b, b): both share a topic with probability 2 / C(4, 2) = 1/3.
-    np.testing.assert_allclose(max_share_tail({"a": 2, "b": 2}, 2, ["a", "b"]), [1.0, 1.0, 1 / 3])
-    # 5 of 10 (five a, five b): all five one topic in 2 of C(10, 5) = 252 draws; >= 4: 2 * 5 * 5 more.
-    tail = max_share_tail({"a": 5, "b": 5}, 5, ["a", "b"])
-    assert tail[5] == pytest.approx(2 / 252)
-    assert tail[4] == pytest.approx((2 + 2 * 5 * 5) / 252)
-    assert tail[3] == pytest.approx(1.0)  # 5 into two topics always puts 3 in one
-    # A label that is not a topic never counts.
-    assert max_share_tail({"a": 5, "other": 5}, 5, ["a"])[5] == pytest.approx(1 / 252)
+from replication.evaluation.stats import best_cosines
 
 
 def test_permutation_null_is_the_statistic_of_each_shuffle_in_turn() -> None:

@@ -1,20 +1,15 @@
-"""Topic purity: each feature's top prompts against the topic labels, and its exact p-value."""
+"""A feature's topic: the topic most of its positive top prompts carry."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
-from replication.evaluation.topics import feature_purity, purity_null
+from replication.evaluation.topics import OTHER, feature_topic
 
 
-def test_feature_purity_and_p_values() -> None:
-    labels = ["a"] * 5 + ["b"] * 5
-    top = np.array([[0, 1, 2, 3, 4], [0, 5, 1, 6, 2], [5, 6, 7, 8, 0]])
-    positive = np.ones_like(top, dtype=bool)
-    positive[2, 4] = False  # a zero code does not count as a hit
-    rows = feature_purity(top, positive, labels, [10, 11, 12], purity_null(labels, 5))
-    assert [(r["dim"], r["topic"], r["hits"]) for r in rows] == [(10, "a", 5), (11, "a", 3), (12, "b", 4)]
-    assert rows[0]["purity"] == 1.0
-    assert rows[0]["p"] == pytest.approx(2 / 252)
-    assert rows[1]["p"] == pytest.approx(1.0)
+def test_feature_topic_counts_positive_topic_prompts() -> None:
+    labels = ["a"] * 5 + ["b"] * 5 + [OTHER] * 5
+    assert feature_topic([0, 1, 2, 3, 4], [True] * 5, labels) == ("a", 5)
+    assert feature_topic([0, 5, 1, 6, 2], [True] * 5, labels) == ("a", 3)
+    # a zero code is no hit, and "other" never counts
+    assert feature_topic([5, 6, 7, 8, 0], [True, True, True, True, False], labels) == ("b", 4)
+    assert feature_topic([10, 11, 12, 0, 5], [True] * 5, labels) == ("a", 1)  # a tie: the first by name
+    assert feature_topic([10, 11, 12, 13, 14], [True] * 5, labels) == (None, 0)

@@ -1,10 +1,9 @@
-"""Metrics of Part 4's topic readings: each feature's topic purity, and the family-wise test that some
-feature's top 5 holds a topic's prompts (labels shuffled within sample type)."""
+"""Metrics of Part 4's topic readings: the family-wise test that some feature's top 5 holds a topic's
+prompts (labels shuffled within sample type)."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -17,22 +16,10 @@ from replication.rundir import layout
 from replication.rundir.reader import RunData, Untestable
 
 
-def purity_null(run: RunData) -> np.ndarray:
-    """``topics.purity_null`` of the run's prompts, once per run."""
-    labels, k = prompt_topics(run), run.config.analyze.top_k
-    return run.memo("purity_null", lambda: topics.purity_null(labels, k))
-
-
-def purity(run: RunData) -> list[dict[str, Any]]:
-    """``topics.feature_purity`` of every live dimension's top prompts, once per run."""
-
-    def compute() -> list[dict[str, Any]]:
-        if not run.live:
-            return []
-        labels = prompt_topics(run)
-        return topics.feature_purity(*run.live_top, labels, [d["dim"] for d in run.live], purity_null(run))
-
-    return run.memo("purity", compute)
+def dimension_topic(run: RunData, dim: int) -> tuple[str | None, int]:
+    """``topics.feature_topic`` of a dimension's top prompts."""
+    top = run.top["dimensions"][dim]["top"]
+    return topics.feature_topic([t["index"] for t in top], [t["value"] > 0 for t in top], prompt_topics(run))
 
 
 def best_for_topic(topic: str, run: RunData) -> list[int]:
