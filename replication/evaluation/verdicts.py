@@ -20,7 +20,7 @@ from replication.rundir.reader import RunData, Untestable, control_of, shuffled_
 REPLICATED, NOT_REPLICATED, NO_EVIDENCE = "replicated", "not replicated", "no evidence"
 WORDS = {
     "setup": ("conforms", "differs"),
-    "implied": ("supported", "not supported"),
+    "implied": ("follows", "does not follow"),
     "measured": (REPLICATED, NOT_REPLICATED),
     "reading": (REPLICATED, NOT_REPLICATED),
 }

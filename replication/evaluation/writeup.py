@@ -135,17 +135,21 @@ def adam_first_step_cosine(part: str) -> Derivation:
         f"{what} cosine after one Adam step",
         bound,
         f"a{'n' if what[0] in 'aeiou' else ''} {what} of {n} weights drawn from U(+-1/sqrt({fan_in})) has "
-        f"squared norm {n} / (3 x {fan_in}) = {n / (3 * fan_in):.4f}; Adam's first step moves each weight by at "
-        f"most lr = {LR} (+-lr wherever there is a gradient, whatever the loss's scale), squared norm <= {n} x "
-        f"{LR}^2 = {n * LR**2:.6f}; so the {what} keeps "
-        f"cosine >= sqrt(1 - {ratio:.5f}) = {bound:.4f} with its random initial value",
-        f"the best SAE (best epoch 1: one Adam step) kept every {what} at cosine >= {bound:.3f} with its random "
-        "initialisation"
+        f"squared norm {n} / (3 x {fan_in}) = {n / (3 * fan_in):.4f}; "
         + (
-            ": the features the write-up read are random projections, and an L1 coefficient 10 times smaller "
-            "changes the step only where the gradient's sign changes"
+            f"Adam's first step moves each weight by at most lr = {LR} (+-lr wherever there is a gradient, "
+            "whatever the loss's scale), "
             if part == "encoder"
-            else ""
+            else "the same first step moves it by a "
+        )
+        + f"squared norm <= {n} x {LR}^2 = {n * LR**2:.6f}; so the {what} keeps "
+        f"cosine >= sqrt(1 - {ratio:.5f}) = {bound:.4f} with its random initial value",
+        (
+            f"the best SAE (best epoch 1: one Adam step) kept every {what} at cosine >= {bound:.3f} with its random "
+            "initialisation: the features the write-up read are random projections, and an L1 coefficient 10 times "
+            "smaller changes the step only where the gradient's sign changes"
+            if part == "encoder"
+            else f"every {what} stayed at cosine >= {bound:.3f} with its start too"
         ),
     )
 

@@ -103,7 +103,7 @@ def _answer(results: list[Result]) -> str:
     for verdict in WORDS["implied"]:
         mine = [_value(r) for r in own if r.verdict == verdict]
         if mine:
-            text += f" By the write-up's own numbers, {verdict}: {', '.join(mine)}."
+            text += f" {verdict[:1].upper()}{verdict[1:]} from the write-up's own numbers: {', '.join(mine)}."
     return text
 
 
@@ -117,8 +117,8 @@ def _tally(results: list[Result]) -> str:
         f"**Counts:** of {c['counted']} measured and reading claims, {c['findings'].total()} are findings: "
         f"{c['findings'][REPLICATED]} replicated{fragile}, {c['findings'][NOT_REPLICATED]} not replicated. "
         f"{c['counted'] - c['findings'].total()} are no evidence: {none}. Setup: {setup['conforms']} of "
-        f"{setup.total()} conform. The write-up's own numbers support {implied['supported']} of its "
-        f"{implied.total()} readings."
+        f"{setup.total()} conform. {implied['follows']} of the write-up's {implied.total()} readings follow from "
+        "its own numbers."
     )
 
 

@@ -149,7 +149,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "cfg": run.config,
         "info": run.info,
         "manifest": manifest,
-        "definitions": {name: m.definition for name, m in METRICS.items()},
+        "definitions": _definitions(results),
         "summary": run.train_summary,
         "facts": {
             "samples": len(run.records),
@@ -207,6 +207,12 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "power": run.json(layout.POWER_JSON) if run.has(layout.POWER_JSON) else None,
         "planted": run.json(layout.PLANTED_JSON) if run.has(layout.PLANTED_JSON) else None,
     }
+
+
+def _definitions(results: list[Result]) -> dict[str, str]:
+    """Each metric's definition, or where a claim's entry gives it, a pointer there."""
+    given = {r.claim.metric: r.claim.id for r in reversed(results)}
+    return {name: f"as for `{given[name]}`" if name in given else m.definition for name, m in METRICS.items()}
 
 
 def _decode_slots(run: RunData) -> float | None:

@@ -41,7 +41,7 @@ def claim_cases() -> list[Any]:
     for root in REFERENCE_RUNS:
         for cid, expected in committed(root).items():
             marks = []
-            if expected["verdict"] in ("not replicated", "differs", "not supported"):
+            if expected["verdict"] in ("not replicated", "differs", "does not follow"):
                 reason = f"{expected['verdict']}: measured {expected['measured']}, claimed {expected['claimed']}"
                 marks.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
             cases.append(pytest.param(root, cid, expected, marks=marks, id=f"{root.name}-{cid}"))
@@ -55,7 +55,7 @@ def test_reference_run_is_committed() -> None:
 @pytest.mark.parametrize(("root", "claim_id", "expected"), claim_cases())
 def test_claim_verdict_unchanged(root: Path, claim_id: str, expected: dict[str, Any]) -> None:
     """A change detector: the verdict recomputed from the committed run is the committed one; a claim
-    that holds (replicated, conforms, supported) passes, one that is no evidence says why it is skipped."""
+    that holds (replicated, conforms, follows) passes, one that is no evidence says why it is skipped."""
     run = run_data(root)
     result = evaluate(claims_by_id()[claim_id], run, control_of(run))
     if (result.verdict, result.why) != (expected["verdict"], expected.get("why")):

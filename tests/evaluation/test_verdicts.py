@@ -57,7 +57,7 @@ def test_the_untrained_sae_decides(tiny_run: Path) -> None:
 def test_words_fit_the_kind(tiny_run: Path) -> None:
     run = RunData(tiny_run)
     epochs = len(run.history)
-    for kind, words in (("setup", ("conforms", "differs")), ("implied", ("supported", "not supported"))):
+    for kind, words in (("setup", ("conforms", "differs")), ("implied", ("follows", "does not follow"))):
         assert evaluate(claim(kind=kind, value=epochs), run).verdict == words[0]
         assert evaluate(claim(kind=kind, value=epochs + 1), run).verdict == words[1]
     assert evaluate(claim(value=epochs + 1), run).verdict == "not replicated"

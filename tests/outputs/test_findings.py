@@ -73,10 +73,10 @@ def test_the_write_ups_own_numbers_answer_apart_from_the_run(tiny_run: Path) -> 
     asked = claim(
         id="part9.own", section="Part 9: Things", question="Did it work?", answers=True, kind="implied", quantity="cos"
     )
-    results = [_result("part9.c0", *UNTRAINED), Result(asked, "not supported", None, "< 0.9", 0.99, "-")]
+    results = [_result("part9.c0", *UNTRAINED), Result(asked, "does not follow", None, "< 0.9", 0.99, "-")]
     line = opening(results, RunData(tiny_run))[1]
     assert line.startswith("**Part 9. Did it work?** Not decided by this run. No evidence:")
-    assert line.endswith("By the write-up's own numbers, not supported: cos = 0.99 (needs < 0.9, `part9.own`).")
+    assert line.endswith("Does not follow from the write-up's own numbers: cos = 0.99 (needs < 0.9, `part9.own`).")
 
 
 def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_planted(

@@ -12,6 +12,7 @@ from helpers import REPO_ROOT, with_power_and_planted
 
 from replication.__main__ import main
 from replication.evaluation.claims import load_claims
+from replication.evaluation.metrics import METRICS
 from replication.outputs.figures import FIGURES
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -115,3 +116,11 @@ def test_part_4_with_power_answers_its_questions_in_one_table(tiny_run: Path, tm
         "`faithful` 0 at 98 samples; `standard_sae` 0 at 98 samples, 250 at 30000 samples |"
     )
     assert "![planted_recovery](figures/planted_recovery.png)" in report
+
+
+def test_each_metric_is_defined_once(reported: Path) -> None:
+    """The SAE-health table points at the claim entry that defines a metric, rather than define it again."""
+    report = (reported / "REPORT.md").read_text()
+    for name in ("val_fvu", "encoder_init_cosine"):
+        assert report.count(METRICS[name].definition) == 1, name
+    assert "| FVU, validation rows | " in report and "| as for `part3.good_reconstruction` |" in report

@@ -101,13 +101,13 @@ def _weights(run: RunData) -> dict[str, np.ndarray]:
 @metric(layout.SAE, reach=lambda run: _turn_bound(run, "encoder.weight", "rows"))
 def encoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained encoder row and its initial value
-    (1 = not moved; None without the control's untrained SAE)."""
+    (1 = not moved)."""
     cosines = encoder_row_cosines(run)
     return None if cosines is None else float(np.median(cosines))
 
 
 def encoder_row_cosines(run: RunData) -> np.ndarray | None:
-    """Each encoder row's cosine with its initial value (None without the control's untrained SAE)."""
+    """Each encoder row's cosine with its initial value (None without the control)."""
     initial = control_of(run)
     if initial is None:
         return None
@@ -117,7 +117,7 @@ def encoder_row_cosines(run: RunData) -> np.ndarray | None:
 @metric(layout.SAE, reach=lambda run: _turn_bound(run, "decoder.weight", "columns"))
 def decoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained decoder column (the feature's
-    direction) and its initial value (None without the control's untrained SAE)."""
+    direction) and its initial value."""
     initial = control_of(run)
     if initial is None:
         return None
@@ -126,7 +126,7 @@ def decoder_init_cosine(run: RunData) -> float | None:
 
 @metric(layout.SAE)
 def max_weight_change(run: RunData) -> float | None:
-    """The largest |W - W0| over every weight and bias of the SAE (None without the control)."""
+    """The largest |W - W0| over every weight and bias of the SAE."""
     initial = control_of(run)
     if initial is None:
         return None
@@ -146,7 +146,7 @@ def adam_steps(run: RunData) -> int:
 @metric(layout.SAE)
 def weight_change_over_steps_lr(run: RunData) -> float | None:
     """max |W - W0| over steps x lr: about 1 when every step moved some weight by the full lr, as
-    Adam's first steps do whatever the loss's scale (None without the control, or with no step)."""
+    Adam's first steps do whatever the loss's scale."""
     change, steps = max_weight_change(run), adam_steps(run)
     return None if change is None or steps == 0 else change / (steps * run.config.train.lr)
 
@@ -161,7 +161,7 @@ def top_overlaps(run: RunData, other: RunData) -> list[int]:
 @metric(layout.TOP_PROMPTS)
 def top5_shared_with_untrained(run: RunData) -> float | None:
     """Share of live dimensions whose top 5 shares at least 4 prompts with the same dimension's top 5 in
-    the untrained SAE (None without the control, or with no live dimension)."""
+    the untrained SAE."""
     initial = control_of(run)
     if initial is None:
         return None
@@ -195,7 +195,7 @@ def sparsity_epoch1_real_rows(run: RunData) -> float | None:
 
 @metric(layout.SAE)
 def sparsity_epoch1_padding_rows(run: RunData) -> float | None:
-    """Epoch 1's sparsity on the zero padding rows, each encoded to ReLU(b_enc) (None without padding)."""
+    """Epoch 1's sparsity on the zero padding rows, each encoded to ReLU(b_enc)."""
     epoch1, initial = _epoch1_codes(run), control_of(run)
     if epoch1 is None or initial is None or epoch1[1] == 0:
         return None

@@ -191,7 +191,7 @@ def sample_code_zero_fraction(run: RunData) -> float:
 
 @metric(layout.CODES)
 def median_nonzero_code(run: RunData) -> float | None:
-    """Median of the non-zero code values of the encoded samples (None if all are zero)."""
+    """Median of the non-zero code values of the encoded samples."""
     positive = run.codes[run.codes > 0]
     return float(np.median(positive)) if positive.size else None
 
@@ -214,8 +214,7 @@ def loss_is_mse_plus_l1(run: RunData) -> bool:
 
 @metric(layout.HISTORY)
 def early_drop_share(run: RunData) -> float | None:
-    """Share of the first-to-last drop of the train loss made in the first half of the epochs (None
-    for fewer than 3 epochs or no drop)."""
+    """Share of the first-to-last drop of the train loss made in the first half of the epochs."""
     losses = [r["train_loss"] for r in run.history]
     if len(losses) < 3 or losses[0] == losses[-1]:
         return None
@@ -235,8 +234,7 @@ def _validation_curve(run: RunData) -> str:
 
 @metric(layout.HISTORY, detail=_validation_curve)
 def val_loss_late_range(run: RunData) -> float | None:
-    """Spread of the validation loss over the last ``patience`` epochs, (max - min) / min (None for
-    fewer than 2 epochs)."""
+    """Spread of the validation loss over the last ``patience`` epochs, (max - min) / min."""
     tail = [r["val_loss"] for r in run.history][-run.config.train.patience :]
     if len(tail) < 2:
         return None

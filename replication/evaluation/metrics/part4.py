@@ -30,7 +30,7 @@ def dead_dims(run: RunData) -> list[int]:
 
 @metric(layout.TOP_PROMPTS)
 def median_top_activation(run: RunData) -> float | None:
-    """Median over live dimensions of the top prompt's code value (None if none is live)."""
+    """Median over live dimensions of the top prompt's code value."""
     return float(np.median([d["top"][0]["value"] for d in run.live])) if run.live else None
 
 
@@ -93,7 +93,7 @@ def redundant_pairs_expected(run: RunData) -> float:
 
 @metric(layout.TOP_PROMPTS)
 def redundant_pair_rate(run: RunData) -> float | None:
-    """Redundant pairs over all pairs of live dimensions (None with fewer than 2 live)."""
+    """Redundant pairs over all pairs of live dimensions."""
     n = len(run.live)
     return len(redundant_dim_pairs(run)) / (n * (n - 1) / 2) if n >= 2 else None
 
@@ -128,7 +128,7 @@ def whitebox_top_pvalue(run: RunData) -> float | None:
     dimensions' first prompts spread evenly over the prompts of its sample type): binomial. Prefill
     and decode-step samples come first at very different rates, so the rate is that of the white-box
     sample's own type: (live dimensions whose first prompt is of that type) / (prompts of that type)
-    / (live dimensions). None if none is live or the prompt is not in the corpus."""
+    / (live dimensions)."""
     rate = _whitebox_rate(run)
     return None if rate is None else stats.binomial_tail(len(whitebox_dims(run)), len(run.live), rate)
 
@@ -146,8 +146,7 @@ def _whitebox_rate(run: RunData) -> float | None:
 
 @metric(layout.TOP_PROMPTS, dims=dead_dims)
 def dead_dims_with_writeup_list(run: RunData) -> float | None:
-    """Fraction of dead dimensions whose top 5 are the write-up's dimension-0 prompts in its order
-    (None when no dimension is dead)."""
+    """Fraction of dead dimensions whose top 5 are the write-up's dimension-0 prompts in its order."""
     dead = dead_dims(run)
     if not dead:
         return None
