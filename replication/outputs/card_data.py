@@ -16,6 +16,7 @@ from replication.evaluation.metrics.implied import writeup_dimension0
 from replication.evaluation.metrics.initial import row_cosines
 from replication.evaluation.metrics.part4_topics import dimension_topic, topic_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
+from replication.evaluation.metrics.registry import flat_dims
 from replication.evaluation.stats import STABLE_COSINE, best_cosines
 from replication.evaluation.verdicts import Result
 from replication.rundir.reader import PRINTS_AS_ZERO, RunData
@@ -32,12 +33,8 @@ HISTOGRAM_BINS = 24
 
 def cited_dims(claim: Claim, run: RunData) -> list[int]:
     """The dimensions a claim points at (``Metric.dims``), through its primary reading then its alternatives."""
-    dims: dict[int, None] = {}
-    for name in [claim.metric, *(a.metric for a in claim.alternatives)]:
-        cite = METRICS[name].dims
-        if cite is not None:
-            dims.update(dict.fromkeys(cite(run)))
-    return list(dims)
+    cites = [METRICS[name].dims for name in (claim.metric, *(a.metric for a in claim.alternatives))]
+    return flat_dims(d for cite in cites if cite is not None for d in cite(run))
 
 
 @dataclass

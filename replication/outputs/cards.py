@@ -7,7 +7,6 @@ read-out are files the token-states stage wrote.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import jinja2
@@ -82,8 +81,6 @@ def write_cards(run: RunData, claims: list[Claim], every: bool = False) -> list[
         "samples": len(run.records),
         "split_index": run.split_index,
         "positions": run.config.capture.positions,
-        "profile": run.config.profile,
-        "escape": html.escape,
     }
     pages: dict[str, str] = {}
     rows = []

@@ -20,6 +20,7 @@ from replication.evaluation import health, writeup
 from replication.evaluation.coverage import load_coverage
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
+from replication.evaluation.metrics.part3 import relu_decoder_floor
 from replication.evaluation.metrics.part4 import sample_types
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.verdicts import COUNTED, Result, testable
@@ -156,7 +157,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
             "prefill": sum(r["source"] == "prefill" for r in run.records),
             "mean_new_tokens": METRICS["mean_new_tokens"].compute(run),
             "padding": METRICS["padding_row_fraction"].compute(run),
-            "dead": METRICS["dead_features"].compute(run),
             "d_hidden": run.sae.d_hidden,
             "val_fvu": METRICS["val_fvu"].compute(run),
             "decode_slots": _decode_slots(run),
@@ -181,7 +181,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
                 )
             },
             "one_step": METRICS["implied_encoder_init_cosine"].compute(run),
-            "relu_floor": (floor.low if (floor := _val_fvu_reach(run)) is not None else None),
+            "relu_floor": (floor.low if (floor := relu_decoder_floor(run)) is not None else None),
         },
         "splice": run.splice,
         "split": _split(run),
@@ -229,11 +229,6 @@ def _export_rows(export: dict[str, Any] | None) -> list[dict[str, Any]]:
         where = f"`export/{entry['directory']}/`" if entry["exported"] else entry["reason"]
         groups.setdefault((bool(entry["exported"]), where), []).append(name)
     return [{"names": names, "exported": exported, "where": where} for (exported, where), names in groups.items()]
-
-
-def _val_fvu_reach(run: RunData) -> Any:
-    reach = METRICS["val_fvu"].reach
-    return reach(run) if reach is not None else None
 
 
 def _stage_commits(manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -99,7 +99,7 @@ def train_loss_drop(run: RunData) -> float:
     return run.history[0]["train_loss"] / run.history[-1]["train_loss"]
 
 
-def _relu_decoder_floor(run: RunData) -> Reach | None:
+def relu_decoder_floor(run: RunData) -> Reach | None:
     """A decoder that ends in a ReLU outputs no negative value: its FVU is at least that of the best
     non-negative reconstruction, max(x, 0) (``health.relu_fvu_floor``)."""
     if run.config.train.decoder_activation != "relu":
@@ -112,7 +112,7 @@ def _relu_decoder_floor(run: RunData) -> Reach | None:
     )
 
 
-@metric(layout.SAE, reach=_relu_decoder_floor)
+@metric(layout.SAE, reach=relu_decoder_floor)
 def val_fvu(run: RunData) -> float:
     """Fraction of variance unexplained by the best SAE on the validation samples' real rows
     (padding excluded): 0 is perfect, 1.0 is no better than predicting their mean."""
