@@ -22,12 +22,16 @@ from replication.stages.context import Context
 pytestmark = pytest.mark.slow
 
 
-def test_the_trained_parts_are_reproduced_under_other_rounding(smollm2_package: None, tmp_path: Path) -> None:
+@pytest.fixture
+def rerun_on_one_thread(smollm2_package: None, tmp_path: Path) -> Path:
     """The stages after the capture, the SAE seeds and the ablations, rerun from the committed capture
     on one torch thread (the reference ran on two, whose float32 sums round otherwise)."""
-    rerun_on_one_thread = rerun(
+    return rerun(
         REFERENCE, tmp_path / "rerun", load_claims(), threads=1, noise_seed=None, ctx=Context(), progress=False
     )
+
+
+def test_the_trained_parts_are_reproduced_under_other_rounding(rerun_on_one_thread: Path) -> None:
     comparison = compare_runs(rerun_on_one_thread, REFERENCE, verdicts_of(load_claims()))
     assert comparison.reproduced, comparison.line()
     assert "1 thread" in comparison.line() and layout.ABLATIONS_JSON in comparison.differing
