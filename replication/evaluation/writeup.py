@@ -194,6 +194,6 @@ CANNOT = (
     "(the write-up's 'only a few dimensions', e.g. 0.0230, 0.0196) cannot be derived; such values are of the "
     "untrained codes' size (mean |z| <= 0.027), far above the last epoch's bound.",
     "Whether 0.0142 is a low validation MSE depends on the variance of layer 10's activations, which the write-up "
-    "does not give: a seed-profile run measures it (FVU).",
+    "does not give: a run of the 8B model measures it (FVU).",
 )
 """What the numbers do not determine, said so in the report."""

@@ -82,7 +82,11 @@ def _answer(results: list[Result]) -> str:
     found = [r for r in results if r.finding]
     yes = [r for r in found if r.verdict == REPLICATED]
     if not found:
-        answer = "Not decided by this run"
+        answer = "Not decided by this run" + (
+            ", and it does not follow from the write-up's own numbers"
+            if any(r.claim.kind == "implied" and r.verdict == WORDS["implied"][1] for r in results)
+            else ""
+        )
     else:
         answer = "Yes" if len(yes) == len(found) else ("No" if not yes else f"In part, {len(yes)} of {len(found)}")
     part = results[0].claim.section.partition(":")[0]

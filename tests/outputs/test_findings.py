@@ -68,15 +68,21 @@ def test_the_questions_and_their_claims_come_from_the_claim_files(tiny_run: Path
 
 
 def test_the_write_ups_own_numbers_answer_apart_from_the_run(tiny_run: Path) -> None:
-    """An implied claim marked to answer is said after the run's findings, in its own words, and never
-    decides the run's answer."""
+    """An implied claim marked to answer is said after the run's findings, in its own words; where the
+    run decides nothing, the answer says the write-up's own numbers do not support it either."""
     asked = claim(
         id="part9.own", section="Part 9: Things", question="Did it work?", answers=True, kind="implied", quantity="cos"
     )
     results = [_result("part9.c0", *UNTRAINED), Result(asked, "does not follow", None, "< 0.9", 0.99, "-")]
     line = opening(results, RunData(tiny_run))[1]
-    assert line.startswith("**Part 9. Did it work?** Not decided by this run. No evidence:")
+    assert line.startswith(
+        "**Part 9. Did it work?** Not decided by this run, and it does not follow from the write-up's own numbers. "
+        "No evidence:"
+    )
     assert line.endswith("Does not follow from the write-up's own numbers: cos = 0.99 (needs < 0.9, `part9.own`).")
+    results[1] = Result(asked, "follows", None, "< 0.9", 0.8, "-")
+    line = opening(results, RunData(tiny_run))[1]
+    assert line.startswith("**Part 9. Did it work?** Not decided by this run. No evidence:")
 
 
 def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_planted(

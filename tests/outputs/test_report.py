@@ -124,3 +124,10 @@ def test_each_metric_is_defined_once(reported: Path) -> None:
     for name in ("val_fvu", "encoder_init_cosine"):
         assert report.count(METRICS[name].definition) == 1, name
     assert "| FVU, validation rows | " in report and "| as for `part3.good_reconstruction` |" in report
+
+
+def test_the_splice_note_sets_zero_ablation_beside_uniform_logits(reported: Path) -> None:
+    report = (reported / "REPORT.md").read_text()
+    splice = json.loads((reported / "splice" / "splice.json").read_text())
+    expected = f"{splice['ce_zero']:.4g} nats, against {splice['ce_uniform']:.4g} for uniform logits"
+    assert expected in report
