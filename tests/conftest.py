@@ -42,11 +42,30 @@ def _rank(item: pytest.Item, first_reader: pytest.Item | None) -> int:
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks the SmolLM2 tests slow, and orders the session so that no worker sits waiting for a
-    shared run to be made (``_rank``); within a rank the order is the files' own."""
+    shared run to be made (``_rank``); within a rank the order is the files' own. The longest tests
+    each head another worker's share: in one share they ran one after the other."""
     for item in items:
         if SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     first_reader = next((item for item in items if "tiny_run" in getattr(item, "fixturenames", ())), None)
     items.sort(key=lambda item: _rank(item, first_reader))
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    longest = [item for item in items if _rank(item, first_reader) == 0]
+    if workers > 1 and len(longest) > 1:
+        items[:] = _heading_shares(longest, [item for item in items if item not in longest], workers)
+
+
+def _heading_shares(longest: list[pytest.Item], rest: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``longest`` dealt to the heads of the shares worksteal cuts from the front of the order (each
+    worker in turn takes what is left over the workers left), ``rest`` filling the shares after them."""
+    order: list[pytest.Item] = []
+    left = len(longest) + len(rest)
+    for worker in range(workers):
+        share = left // (workers - worker)
+        head = longest[worker::workers]
+        order += head + rest[: share - len(head)]
+        rest = rest[max(share - len(head), 0) :]
+        left -= share
+    return order + rest
