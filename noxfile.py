@@ -75,7 +75,7 @@ def tests(session: nox.Session) -> None:
     """The layers' import contracts (lint-imports: reading a finished run never imports model code), then
     unit tests and the tiny profile end to end (the SmolLM2 test runs when its package is here), one
     pytest worker per core (pytest-xdist), each running torch on one thread (tests/conftest.py)."""
-    _install(session, "test", bytecode=True)
+    _install(session, "test,learned", bytecode=True)
     session.run("lint-imports")
     session.run("pytest", "--numprocesses=auto", *session.posargs)
     if not session.posargs:
@@ -152,8 +152,8 @@ def replicate(session: nox.Session) -> None:
     and ends by comparing it with the committed reference runs/smollm2: one line says whether it is
     reproduced byte for byte, within its tolerance and measured bands (another CPU kernel family), or not
     -- then the session fails. ``nox -s replicate -- --refresh`` rewrites the committed reference, its
-    rounding bands (``python -m replication bands``), its planted features (``planted``) and REPORT.md
-    instead. ``nox -s replicate -- --profile seed`` runs the original's model.
+    rounding bands (``python -m replication bands``), its planted features (``planted``), the learned
+    arm (``learned``) and REPORT.md instead. ``nox -s replicate -- --profile seed`` runs the original's model.
 
     Uses the system's site-packages: on a GPU machine whose packages meet pyproject.toml's requirements
     and no network, nothing is installed and the package runs from this checkout.
@@ -161,7 +161,7 @@ def replicate(session: nox.Session) -> None:
     unmet = _unmet(session)
     if unmet:
         session.log(f"installing: {', '.join(unmet)} not met by the system's packages")
-        _install(session, "test")
+        _install(session, "test,learned")
     else:
         session.env["PYTHONPATH"] = str(session.invoked_from)
     args = [a for a in session.posargs if a != "--refresh"]
@@ -178,7 +178,8 @@ def replicate(session: nox.Session) -> None:
     if refresh:  # a reference: how far each number moves under other rounding, for compare
         session.run("python", "-m", "replication", "bands", "--run", out, "--quiet")
         session.run("python", "-m", "replication", "planted", "--run", out, "--quiet")
-        session.run("python", "-m", "replication", "report", "--run", out)  # now with the planted features
+        session.run("python", "-m", "replication", "learned", "--run", out, "--quiet")
+        session.run("python", "-m", "replication", "report", "--run", out)  # now with planted and learned
     if refresh and profile == "smollm2":
         session.run("python", "-m", "replication", "report", "--run", out, "--output", "REPORT.md")
     elif (reference / "manifest.json").is_file() and Path(out).resolve() != reference.resolve():

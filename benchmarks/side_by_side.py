@@ -1,7 +1,7 @@
-"""``nox -s bench``: the bare reference (benchmarks/bare_reference.py), the project's run and the whole
-replication, one after the other on this machine, each into a fresh directory. Prints their wall times
-and ratios to the bare reference; with ``--record RUN`` writes them, with the machine, to RUN/bench.json,
-which the report's Performance section shows.
+"""``nox -s bench``: the bare reference (benchmarks/bare_reference.py), the project's run, the whole
+replication and the learned arm, one after the other on this machine, each into a fresh directory.
+Prints their wall times and ratios to the bare reference; with ``--record RUN`` writes them, with the
+machine, to RUN/bench.json, which the report's Performance section shows.
 
 The fair yardstick loads the same plain Hugging Face folder of SmolLM2 that the package loads from its
 converted-model cache (converting the GGUF is how SmolLM2 ships, not part of the original's method); the
@@ -37,6 +37,7 @@ STEPS = {
         *(sys.executable, "-m", "replication", "replicate", "--profile", "smollm2"),
         *("--out", str(OUT / "replicate"), "--quiet"),
     ],
+    "learned arm": [sys.executable, "-m", "replication", "learned", "--run", str(OUT / "replicate"), "--quiet"],
 }
 COMMANDS = {
     "bare reference": "python benchmarks/bare_reference.py --model FOLDER (load the plain folder the package's cache "
@@ -44,6 +45,8 @@ COMMANDS = {
     "bare reference, GGUF": "python benchmarks/bare_reference.py (the same, converting the GGUF file on every run)",
     "run": "python -m replication run --profile smollm2 (capture, train, analyze, splice, control, shuffled)",
     "whole replication": "python -m replication replicate --profile smollm2 (the run, then seeds through report)",
+    "learned arm": "python -m replication learned --run RUN (an SAE trained by sparsify on 250,000 tokens, scored, "
+    "reading the prompts; beside the whole replication, not in it)",
 }
 
 

@@ -101,6 +101,24 @@ class Run:
         )
         return f"planted: recovered of {result['features']}: {shown} -> {self.path / layout.PLANTED_JSON}"
 
+    def learned(self, tokens: int | None = None, *, ctx: Context | None = None, progress: bool = False) -> str:
+        """An SAE that learns, beside the write-up's method: trained by sparsify on the layer over the
+        standard library's sources, scored on held-out text, reading the 98 prompts; ``learned/``."""
+        try:
+            import sparsify  # noqa: F401, PLC0415
+        except ImportError:
+            raise ReplicationError(
+                "the learned arm needs eai-sparsify: pip install 'sae-replication[learned]'"
+            ) from None
+        from replication.experiments.learned import TOKENS, run_learned  # noqa: PLC0415
+
+        result = run_learned(self.path, TOKENS if tokens is None else tokens, ctx=ctx, progress=progress)
+        s = result["scores"]["learned"]
+        return (
+            f"learned: FVU {s['fvu']:.3f}, L0 {s['l0']:.1f}, CE recovered {s['ce_recovered_zero']:.3f} on held-out "
+            f"text -> {self.path / layout.LEARNED_JSON}"
+        )
+
     def bands(self, *, progress: bool = False) -> str:
         """Everything after the capture rerun as on other CPU kernels (the capture perturbed as they
         round it, other torch thread counts); ``bands.json``, the rounding band of each number the

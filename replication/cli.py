@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ablations": ("run the named ablations beside the run", _ablations),
         "power": ("Part 4 with power: the probe ceiling, the feature tests, the planted strengths detected", _power),
         "planted": ("the write-up's recipe and the field's on planted features of the run's shape", _planted),
+        "learned": (
+            "an SAE that learns (sparsify, TopK) on Python's own sources, read on the prompts",
+            _learned,
+        ),
         "bands": ("rerun everything after the capture as on other CPU kernels: each number's rounding band", _bands),
         "export": ("write the run's and its ablations' SAEs in SAELens's format (RUN/export/)", _export),
         "report": ("write verdicts.json, the figures and REPORT.md", _report),
@@ -77,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         _run_dir(step, required=True)
         if name not in ("export", "compare"):
             step.add_argument("--claims", type=Path, default=CLAIMS_DIR, help="claims directory")
-        if name in ("seeds", "ablations", "cards", "bands", "planted"):
+        if name in ("seeds", "ablations", "cards", "bands", "planted", "learned"):
             step.add_argument("--quiet", action="store_true", help="no progress bars")
         step.set_defaults(handler=handler)
     seeds = commands.choices["seeds"]
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.choices["ablations"].add_argument(
         "--only", help=f"ablations to run, comma-separated (default: {','.join(ABLATIONS)})"
     )
+    commands.choices["learned"].add_argument("--tokens", type=int, help="training tokens (default 250,000)")
     commands.choices["report"].add_argument("--output", type=Path, help="report file (default: RUN/REPORT.md)")
     commands.choices["cards"].add_argument("--all", action="store_true", help="a card for every feature")
     commands.choices["compare"].add_argument("--reference", type=Path, required=True, help="the reference run")
@@ -149,6 +154,11 @@ def _seeds(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _planted(args: argparse.Namespace, rest: list[str]) -> int:
     print(api.Run(args.out, args.claims).planted(progress=not args.quiet))
+    return 0
+
+
+def _learned(args: argparse.Namespace, rest: list[str]) -> int:
+    print(api.Run(args.out, args.claims).learned(args.tokens, progress=not args.quiet))
     return 0
 
 

@@ -183,6 +183,30 @@ def _with_power(run: RunData) -> str | None:
                 for name, rows in planted["recipes"].items()
             )
         )
+    if run.has(layout.LEARNED_JSON):
+        learned = run.json(layout.LEARNED_JSON)
+        score = learned["scores"]["learned"]
+        learned_carried = {
+            topic: t["features"]
+            for topic, t in learned["topics"].items()
+            if t["features"]["learned"]["p"] < topics.ALPHA
+        }
+        said.append(
+            f"an SAE that learns (sparsify, TopK, {learned['corpus']['tokens']:,} tokens of Python source; held-out "
+            f"FVU {score['fvu']:.2f}, CE recovered {score['ce_recovered_zero']:.2f}) "
+            + (
+                "carries "
+                + ", ".join(
+                    f"{topic} (p {stats.format_p(f['learned']['p'])}; its initialisation "
+                    f"p {stats.format_p(f['untrained']['p'])})"
+                    for topic, f in learned_carried.items()
+                )
+                if learned_carried
+                else "carries no topic beyond chance (least p "
+                + stats.format_p(min(t["features"]["learned"]["p"] for t in learned["topics"].values()))
+                + ")"
+            )
+        )
     if not said:
         return None
     text = "; ".join(said)

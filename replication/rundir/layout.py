@@ -54,6 +54,10 @@ BANDS_JSON = "bands.json"
 POWER_JSON = "power.json"
 """Part 4 with power (``experiments.power``): the probe ceiling, the feature tests, the planted strengths."""
 PLANTED_JSON = "planted.json"
+LEARNED = "learned"
+LEARNED_JSON = f"{LEARNED}/learned.json"
+LEARNED_SAE = "sae"
+"""An SAE that learns, beside the write-up's method: ``learned/learned.json`` and ``learned/sae/``."""
 """Planted features (``experiments.planted``): what each recipe recovers of directions known to be there."""
 BAND_RUNS = "bands"
 EXPORT = "export"
@@ -86,9 +90,11 @@ UNCOMMITTED = (
     TOKEN_STATES,
     f"{EXPORT}/*/{SAELENS_WEIGHTS}",
     f"{EXPORT}/*/{SAELENS_REFERENCE}",
+    f"{LEARNED}/{LEARNED_SAE}/*",
 )
 """Files a run records in its manifest that the committed reference leaves out (``.gitignore`` lists
-them): each is rebuilt from the run's other files, or only a later stage reads it."""
+them): each is rebuilt from the run's other files, or only a later step reads it (the learned SAE:
+none does, its readings are in ``learned.json``)."""
 
 
 def committed(name: str) -> bool:
