@@ -150,8 +150,8 @@ def scores(model: PreTrainedModel, sae: Any, held_out: list[list[int]], layer: i
 
     def spliced(h: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out: torch.Tensor = sae(h.reshape(-1, sae.d_in).float()).sae_out
-        return out.reshape(h.shape).to(h.dtype)
+            out: torch.Tensor = sae(h.reshape(-1, sae.d_in).float().cpu()).sae_out
+        return out.reshape(h.shape).to(h.device, h.dtype)
 
     ce = {
         name: cross_entropy(model, held_out, layer, replace)[0]
@@ -223,7 +223,7 @@ def run_learned(
     model, tokenizer = loaded.model, loaded.tokenizer
     text, source = corpus()
     train_seqs, held_out = sequences(tokenizer, text, tokens)
-    sae = train(model, train_seqs, layer, seed, progress)
+    sae = train(model, train_seqs, layer, seed, progress).cpu()  # scored and read on the CPU, as the states are
     start = untrained(sae, layer_states(model, train_seqs[:BATCH], layer), seed)
     result = {
         "corpus": {**source, "tokens": len(train_seqs) * CONTEXT, "context": CONTEXT, "held_out": len(held_out)},

@@ -137,80 +137,69 @@ def _strengths(power: dict[str, Any], test: str) -> str:
     return f"from {span}" + (f" (none for {', '.join(missed)})" if missed else "")
 
 
+def _carried(tested: dict[str, Any], sae: str) -> str:
+    """The topics some feature of ``sae`` carries (family-wise p < ALPHA), each beside its untrained p."""
+    control = "untrained"
+    carried = [
+        f"{topic} (p {stats.format_p(f[sae]['p'])}"
+        + (f"; {control} p {stats.format_p(f[control]['p'])})" if control in f else ")")
+        for topic, t in tested.items()
+        if (f := t["features"])[sae]["p"] < topics.ALPHA
+    ]
+    least = min(t["features"][sae]["p"] for t in tested.values())
+    return ", ".join(carried) if carried else f"no topic beyond chance (least p {stats.format_p(least)})"
+
+
 def _with_power(run: RunData) -> str | None:
-    """Part 4 beyond the claims: is each topic in the layer (the probe), does a feature carry it, how
-    small an effect each test detects, and what the recipes recover of planted features."""
+    """Part 4 beyond the claims, as four questions: is each topic in the layer (the probe), could the
+    write-up's design find a feature (planted features), does an SAE that learns find it, and did the
+    write-up's SAE (its feature test, and how small a planted topic that test detects)."""
     said, k = [], run.config.analyze.top_k
-    if run.has(layout.POWER_JSON):
-        power = run.json(layout.POWER_JSON)
+    power = run.json(layout.POWER_JSON) if run.has(layout.POWER_JSON) else None
+    if power is not None:
         tested = power["topics"]
         found = [
-            f"{topic} (AUROC {t['probe']['auroc']:.2f})"
+            f"{topic} yes (probe AUROC {t['probe']['auroc']:.2f})"
             for topic, t in tested.items()
             if t["probe"]["p"] < topics.ALPHA
         ]
-        missed = [f"{topic} ({t['prompts']} prompts)" for topic, t in tested.items() if t["probe"]["p"] >= topics.ALPHA]
-        saes = " or the ".join(sorted({name for t in tested.values() for name in t["features"]}))
-        carried = [
-            f"{topic} ({name})"
+        missed = [
+            f"{topic} not shown ({t['prompts']} prompts)"
             for topic, t in tested.items()
-            for name, f in t["features"].items()
-            if f["p"] < topics.ALPHA
+            if t["probe"]["p"] >= topics.ALPHA
         ]
-        least = min(f["p"] for t in tested.values() for f in t["features"].values())
         said.append(
-            f"a linear probe detects {', '.join(found) or 'no topic'} in the layer"
-            + (f", not {', '.join(missed)}" if missed else "")
-            + (
-                f"; a feature of the {saes} SAE carries {', '.join(carried)}"
-                if carried
-                else f"; no feature of the {saes} SAE beats chance for any (least p {stats.format_p(least)})"
-            )
-            + f"; the feature test detects a planted topic direction {_strengths(power, 'features, trained')} of "
-            f"the median row norm, the write-up's top-{k} design {_strengths(power, f'top {k}, trained')}, and the "
-            f"probe {_strengths(power, 'probe')}"
+            f"In layer {run.config.capture.layer}? {', '.join(found + missed)}; the probe detects a planted topic "
+            f"direction {_strengths(power, 'probe')} of the median row norm."
         )
     if run.has(layout.PLANTED_JSON):
         planted = run.json(layout.PLANTED_JSON)
+        rows = planted["recipes"]
         said.append(
-            f"of {planted['features']} planted features, "
+            f"Could the write-up's design find it? Of {planted['features']} planted features, "
             + "; ".join(
-                f"`{name}` recovers "
-                + ", ".join(
-                    f"{r['recovered']} at {r['samples']} samples ({r['epochs']} epochs)"
-                    for r in (rows if len(rows) < 3 else [rows[0], rows[-1]])
-                )
-                for name, rows in planted["recipes"].items()
+                f"`{name}` recovers " + ", ".join(f"{r['recovered']} at {r['samples']} samples" for r in [r[0], r[-1]])
+                for name, r in rows.items()
             )
+            + "."
         )
     if run.has(layout.LEARNED_JSON):
         learned = run.json(layout.LEARNED_JSON)
         score = learned["scores"]["learned"]
-        learned_carried = {
-            topic: t["features"]
-            for topic, t in learned["topics"].items()
-            if t["features"]["learned"]["p"] < topics.ALPHA
-        }
         said.append(
-            f"an SAE that learns (sparsify, TopK, {learned['corpus']['tokens']:,} tokens of Python source; held-out "
-            f"FVU {score['fvu']:.2f}, CE recovered {score['ce_recovered_zero']:.2f}) "
-            + (
-                "carries "
-                + ", ".join(
-                    f"{topic} (p {stats.format_p(f['learned']['p'])}; its initialisation "
-                    f"p {stats.format_p(f['untrained']['p'])})"
-                    for topic, f in learned_carried.items()
-                )
-                if learned_carried
-                else "carries no topic beyond chance (least p "
-                + stats.format_p(min(t["features"]["learned"]["p"] for t in learned["topics"].values()))
-                + ")"
-            )
+            f"Does an SAE that learns find it? Trained by sparsify on {learned['corpus']['tokens']:,} tokens of "
+            f"Python source (held-out FVU {score['fvu']:.2f}, CE recovered {score['ce_recovered_zero']:.2f}), it "
+            f"carries {_carried(learned['topics'], 'learned')}."
+        )
+    if power is not None:
+        said.append(
+            f"Did the write-up's SAE find it? It carries {_carried(power['topics'], 'trained')}, "
+            f"where its feature test detects a planted topic direction {_strengths(power, 'features, trained')} "
+            f"of the median row norm (the write-up's top-{k} design {_strengths(power, f'top {k}, trained')})."
         )
     if not said:
         return None
-    text = "; ".join(said)
-    return f"**Part 4 with power (beyond the write-up).** {text[:1].upper()}{text[1:]}."
+    return "**Part 4 with power (beyond the write-up).** " + " ".join(said)
 
 
 def opening(results: list[Result], run: RunData) -> list[str]:

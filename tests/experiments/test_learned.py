@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from replication.api import Run
 from replication.cli import main
 from replication.evaluation.metrics.part4 import sample_types
 from replication.experiments import learned, power
@@ -102,6 +103,10 @@ def test_learned_on_the_tiny_run(tiny_run: Path, tmp_path: Path, capsys: pytest.
     assert set(result["topics"]) == {"javascript_web", "testing", "oop"}
     for scores in result["scores"].values():
         assert scores["fvu"] > 0 and scores["l0"] <= learned.K and scores["tokens"] == 32 * 255
+    Run(run).report()
+    report = (run / "REPORT.md").read_text()
+    assert "## An SAE that learns (beyond the write-up)" in report
+    assert f"| FVU | {result['scores']['learned']['fvu']:.3f} | {result['scores']['untrained']['fvu']:.3f} |" in report
 
 
 def test_without_sparsify_one_line_names_the_extra(

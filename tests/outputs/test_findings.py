@@ -91,14 +91,14 @@ def test_part_4_with_power_is_answered_from_the_probe_the_features_and_the_plant
     run = RunData(with_power_and_planted(shutil.copytree(tiny_run, tmp_path / "run")))
     lines = opening([_result("part9.c0", *UNTRAINED)], run)
     (line,) = [line for line in lines if line.startswith("**Part 4 with power")]
-    assert "A linear probe detects javascript_web (AUROC 0.78) in the layer, not testing (15 prompts)" in line
-    assert "no feature of the trained or the untrained SAE beats chance for any (least p 0.21)" in line
-    assert "the feature test detects a planted topic direction at no strength up to 0.1 of the median row norm" in line
-    assert "the write-up's top-5 design from 0.1 (none for testing), and the probe from 0.1 (none for testing)" in line
-    assert (
-        "`faithful` recovers 0 at 98 samples (5 epochs); `standard_sae` recovers 0 at 98 samples (5 epochs), 250"
-        in line
-    )
+    assert "In layer 10? javascript_web yes (probe AUROC 0.78), testing not shown (15 prompts); the probe" in line
+    assert "the probe detects a planted topic direction from 0.1 (none for testing) of the median row norm" in line
+    assert "Of 256 planted features, `faithful` recovers 0 at 98 samples, 0 at 98 samples; `standard_sae`" in line
+    assert "`standard_sae` recovers 0 at 98 samples, 250 at 30000 samples." in line
+    assert "Did the write-up's SAE find it? It carries no topic beyond chance (least p 0.43), where" in line
+    assert "its feature test detects a planted topic direction at no strength up to 0.1 of the median row" in line
+    assert "(the write-up's top-5 design from 0.1 (none for testing))." in line
+    assert "an SAE that learns" not in line  # no learned.json
     assert lines.index(line) == len(lines) - 2  # before the counts
 
 
@@ -114,4 +114,21 @@ def test_part_4_with_power_names_the_topic_a_feature_carries(tiny_run: Path, tmp
     (root / "power.json").write_text(json.dumps(power))
     artifacts.record_addition(root, "power", [root / "power.json"], {})
     (line,) = [line for line in opening([_result("part9.c0", *UNTRAINED)], RunData(root)) if "with power" in line]
-    assert "a feature of the trained or the untrained SAE carries testing (trained);" in line
+    assert "It carries testing (p 0.01; untrained p 0.21), where" in line
+
+
+def test_part_4_with_power_says_what_the_learned_sae_carries(tiny_run: Path, tmp_path: Path) -> None:
+    root = with_power_and_planted(shutil.copytree(tiny_run, tmp_path / "run"))
+    features = {"learned": {"auroc": 0.8, "p": 0.01}, "untrained": {"auroc": 0.6, "p": 0.5}}
+    learned = {
+        "corpus": {"tokens": 8192},
+        "scores": {"learned": {"fvu": 0.258, "ce_recovered_zero": 0.954}},
+        "topics": {"oop": {"features": features}, "testing": {"features": {**features, "learned": {"p": 0.3}}}},
+    }
+    artifacts.write_json(root / "learned" / "learned.json", learned)
+    artifacts.record_addition(root, "learned", [root / "learned" / "learned.json"], {})
+    (line,) = [line for line in opening([_result("part9.c0", *UNTRAINED)], RunData(root)) if "with power" in line]
+    assert (
+        "Does an SAE that learns find it? Trained by sparsify on 8,192 tokens of Python source (held-out FVU 0.26, "
+        "CE recovered 0.95), it carries oop (p 0.01; untrained p 0.5). Did" in line
+    )
