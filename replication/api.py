@@ -6,6 +6,8 @@ Model code is imported only by the functions that run stages, so reading a finis
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,7 +107,8 @@ class Run:
         """An SAE that learns, beside the write-up's method: trained by sparsify on the layer over the
         standard library's sources, scored on held-out text, reading the 98 prompts; ``learned/``."""
         try:
-            import sparsify  # noqa: F401, PLC0415
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints a notice on import
+                import sparsify  # noqa: F401, PLC0415
         except ImportError:
             raise ReplicationError(
                 "the learned arm needs eai-sparsify: pip install 'sae-replication[learned]'"

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from replication.errors import ReplicationError
@@ -173,14 +174,14 @@ def scores(model: PreTrainedModel, sae: Any, held_out: list[list[int]], layer: i
     }
 
 
-def reading(run: RunData, saes: dict[str, Any]) -> dict[str, Any]:
+def reading(run: RunData, saes: dict[str, Any], progress: bool = False) -> dict[str, Any]:
     """The 98 prompts' rows (those the run's analysis encodes) through each SAE: per topic, the feature
     test, its power (the smallest planted strength it detects) and the best feature's top prompts."""
     x = sample_rows(run.activations)[0]
     strata, labels = sample_types(run), prompt_topics(run)
     dense = {name: codes(sae, x) for name, sae in saes.items()}
     result: dict[str, Any] = {}
-    for topic in topics.TESTED:
+    for topic in tqdm(topics.TESTED, desc="learned: reading", unit="topic", disable=not progress):
         is_topic = np.array([label == topic for label in labels])
         tests = {name: _flags(sae, strata) for name, sae in saes.items()}
         rates = power.detection_rates(x.numpy(), is_topic, strata, tests)
@@ -235,7 +236,7 @@ def run_learned(
             "library": f"eai-sparsify {_version('eai-sparsify')}",
         },
         "scores": {"learned": scores(model, sae, held_out, layer), "untrained": scores(model, start, held_out, layer)},
-        "topics": reading(run, {"learned": sae, "untrained": start}),
+        "topics": reading(run, {"learned": sae, "untrained": start}, progress),
     }
     out = run_dir / layout.LEARNED
     sae.save_to_disk(out / layout.LEARNED_SAE)
