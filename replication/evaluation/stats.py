@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.special
 import scipy.stats
 
 P_FLOOR = 1e-300
-"""The smallest p-value given as a number: one below it is a bound (tails are computed in log space),
-never an underflowed double."""
+"""The smallest p-value given as a number: one below it is a bound, never an underflowed double."""
 
 
 def format_p(p: float) -> str:
@@ -66,22 +63,10 @@ def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> fl
     return expected
 
 
-def log_poisson_tail(observed: int, expected: float) -> float:
-    """ln P(X >= observed) for X ~ Poisson(expected), never -inf: past scipy's range, the pmf summed in
-    log space (beyond the mean its terms fall at least geometrically: a few thousand hold all of it)."""
-    if observed <= 0:
-        return 0.0
-    tail = float(scipy.stats.poisson.sf(observed - 1, expected))
-    if tail > 1e-200:
-        return math.log(tail)
-    terms = np.arange(observed, observed + 2000 + 10 * math.isqrt(int(expected) + 1))
-    return float(scipy.special.logsumexp(scipy.stats.poisson.logpmf(terms, expected)))
-
-
 def poisson_tail(observed: int, expected: float) -> float:
-    """P(X >= observed) for X ~ Poisson(expected); a tail below ``P_FLOOR`` is given as ``P_FLOOR``."""
-    log_tail = log_poisson_tail(observed, expected)
-    return math.exp(log_tail) if log_tail > math.log(P_FLOOR) else P_FLOOR
+    """P(X >= observed) for X ~ Poisson(expected); a tail below ``P_FLOOR``, or past a double's range, is
+    given as ``P_FLOOR``."""
+    return max(float(scipy.stats.poisson.sf(observed - 1, expected)), P_FLOOR)
 
 
 def binomial_tail(observed: int, trials: int, rate: float) -> float:

@@ -295,11 +295,14 @@ def test_the_relu_decoder_floor_by_hand() -> None:
 
 
 def test_a_poisson_tail_far_below_the_smallest_double_is_not_an_underflow() -> None:
-    # P(X >= k), X ~ Poisson(2), k = 400: the first term dominates, pmf(400) = e^-2 2^400 / 400!, and
-    # the rest is a geometric series of ratio <= 2 / 401: ln P = -2 + 400 ln 2 - ln 400! + ln(1 / (1 - 2/401)).
-    by_hand = -2 + 400 * math.log(2) - math.lgamma(401) - math.log(1 - 2 / 401)
-    assert stats.log_poisson_tail(400, 2.0) == pytest.approx(by_hand, abs=1e-6)
-    assert by_hand / math.log(10) < -600  # far below 1e-308, where sf gives 0
+    # P(X >= k), X ~ Poisson(2): the first term dominates, pmf(k) = e^-2 2^k / k!, and the rest is a
+    # geometric series of ratio <= 2 / (k + 1): ln P = -2 + k ln 2 - ln k! + ln(1 / (1 - 2/(k + 1))).
+    def by_hand(k: int) -> float:
+        return -2 + k * math.log(2) - math.lgamma(k + 1) - math.log(1 - 2 / (k + 1))
+
+    assert by_hand(150) / math.log(10) < -200  # far below 1e-200, still above the floor: computed, not floored
+    assert stats.poisson_tail(150, 2.0) == pytest.approx(math.exp(by_hand(150)), rel=1e-5)
+    assert by_hand(400) / math.log(10) < -600  # far below 1e-308, where sf gives 0
     assert stats.poisson_tail(400, 2.0) == stats.P_FLOOR
     assert stats.format_p(stats.poisson_tail(400, 2.0)) == "< 1e-300"
     # A tail that is a normal double: the same as the closed form 1 - e^-2 (1 + 2) for P(X >= 2).
