@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 
@@ -21,6 +23,21 @@ FIGURE_PROMPTS = FIXTURES_DIR / "figure_prompts.txt"
 PNG_META = {"Software": None}  # no version string: the same figure gives the same bytes
 
 
+def _figure(width: float, height: float) -> Callable[[Callable[[RunData, Axes], None]], Callable[[RunData], Figure]]:
+    """Draw on the one axes of a new figure of this size (inches); the figure is what the function gives."""
+
+    def decorate(draw: Callable[[RunData, Axes], None]) -> Callable[[RunData], Figure]:
+        @functools.wraps(draw)
+        def figure(run: RunData) -> Figure:
+            fig = Figure(figsize=(width, height))
+            draw(run, fig.subplots())
+            return fig
+
+        return figure
+
+    return decorate
+
+
 def listed_prompts(run: RunData) -> list[str]:
     """The write-up's listed figure prompts that the run's corpus holds."""
     return [p for p in FIGURE_PROMPTS.read_text(encoding="utf-8").splitlines() if p in run.prompts]
@@ -33,93 +50,78 @@ def _listed_vectors(run: RunData) -> tuple[list[str], np.ndarray]:
     return chosen, rows[[run.prompts.index(p) for p in chosen]]
 
 
-def part2(run: RunData) -> Figure:
+@_figure(10, 5)
+def part2(run: RunData, ax: Axes) -> None:
     """The 98 samples' activations, one row each (the row the analysis encodes)."""
     rows = sample_rows(run.activations)[0].numpy()
-    fig = Figure(figsize=(10, 5))
-    ax = fig.subplots()
     limit = float(np.percentile(np.abs(rows), 99)) or 1.0
     image = ax.imshow(rows, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="activation (clipped at the 99th percentile of |x|)")
+    ax.figure.colorbar(image, ax=ax, label="activation (clipped at the 99th percentile of |x|)")
     ax.set(xlabel="dimension", ylabel="sample (prompt index)", title="Layer-10 activations, one row per sample")
-    return fig
 
 
-def part2_1(run: RunData) -> Figure:
+@_figure(8, 6)
+def part2_1(run: RunData, ax: Axes) -> None:
     """t-SNE of the listed prompts' activations, as the original (perplexity 10, random_state 42)."""
     chosen, vectors = _listed_vectors(run)
-    fig = Figure(figsize=(8, 6))
-    ax = fig.subplots()
     if len(chosen) > 10:  # t-SNE needs more points than its perplexity
         embedded = TSNE(n_components=2, perplexity=10, random_state=42).fit_transform(vectors)
         ax.scatter(embedded[:, 0], embedded[:, 1])
         for (px, py), label in zip(embedded, chosen, strict=True):
             ax.annotate(label[:32], (px, py), fontsize=7)
     ax.set(title=f"t-SNE of the write-up's {len(chosen)} listed prompts (perplexity 10, seed 42)")
-    return fig
 
 
-def part2_2(run: RunData) -> Figure:
+@_figure(8, 7)
+def part2_2(run: RunData, ax: Axes) -> None:
     """Cosine similarity between the listed prompts' activations."""
     chosen, vectors = _listed_vectors(run)
-    fig = Figure(figsize=(8, 7))
-    ax = fig.subplots()
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     image = ax.imshow(unit @ unit.T, cmap="viridis", vmin=-1, vmax=1)
-    fig.colorbar(image, ax=ax, label="cosine similarity")
+    ax.figure.colorbar(image, ax=ax, label="cosine similarity")
     ax.set_xticks(range(len(chosen)), [c[:24] for c in chosen], rotation=90, fontsize=6)
     ax.set_yticks(range(len(chosen)), [c[:24] for c in chosen], fontsize=6)
     ax.set_title("Cosine similarity of the listed prompts' activations")
-    return fig
 
 
-def training_loss(run: RunData) -> Figure:
+@_figure(7, 4)
+def training_loss(run: RunData, ax: Axes) -> None:
     epochs = [r["epoch"] for r in run.history]
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
     ax.plot(epochs, [r["train_loss"] for r in run.history], "o-", label="train loss (MSE + L1 term)")
     ax.plot(epochs, [r["val_loss"] for r in run.history], "s-", label="validation MSE")
     ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Training loss")
     ax.legend()
-    return fig
 
 
-def sparsity_curve(run: RunData) -> Figure:
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
+@_figure(7, 4)
+def sparsity_curve(run: RunData, ax: Axes) -> None:
     ax.plot([r["epoch"] for r in run.history], [r["sparsity"] for r in run.history], "o-")
     ax.set(xlabel="epoch", ylabel="fraction of training codes with |z| < 0.01", ylim=(0, 1.02), title="Sparsity")
-    return fig
 
 
-def pca_plot(run: RunData) -> Figure:
+@_figure(6, 5)
+def pca_plot(run: RunData, ax: Axes) -> None:
     """PCA of the last epoch's training codes, as the original plotted it."""
     coords = np.asarray(run.pca["coords"])
     ratio = run.pca["explained_variance_ratio"]
-    fig = Figure(figsize=(6, 5))
-    ax = fig.subplots()
     ax.scatter(coords[:, 0], coords[:, 1], s=8, alpha=0.6)
     ax.set(
         xlabel=f"PC 1 ({ratio[0]:.1%})" if ratio else "PC 1",
         ylabel=f"PC 2 ({ratio[1]:.1%})" if ratio else "PC 2",
         title="PCA of the last epoch's training codes",
     )
-    return fig
 
 
-def l0_hist(run: RunData) -> Figure:
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+@_figure(6, 4)
+def l0_hist(run: RunData, ax: Axes) -> None:
     ax.hist(health.l0(run.codes), bins=30)
     ax.set(xlabel="non-zero code dimensions (L0)", ylabel="samples", title="L0 of the encoded samples")
-    return fig
 
 
-def init_cosine(run: RunData) -> Figure:
+@_figure(6, 4)
+def init_cosine(run: RunData, ax: Axes) -> None:
     """Each encoder row's cosine with its initial value (the control's), beside the least median cosine
     Adam's per-step bound allows."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
     cosines = encoder_row_cosines(run)
     if cosines is not None:
         ax.hist(cosines, bins=40)
@@ -131,40 +133,34 @@ def init_cosine(run: RunData) -> Figure:
             ax.legend()
     ax.set(xlabel="cosine of an encoder row with its initial value", ylabel="code dimensions")
     ax.set_title("How far training turned each encoder row")
-    return fig
 
 
-def top5_overlap(run: RunData) -> Figure:
+@_figure(6, 4)
+def top5_overlap(run: RunData, ax: Axes) -> None:
     """For each live dimension, how many of its top prompts the same dimension of the untrained SAE has."""
     k = run.config.analyze.top_k
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
     initial = control_of(run)
     if initial is not None and run.live:
         ax.hist(top_overlaps(run, initial), bins=[b - 0.5 for b in range(k + 2)])
     ax.set(xlabel=f"of a live dimension's top {k} prompts, how many the untrained SAE's has", ylabel="live dimensions")
     ax.set_title("Top prompts already there before training")
-    return fig
 
 
-def density_figure(run: RunData) -> Figure:
+@_figure(6, 4)
+def density_figure(run: RunData, ax: Axes) -> None:
     density = health.feature_density(run.codes)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
     ax.hist(np.log10(density[density > 0]), bins=30)
     ax.set(
         xlabel="log10 fraction of samples on which a feature fires",
         ylabel="features",
         title=f"Feature density ({int((density == 0).sum())} features never fire, not shown)",
     )
-    return fig
 
 
-def planted_recovery(run: RunData) -> Figure:
+@_figure(6, 4)
+def planted_recovery(run: RunData, ax: Axes) -> None:
     """Planted directions each recipe recovers against the number of samples (``planted.json``)."""
     planted = run.json(layout.PLANTED_JSON)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
     for name, rows in planted["recipes"].items():
         ax.plot([r["samples"] for r in rows], [r["recovered"] for r in rows], marker="o", label=name)
     ax.axvline(len(run.records), color="grey", linestyle=":", label="the study's samples")
@@ -173,7 +169,6 @@ def planted_recovery(run: RunData) -> Figure:
     ax.set(xlabel="samples (rows)", ylabel=f"recovered, of {planted['features']} planted")
     ax.set_title(f"Planted features recovered (decoder cosine >= {planted['threshold']})")
     ax.legend()
-    return fig
 
 
 DRAW: dict[str, Callable[[RunData], Figure]] = {
