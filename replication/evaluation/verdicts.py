@@ -59,15 +59,12 @@ class Outcome:
     """On a control: which one, ``untrained`` (the SAE at its start) or ``shuffled`` (training on shuffled data)."""
 
 
-@dataclass(frozen=True)
-class Result:
-    """A claim's verdict on one run, its control's outcome, and its alternative readings'."""
+@dataclass(frozen=True, kw_only=True)
+class Result(Outcome):
+    """A claim's verdict on one run (its primary reading's outcome), its control's outcome, and its
+    alternative readings'."""
 
     claim: Claim
-    verdict: str
-    why: str | None
-    claimed: str
-    measured: Any
     evidence: str
     control: Outcome | None = None
     alternatives: tuple[Outcome, ...] = ()
@@ -75,7 +72,6 @@ class Result:
     """What values the design allows, when the metric says."""
     detail: str | None = None
     control_detail: str | None = None
-    holds: bool | None = None
 
     @property
     def finding(self) -> bool:
@@ -184,18 +180,14 @@ def evaluate(claim: Claim, run: RunData, control: RunData | None = None, p_facto
     alternatives = tuple(judge(claim, reading, run, control, p_factor)[0] for reading in claim.alternatives)
     untrained_sae = untrained is not None and untrained.of == "untrained"  # a curve's detail reads the run's rows
     return Result(
-        claim,
-        main.verdict,
-        main.why,
-        main.claimed,
-        main.measured,
-        METRICS[claim.metric].evidence,
-        untrained,
-        alternatives,
-        design,
-        _detail(claim.metric, run),
-        _detail(claim.metric, control) if untrained_sae else None,
-        main.holds,
+        **vars(main),
+        claim=claim,
+        evidence=METRICS[claim.metric].evidence,
+        control=untrained,
+        alternatives=alternatives,
+        design=design,
+        detail=_detail(claim.metric, run),
+        control_detail=_detail(claim.metric, control) if untrained_sae else None,
     )
 
 

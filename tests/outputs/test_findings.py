@@ -22,7 +22,7 @@ NO_POWER = ("no evidence", "the test cannot detect an effect the size of the wri
 
 def _result(cid: str, verdict: str, why: str | None = None) -> Result:
     asked = claim(id=cid, section="Part 9: Things", question="Did it work?", answers=True, quantity="epochs")
-    return Result(asked, verdict, why, "≥ 5", 3, "train/history.json")
+    return Result(verdict, "≥ 5", 3, why=why, claim=asked, evidence="train/history.json")
 
 
 @pytest.mark.parametrize(
@@ -73,14 +73,14 @@ def test_the_write_ups_own_numbers_answer_apart_from_the_run(tiny_run: Path) -> 
     asked = claim(
         id="part9.own", section="Part 9: Things", question="Did it work?", answers=True, kind="implied", quantity="cos"
     )
-    results = [_result("part9.c0", *UNTRAINED), Result(asked, "does not follow", None, "< 0.9", 0.99, "-")]
+    results = [_result("part9.c0", *UNTRAINED), Result("does not follow", "< 0.9", 0.99, claim=asked, evidence="-")]
     line = opening(results, RunData(tiny_run))[1]
     assert line.startswith(
         "**Part 9. Did it work?** Not decided by this run, and it does not follow from the write-up's own numbers. "
         "No evidence:"
     )
     assert line.endswith("Does not follow from the write-up's own numbers: cos = 0.99 (needs < 0.9, `part9.own`).")
-    results[1] = Result(asked, "follows", None, "< 0.9", 0.8, "-")
+    results[1] = Result("follows", "< 0.9", 0.8, claim=asked, evidence="-")
     line = opening(results, RunData(tiny_run))[1]
     assert line.startswith("**Part 9. Did it work?** Not decided by this run. No evidence:")
 
