@@ -13,7 +13,7 @@ from replication.evaluation.claims import Claim, format_value
 from replication.evaluation.health import feature_density
 from replication.evaluation.metrics import METRICS
 from replication.evaluation.metrics.implied import writeup_dimension0
-from replication.evaluation.metrics.initial import row_cosines
+from replication.evaluation.metrics.initial import init_cosines
 from replication.evaluation.metrics.part4_topics import dimension_topic, topic_hits
 from replication.evaluation.metrics.parts12 import prompt_topics
 from replication.evaluation.metrics.registry import flat_dims
@@ -88,17 +88,8 @@ INITIALISATION = (
 
 def _init_cosines(view: View, dim: int) -> dict[str, float] | None:
     """This feature's encoder row and decoder column against their initial values (the control's SAE)."""
-    if view.control is None:
-        return None
-    trained, initial = view.run.sae, view.control.sae
-    pairs = {
-        "encoder": (trained.encoder.weight[dim], initial.encoder.weight[dim]),
-        "decoder": (trained.decoder.weight[:, dim], initial.decoder.weight[:, dim]),
-    }
-    return {
-        part: float(row_cosines(a.detach().numpy()[None], b.detach().numpy()[None])[0])
-        for part, (a, b) in pairs.items()
-    }
+    cosines = {part: init_cosines(view.run, part) for part in ("encoder", "decoder")}
+    return {part: float(c[dim]) for part, c in cosines.items() if c is not None} or None
 
 
 def select(view: View) -> dict[int, list[str]]:

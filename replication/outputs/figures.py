@@ -14,7 +14,7 @@ from sklearn.manifold import TSNE
 from replication.config import FIXTURES_DIR
 from replication.evaluation import health
 from replication.evaluation.metrics import METRICS
-from replication.evaluation.metrics.initial import adam_steps, encoder_row_cosines, top_overlaps
+from replication.evaluation.metrics.initial import adam_steps, init_cosines, top_overlaps
 from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, control_of
 from replication.sae.data import sample_rows
@@ -122,7 +122,7 @@ def l0_hist(run: RunData, ax: Axes) -> None:
 def init_cosine(run: RunData, ax: Axes) -> None:
     """Each encoder row's cosine with its initial value (the control's), beside the least median cosine
     Adam's per-step bound allows."""
-    cosines = encoder_row_cosines(run)
+    cosines = init_cosines(run, "encoder")
     if cosines is not None:
         ax.hist(cosines, bins=40)
         reach = METRICS["encoder_init_cosine"].reach

@@ -98,30 +98,30 @@ def _weights(run: RunData) -> dict[str, np.ndarray]:
     return run.memo("weights", lambda: {name: t.detach().numpy() for name, t in run.sae.state_dict().items()})
 
 
+def init_cosines(run: RunData, part: str) -> np.ndarray | None:
+    """Each encoder row's (``part`` "encoder") or decoder column's ("decoder") cosine with its initial value
+    (None without the control)."""
+    initial = control_of(run)
+    if initial is None:
+        return None
+    trained, start = _weights(run)[f"{part}.weight"], _weights(initial)[f"{part}.weight"]
+    return row_cosines(trained, start) if part == "encoder" else row_cosines(trained.T, start.T)
+
+
 @metric(layout.SAE, reach=lambda run: _turn_bound(run, "encoder.weight", "rows"))
 def encoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained encoder row and its initial value
     (1 = not moved)."""
-    cosines = encoder_row_cosines(run)
+    cosines = init_cosines(run, "encoder")
     return None if cosines is None else float(np.median(cosines))
-
-
-def encoder_row_cosines(run: RunData) -> np.ndarray | None:
-    """Each encoder row's cosine with its initial value (None without the control)."""
-    initial = control_of(run)
-    if initial is None:
-        return None
-    return row_cosines(_weights(run)["encoder.weight"], _weights(initial)["encoder.weight"])
 
 
 @metric(layout.SAE, reach=lambda run: _turn_bound(run, "decoder.weight", "columns"))
 def decoder_init_cosine(run: RunData) -> float | None:
     """Median over code dimensions of the cosine between the trained decoder column (the feature's
     direction) and its initial value."""
-    initial = control_of(run)
-    if initial is None:
-        return None
-    return float(np.median(row_cosines(_weights(run)["decoder.weight"].T, _weights(initial)["decoder.weight"].T)))
+    cosines = init_cosines(run, "decoder")
+    return None if cosines is None else float(np.median(cosines))
 
 
 @metric(layout.SAE)
