@@ -21,17 +21,6 @@ SAELENS_VERSION = "6.0.0"
 """The format version written into the metadata: SAELens reads older configs through a converter."""
 
 
-def saelens_state(run: RunData) -> dict[str, torch.Tensor]:
-    """Our weights under SAELens's names and layouts."""
-    sae = run.sae
-    return {
-        "W_enc": sae.encoder.weight.detach().T.contiguous(),
-        "b_enc": sae.encoder.bias.detach().clone(),
-        "W_dec": sae.decoder.weight.detach().T.contiguous(),
-        "b_dec": sae.decoder.bias.detach().clone(),
-    }
-
-
 def saelens_cfg(run: RunData, name: str) -> dict[str, Any]:
     cfg, info = run.config, run.info
     return {
@@ -61,28 +50,28 @@ def saelens_cfg(run: RunData, name: str) -> dict[str, Any]:
     }
 
 
-def not_expressible(run: RunData) -> str | None:
-    """Why this SAE cannot be written in SAELens's format, or None when it can."""
-    if run.sae.decoder_activation != "linear":
-        return (
-            f"decoder output activation '{run.sae.decoder_activation}' (the original's ReLU on the "
-            "reconstruction): SAELens's standard SAE decodes linearly, so the export would decode differently"
-        )
-    return None
-
-
 def export_one(run: RunData, name: str, out: Path, source: str = ".") -> dict[str, Any]:
     """Write one SAE's SAELens directory under ``out``; its index entry either way (``source``: the
     SAE's run, relative to the exporting run, so the index is the same wherever the run lies)."""
-    reason = not_expressible(run)
-    entry: dict[str, Any] = {"source": source, "decoder_activation": run.sae.decoder_activation}
-    if reason is not None:
+    sae = run.sae
+    entry: dict[str, Any] = {"source": source, "decoder_activation": sae.decoder_activation}
+    if sae.decoder_activation != "linear":  # SAELens's standard SAE cannot express it
+        reason = (
+            f"decoder output activation '{sae.decoder_activation}' (the original's ReLU on the "
+            "reconstruction): SAELens's standard SAE decodes linearly, so the export would decode differently"
+        )
         return {**entry, "exported": False, "reason": reason}
     x, _ = sample_rows(run.activations)
     with torch.no_grad():
-        codes = run.sae.encode(x)
-        reconstruction = run.sae.decode(codes)
-    artifacts.save_tensors(out / layout.SAELENS_WEIGHTS, saelens_state(run), {})
+        codes = sae.encode(x)
+        reconstruction = sae.decode(codes)
+    state = {  # our weights under SAELens's names and layouts
+        "W_enc": sae.encoder.weight.detach().T.contiguous(),
+        "b_enc": sae.encoder.bias.detach().clone(),
+        "W_dec": sae.decoder.weight.detach().T.contiguous(),
+        "b_dec": sae.decoder.bias.detach().clone(),
+    }
+    artifacts.save_tensors(out / layout.SAELENS_WEIGHTS, state, {})
     artifacts.save_tensors(
         out / layout.SAELENS_REFERENCE, {"inputs": x, "codes": codes, "reconstruction": reconstruction}, {}
     )
