@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+import operator
 from functools import partial
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +35,6 @@ def encoder_activation(run: RunData) -> str:
     return "relu" if bool((run.codes >= 0).all() and (run.codes == 0).any()) else "other"
 
 
-def _train_setting(field: str, run: RunData) -> Any:
-    """A training setting the run used, read from its saved config."""
-    return getattr(run.config.train, field)
-
-
 for _name, _field, _definition in (
     ("decoder_activation", "decoder_activation", "The activation on the decoder output (relu = the original)."),
     ("l1_coefficient", "l1_coefficient", "The L1 coefficient the run trained with."),
@@ -47,7 +42,7 @@ for _name, _field, _definition in (
     ("patience", "patience", "Early-stopping patience the run trained with."),
     ("max_epochs", "max_epochs", "Upper bound on epochs the run trained with."),
 ):
-    register(_name, layout.CONFIG, _definition, partial(_train_setting, _field))
+    register(_name, layout.CONFIG, _definition, operator.attrgetter(f"config.train.{_field}"))
 
 
 @metric(layout.HISTORY)
