@@ -105,15 +105,11 @@ def _redundant_detail(run: RunData) -> str:
     return f"{pairs} of {n * (n - 1) // 2:,} live pairs (rate {shown}); random sets give {expected:.3g}"
 
 
-def _redundant_flags(run: RunData) -> str:
-    return "the untrained SAE decides: random prompt sets ignore that a few prompts fill most top-5 lists"
-
-
 @metric(
     layout.TOP_PROMPTS,
     dims=lambda run: flat_dims(redundant_dim_pairs(run)),
     detail=_redundant_detail,
-    flags=_redundant_flags,
+    flags=lambda run: "the untrained SAE decides: random prompt sets ignore that a few prompts fill most top-5 lists",
     pvalue=True,
 )
 def redundant_pvalue(run: RunData) -> float:
