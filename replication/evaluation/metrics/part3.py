@@ -15,17 +15,11 @@ from replication.evaluation.metrics.registry import Reach, metric, register
 from replication.rundir import layout
 from replication.rundir.reader import RunData
 
-
-@metric(layout.SAE)
-def sae_d_in(run: RunData) -> int:
-    """Input width of the trained SAE's encoder."""
-    return run.sae.d_in
-
-
-@metric(layout.SAE)
-def sae_d_hidden(run: RunData) -> int:
-    """Code width of the trained SAE (encoder output)."""
-    return run.sae.d_hidden
+for _name, _definition in (
+    ("d_in", "Input width of the trained SAE's encoder."),
+    ("d_hidden", "Code width of the trained SAE (encoder output)."),
+):
+    register(f"sae_{_name}", layout.SAE, _definition, operator.attrgetter(f"sae.{_name}"))
 
 
 @metric(layout.CODES)
@@ -70,22 +64,16 @@ def stop_epoch(run: RunData) -> int:
     return len(run.history)
 
 
-@metric(layout.HISTORY)
-def first_train_loss(run: RunData) -> float:
-    """Epoch 1's train loss (MSE + L1 term)."""
-    return run.history[0]["train_loss"]
+def _epoch_value(epoch: int, key: str, run: RunData) -> float:
+    return run.history[epoch][key]
 
 
-@metric(layout.HISTORY)
-def final_train_loss(run: RunData) -> float:
-    """The last epoch's train loss (MSE + L1 term), as the original printed it."""
-    return run.history[-1]["train_loss"]
-
-
-@metric(layout.HISTORY)
-def final_val_loss(run: RunData) -> float:
-    """The last epoch's validation MSE."""
-    return run.history[-1]["val_loss"]
+for _name, _epoch, _key, _definition in (
+    ("first_train_loss", 0, "train_loss", "Epoch 1's train loss (MSE + L1 term)."),
+    ("final_train_loss", -1, "train_loss", "The last epoch's train loss (MSE + L1 term), as the original printed it."),
+    ("final_val_loss", -1, "val_loss", "The last epoch's validation MSE."),
+):
+    register(_name, layout.HISTORY, _definition, partial(_epoch_value, _epoch, _key))
 
 
 @metric(layout.HISTORY)
