@@ -63,11 +63,6 @@ class View:
             **{name: METRICS[name].compute(self.run) for name in INITIALISATION},
         }
 
-    @property
-    def density(self) -> np.ndarray:
-        """Per dimension, the fraction of the samples' analysed rows with a code > 0."""
-        return feature_density(self.run.codes)
-
     def cited(self) -> dict[int, list[Result]]:
         """Per dimension, the results of the claims that point at it."""
         by_dim: dict[int, list[Result]] = {}
@@ -104,8 +99,7 @@ def select(view: View) -> dict[int, list[str]]:
             reason += f" ({hits} of {TOP_K} {topic} prompts; {len(dims)} dimension{'s' * (len(dims) > 1)} tie)"
         for dim in dims[:PER_CLAIM]:
             chosen.setdefault(dim, []).append(reason)
-    density = view.density
-    for dim in np.argsort(-density, kind="stable")[:PER_RANKING]:
+    for dim in np.argsort(-feature_density(view.run.codes), kind="stable")[:PER_RANKING]:
         chosen.setdefault(int(dim), []).append("densest")
     return chosen
 
