@@ -24,15 +24,11 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(axis=1) / np.maximum(norms, 1e-30))
 
 
-ADAM_BETAS = (0.9, 0.999)
-"""torch.optim.Adam's defaults, which the original and this package train with."""
-
-
-def adam_step_bound(step: int, betas: tuple[float, float] = ADAM_BETAS) -> float:
+def adam_step_bound(step: int) -> float:
     """The most Adam's ``step``-th update can move one weight, in units of lr, whatever the gradients:
     |m_hat| / sqrt(v_hat) <= sqrt(sum_i a_i^2 / b_i) sqrt(1 - b2^t) / (1 - b1^t) by Cauchy-Schwarz, with
     a_i = (1 - b1) b1^(t - i) and b_i = (1 - b2) b2^(t - i) (1 at the first step)."""
-    b1, b2 = betas
+    b1, b2 = 0.9, 0.999  # torch.optim.Adam's defaults, which the original and this package train with
     weights = sum(((1 - b1) * b1 ** (step - i)) ** 2 / ((1 - b2) * b2 ** (step - i)) for i in range(1, step + 1))
     return math.sqrt(weights) * math.sqrt(1 - b2**step) / (1 - b1**step)
 
