@@ -73,11 +73,7 @@ def write_cards(run: RunData, claims: list[Claim], every: bool = False) -> list[
         raise ReplicationError(f"{len(run.token_states)} token sequences for {len(run.records)} samples")
     views = load_views(run, claims)
     env = _environment()
-    facts = {
-        "model": run.info["model"],
-        "layer": run.info["layer"],
-        "n_layers": run.info["n_layers"],
-        "d_model": run.info["d_model"],
+    facts = {key: run.info[key] for key in ("model", "layer", "n_layers", "d_model")} | {
         "samples": len(run.records),
         "split_index": run.split_index,
         "positions": run.config.capture.positions,
