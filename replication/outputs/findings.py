@@ -121,8 +121,8 @@ def _tally(results: list[Result]) -> str:
         f"**Counts:** of {c['counted']} measured and reading claims, {c['findings'].total()} are findings: "
         f"{c['findings'][REPLICATED]} replicated{fragile}, {c['findings'][NOT_REPLICATED]} not replicated. "
         f"{c['counted'] - c['findings'].total()} are no evidence: {none}. Setup: {setup['conforms']} of "
-        f"{setup.total()} conform. {implied['follows']} of the write-up's {implied.total()} readings follow from "
-        "its own numbers."
+        f"{setup.total()} conform. Implied: {implied['follows']} of the write-up's {implied.total()} conclusions "
+        "follow from its own numbers."
     )
 
 

@@ -391,6 +391,11 @@ def test_the_counts_follow_the_verdicts(tiny_run: Path) -> None:
     counted = [r for r in results if r.claim.kind in ("measured", "reading")]
     found = sum(r.verdict in ("replicated", "not replicated") for r in counted)
     assert tally.startswith(f"**Counts:** of {len(counted)} measured and reading claims, {found} are findings")
+    implied = [r for r in results if r.claim.kind == "implied"]
+    follows = sum(r.verdict == "follows" for r in implied)
+    assert tally.endswith(
+        f"Implied: {follows} of the write-up's {len(implied)} conclusions follow from its own numbers."
+    )
 
 
 @pytest.mark.parametrize(("topic", "blind"), [("javascript_web", False), ("oop", False), ("testing", True)])
