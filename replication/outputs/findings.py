@@ -147,7 +147,12 @@ def _carried(tested: dict[str, Any], sae: str) -> str:
         if (f := t["features"])[sae]["p"] < topics.ALPHA
     ]
     least = min(t["features"][sae]["p"] for t in tested.values())
-    return ", ".join(carried) if carried else f"no topic beyond chance (least p {stats.format_p(least)})"
+    if not carried:
+        return f"no topic beyond chance (least p {stats.format_p(least)})"
+    corrected = least < topics.ALPHA / len(tested)  # Bonferroni over the topics tested
+    return ", ".join(carried) + (
+        "" if corrected else f", which a correction for the {len(tested)} topics would not keep"
+    )
 
 
 def _with_power(run: RunData) -> str | None:

@@ -207,6 +207,7 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "power": run.json(layout.POWER_JSON) if run.has(layout.POWER_JSON) else None,
         "planted": run.json(layout.PLANTED_JSON) if run.has(layout.PLANTED_JSON) else None,
         "learned": run.json(layout.LEARNED_JSON) if run.has(layout.LEARNED_JSON) else None,
+        "prompts": run.prompts,
     }
 
 

@@ -132,3 +132,8 @@ def test_part_4_with_power_says_what_the_learned_sae_carries(tiny_run: Path, tmp
         "Does an SAE that learns find it? Trained by sparsify on 8,192 tokens of Python source (held-out FVU 0.26, "
         "CE recovered 0.95), it carries oop (p 0.01; untrained p 0.5). Did" in line
     )
+    features["learned"]["p"] = 0.03  # below 0.05, not below 0.05 / 2
+    artifacts.write_json(root / "learned" / "learned.json", learned)
+    artifacts.record_addition(root, "learned", [root / "learned" / "learned.json"], {})
+    (line,) = [line for line in opening([_result("part9.c0", *UNTRAINED)], RunData(root)) if "with power" in line]
+    assert "it carries oop (p 0.03; untrained p 0.5), which a correction for the 2 topics would not keep. Did" in line
