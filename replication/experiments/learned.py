@@ -15,6 +15,8 @@ import io
 import platform
 import sysconfig
 import tempfile
+from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -137,41 +139,45 @@ def codes(sae: Any, x: torch.Tensor) -> np.ndarray:
     return dense.numpy()
 
 
-def scores(model: PreTrainedModel, sae: Any, held_out: list[list[int]], layer: int) -> dict[str, float]:
-    """The field's measures on held-out text: FVU, L0, the share of latents that never fire, and the
-    cross-entropy recovered with the SAE spliced in, against the layer zeroed and mean-ablated. The
-    first position of each sequence (an attention sink, with outsized norms) is left out of FVU, L0
-    and the mean."""
-    states = layer_states(model, held_out, layer)[:, 1:].reshape(-1, sae.d_in)
-    with torch.no_grad():
-        recon = sae(states).sae_out.float()
-    dense = codes(sae, states)
+def scores(model: PreTrainedModel, saes: dict[str, Any], held_out: list[list[int]], layer: int) -> dict[str, Any]:
+    """Each SAE's measures on held-out text, as the field scores SAEs: FVU, L0, the share of latents that
+    never fire, and the cross-entropy recovered with the SAE spliced in, against the layer zeroed and
+    mean-ablated (those baselines computed once for all). The first position of each sequence (an
+    attention sink, with outsized norms) is left out of FVU, L0 and the mean."""
+    d = next(iter(saes.values())).d_in
+    states = layer_states(model, held_out, layer)[:, 1:].reshape(-1, d)
     mean = states.mean(0)
-    fvu = float(((states - recon) ** 2).sum() / ((states - mean) ** 2).sum())
-
-    def spliced(h: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out: torch.Tensor = sae(h.reshape(-1, sae.d_in).float().cpu()).sae_out
-        return out.reshape(h.shape).to(h.device, h.dtype)
-
-    ce = {
+    baseline = {
         name: cross_entropy(model, held_out, layer, replace)[0]
         for name, replace in (
             ("clean", None),
-            ("sae", spliced),
             ("zero", torch.zeros_like),
             ("mean", lambda h: mean.to(h.dtype).expand_as(h).clone()),
         )
     }
-    return {
-        "fvu": fvu,
-        "l0": float((dense > 0).sum(axis=1).mean()),
-        "dead": float((dense.max(axis=0) <= 0).mean()),
-        **{f"ce_{name}": value for name, value in ce.items()},
-        "ce_recovered_zero": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]),
-        "ce_recovered_mean": (ce["mean"] - ce["sae"]) / (ce["mean"] - ce["clean"]),
-        "tokens": int(states.shape[0]),
-    }
+
+    def one(sae: Any) -> dict[str, float]:
+        with torch.no_grad():
+            recon = sae(states).sae_out.float()
+        dense = codes(sae, states)
+
+        def spliced(h: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                out: torch.Tensor = sae(h.reshape(-1, d).float().cpu()).sae_out
+            return out.reshape(h.shape).to(h.device, h.dtype)
+
+        ce = {**baseline, "sae": cross_entropy(model, held_out, layer, spliced)[0]}
+        return {
+            "fvu": float(((states - recon) ** 2).sum() / ((states - mean) ** 2).sum()),
+            "l0": float((dense > 0).sum(axis=1).mean()),
+            "dead": float((dense.max(axis=0) <= 0).mean()),
+            **{f"ce_{name}": ce[name] for name in ("clean", "sae", "zero", "mean")},
+            "ce_recovered_zero": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]),
+            "ce_recovered_mean": (ce["mean"] - ce["sae"]) / (ce["mean"] - ce["clean"]),
+            "tokens": int(states.shape[0]),
+        }
+
+    return {name: one(sae) for name, sae in saes.items()}
 
 
 def reading(run: RunData, saes: dict[str, Any], progress: bool = False) -> dict[str, Any]:
@@ -180,10 +186,10 @@ def reading(run: RunData, saes: dict[str, Any], progress: bool = False) -> dict[
     x = sample_rows(run.activations)[0]
     strata, labels = sample_types(run), prompt_topics(run)
     dense = {name: codes(sae, x) for name, sae in saes.items()}
+    tests = {name: power.feature_flags(_encoder(sae), strata) for name, sae in saes.items()}
     result: dict[str, Any] = {}
     for topic in tqdm(topics.TESTED, desc="learned: reading", unit="topic", disable=not progress):
         is_topic = np.array([label == topic for label in labels])
-        tests = {name: _flags(sae, strata) for name, sae in saes.items()}
         rates = power.detection_rates(x.numpy(), is_topic, strata, tests)
         found = {name: power.feature_test(c, is_topic, strata) for name, c in dense.items()}
         result[topic] = {
@@ -199,14 +205,9 @@ def reading(run: RunData, saes: dict[str, Any], progress: bool = False) -> dict[
     return result
 
 
-def _flags(sae: Any, strata: list[str]) -> power.Flags:
-    """The feature test of ``sae`` on (activations, labels): flagged at ``topics.ALPHA``?"""
-
-    def flags(x: np.ndarray, labels: np.ndarray) -> bool:
-        test = power.feature_test(codes(sae, torch.from_numpy(x)), labels, strata, power.PLANTED_PERMUTATIONS)
-        return test.p < topics.ALPHA
-
-    return flags
+def _encoder(sae: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Rows (numpy) -> the SAE's dense codes, as ``power``'s tests take an encoder."""
+    return lambda x: codes(sae, torch.from_numpy(x))
 
 
 def _top(dense: np.ndarray, feature: int, labels: list[str], k: int = 5) -> list[dict[str, Any]]:
@@ -233,9 +234,9 @@ def run_learned(
             "k": K,
             "latents": sae.num_latents,
             "steps": len(train_seqs) // BATCH,
-            "library": f"eai-sparsify {_version('eai-sparsify')}",
+            "library": f"eai-sparsify {version('eai-sparsify')}",
         },
-        "scores": {"learned": scores(model, sae, held_out, layer), "untrained": scores(model, start, held_out, layer)},
+        "scores": scores(model, {"learned": sae, "untrained": start}, held_out, layer),
         "topics": reading(run, {"learned": sae, "untrained": start}, progress),
     }
     out = run_dir / layout.LEARNED
@@ -246,9 +247,3 @@ def run_learned(
         run_dir, "learned", files, {"tokens": tokens, "corpus_sha256": source["sha256"]}, replaces=layout.LEARNED
     )
     return result
-
-
-def _version(distribution: str) -> str:
-    from importlib.metadata import version  # noqa: PLC0415
-
-    return version(distribution)

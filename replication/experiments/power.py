@@ -188,16 +188,22 @@ PLANTED_PERMUTATIONS = 200
 Flags = Callable[[np.ndarray, np.ndarray], bool]
 
 
-def _sae_tests(encode: Callable[[np.ndarray], np.ndarray], strata: list[str], k: int) -> tuple[Flags, Flags]:
-    """The feature test and the write-up's top-k test of one SAE, on (activations, labels)."""
+def feature_flags(encode: Callable[[np.ndarray], np.ndarray], strata: list[str]) -> Flags:
+    """The feature test of one SAE (``encode``: rows -> codes) on (activations, labels): flagged?"""
 
     def features(x: np.ndarray, labels: np.ndarray) -> bool:
         return feature_test(encode(x), labels, strata, PLANTED_PERMUTATIONS).p < topics.ALPHA
 
+    return features
+
+
+def _sae_tests(encode: Callable[[np.ndarray], np.ndarray], strata: list[str], k: int) -> tuple[Flags, Flags]:
+    """The feature test and the write-up's top-k test of one SAE, on (activations, labels)."""
+
     def top_k(x: np.ndarray, labels: np.ndarray) -> bool:
         return top_k_test(encode(x), labels, strata, k) < topics.ALPHA
 
-    return features, top_k
+    return feature_flags(encode, strata), top_k
 
 
 def _topic(run: RunData, x: np.ndarray, topic: str, strengths: tuple[float, ...], directions: int) -> dict[str, Any]:

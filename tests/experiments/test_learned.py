@@ -46,7 +46,7 @@ def _held_out(tiny_model: LoadedModel) -> list[list[int]]:
 def test_an_exact_sae_recovers_everything_and_an_empty_one_nothing(tiny_model: LoadedModel) -> None:
     model, held_out = tiny_model.model, _held_out(tiny_model)
     d = model.config.hidden_size
-    exact = learned.scores(model, _exact(d), held_out, layer=10)
+    exact = learned.scores(model, {"exact": _exact(d)}, held_out, layer=10)["exact"]
     assert exact["fvu"] == pytest.approx(0.0, abs=1e-10)
     assert exact["l0"] == pytest.approx(d, abs=1)  # one of relu(x), relu(-x) is on per value
     assert exact["ce_sae"] == pytest.approx(exact["ce_clean"], abs=1e-5)
@@ -55,7 +55,7 @@ def test_an_exact_sae_recovers_everything_and_an_empty_one_nothing(tiny_model: L
     empty = _exact(d)
     with torch.no_grad():
         empty.W_dec.zero_()  # it decodes every code to 0: the zero-ablation itself
-    nothing = learned.scores(model, empty, held_out, layer=10)
+    nothing = learned.scores(model, {"empty": empty}, held_out, layer=10)["empty"]
     assert nothing["fvu"] > 1.0  # 0 is further from the rows than their mean is
     assert nothing["ce_sae"] == pytest.approx(nothing["ce_zero"], abs=1e-5)
     assert nothing["ce_recovered_zero"] == pytest.approx(0.0, abs=1e-3)
@@ -78,7 +78,7 @@ def test_the_feature_test_through_an_sae_flags_a_planted_topic_and_not_chance(ti
     rng = np.random.default_rng(0)
     is_topic = np.zeros(len(x), dtype=bool)
     is_topic[rng.choice(len(x), 15, replace=False)] = True
-    flags = learned._flags(_exact(x.shape[1]), strata)
+    flags = power.feature_flags(lambda rows: learned.codes(_exact(x.shape[1]), torch.from_numpy(rows)), strata)
     assert not flags(x.astype(np.float32), is_topic)
     planted = x.copy()
     planted[is_topic, 3] += 0.3 * np.median(np.linalg.norm(x, axis=1))
