@@ -203,17 +203,18 @@ def verdicts_of(claims: list[Claim]) -> Callable[[RunData], dict[str, str]]:
 
 def combine(outcomes: list[tuple[str, str | None]]) -> tuple[str, str | None]:
     """One verdict and why over seeds (the faithful run's first). Replicated in some seed and not in
-    another: the seeds disagree. Replicated where some seed's control does the same: no evidence,
-    so that a control on the threshold cannot flip it. Else not replicated if some seed failed it,
-    else the verdict most seeds give, the first seed's on a tie."""
+    another: the seeds disagree. Else not replicated if some seed failed it; else, where some seed's
+    control does the same, that control's why (a control on the threshold cannot flip the verdict, and
+    a seed whose test fired is not hidden by the others); else the verdict most seeds give, the first
+    seed's on a tie."""
     words = {verdict for verdict, _ in outcomes}
     controlled = [o for o in outcomes if o in ((NO_EVIDENCE, WHY["untrained"]), (NO_EVIDENCE, WHY["shuffled"]))]
     if REPLICATED in words and NOT_REPLICATED in words:
         return NO_EVIDENCE, WHY["seeds"]
-    if REPLICATED in words and controlled:
-        return controlled[0]
     if NOT_REPLICATED in words:
         return next(o for o in outcomes if o[0] == NOT_REPLICATED)
+    if controlled:
+        return controlled[0]
     counts = Counter(outcomes)
     return max(outcomes, key=lambda o: (counts[o], -outcomes.index(o)))
 
