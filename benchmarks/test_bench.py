@@ -22,9 +22,11 @@ from replication.sae.training import build_sae, train_step
 from replication.stages.capture import Sample, capture, read_prompts
 from replication.stages.splice import (
     LayerScorer,
+    captured_cross_entropy,
+    captured_spans,
     cross_entropy,
+    mean_replacement,
     sae_replacement,
-    scorable,
     splice_result,
     zero_replacement,
 )
@@ -84,22 +86,27 @@ def test_capture_throughput(
 
 def test_splice_five_saes_on_one_capture(benchmark: BenchmarkFixture, smollm2: tuple[RunConfig, LoadedModel]) -> None:
     """Five SAEs (seeds 0..4, untrained) spliced into one capture's sequences: one scorer shared by
-    all five, against the plain route (three whole forward passes per sequence) for one SAE."""
+    all five, against the plain route (a whole forward pass per sequence and condition, everywhere and
+    at the captured positions) for one SAE."""
     cfg, loaded = smollm2
     prompts = read_prompts(cfg.prompts_path())[:24]
     samples = CAPTURED.get(1) or capture(loaded.model, loaded.tokenizer, prompts, cfg.capture, progress=False)
-    sequences = scorable([s.token_ids for s in samples])
+    kept = [(s.token_ids, int(s.activation.shape[1])) for s in samples if len(s.token_ids) >= 2]
+    sequences = [ids for ids, _ in kept]
+    spans = captured_spans(sequences, [n for _, n in kept])
     d = int(samples[0].activation.shape[-1])
     saes = [build_sae(d, cfg.train.replace(seed=seed)) for seed in range(5)]
     layer = cfg.capture.layer
+    mean = torch.zeros(d)
 
     def plain_one() -> None:
-        for replace in (None, sae_replacement(saes[0]), zero_replacement):
+        for replace in (None, sae_replacement(saes[0]), zero_replacement, mean_replacement(mean)):
             cross_entropy(loaded.model, sequences, layer, replace)
+            captured_cross_entropy(loaded.model, sequences, spans, layer, replace)
 
     def shared_five() -> list[float]:
         scorer = LayerScorer(loaded.model, sequences, layer)
-        return [splice_result(scorer, sae)["ce_sae"] for sae in saes]
+        return [splice_result(scorer, sae, spans, mean)["ce_sae"] for sae in saes]
 
     # The plain route is timed right before and right after, and averaged: a shared machine's load
     # changes within minutes.

@@ -136,6 +136,7 @@ class LayerScorer:
         self.layer = layer
         self.batch_tokens = batch_tokens
         self._captured: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._spans: dict[tuple[tuple[int, int], ...], SpanScorer] = {}
         self.sequences = [list(ids) for ids in sequences]
         self.tokens = sum(len(ids) - 1 for ids in self.sequences)
         device = input_device(model)
@@ -233,16 +234,20 @@ class LayerScorer:
         like = self._batches[0].hidden if self._batches else self.prefix.hidden  # type: ignore[union-attr]
         return (total / count).to(like.dtype)
 
+    def at(self, spans: Sequence[tuple[int, int]]) -> SpanScorer:
+        """The scorer of the predictions made at ``spans`` of these sequences, built once."""
+        key = tuple(spans)
+        if key not in self._spans:
+            self._spans[key] = SpanScorer(self.model, self.sequences, spans, self.layer, self.batch_tokens)
+        return self._spans[key]
+
     def captured(self, spans: Sequence[tuple[int, int]], mean: torch.Tensor) -> dict[str, Any]:
-        """``captured_batched`` clean and ablated to zeros and to ``mean`` at ``spans``, computed once for
-        every SAE of the same samples."""
+        """The CE at ``spans``, clean and ablated to zeros and to ``mean``, computed once for every SAE
+        of the same samples."""
         key = (tuple(spans), mean.cpu().double().numpy().tobytes())
         if key not in self._captured:
             replaces = {"clean": None, "zero": zero_replacement, "mean": mean_replacement(mean)}
-            scores = {
-                n: captured_batched(self.model, self.sequences, spans, self.layer, r, batch_tokens=self.batch_tokens)
-                for n, r in replaces.items()
-            }
+            scores = {n: self.at(spans).cross_entropy(r) for n, r in replaces.items()}
             self._captured[key] = {"tokens": scores["clean"][1], **{f"ce_{n}": ce for n, (ce, _) in scores.items()}}
         return dict(self._captured[key])
 
@@ -314,42 +319,105 @@ def captured_cross_entropy(
     return total / count, count
 
 
-def captured_batched(
-    model: PreTrainedModel,
-    sequences: Sequence[Sequence[int]],
-    spans: Sequence[tuple[int, int]],
-    layer: int,
-    replace: Replace | None,
-    *,
-    batch_tokens: int = BATCH_TOKENS,
-) -> tuple[float, int]:
-    """What ``captured_cross_entropy`` computes, sequences of similar length in one right-padded pass (a
-    causal model's real positions never see the padding after them), the head on the scored positions only."""
-    device = input_device(model)
-    base, head = model.get_submodule("model"), model.get_output_embeddings()
-    assert isinstance(head, torch.nn.Module)
-    sums = [0.0] * len(sequences)
-    for padded in sorted_batches([list(ids) for ids in sequences], batch_tokens):
-        ids = padded.input_ids.to(device)
-        where = torch.zeros((*ids.shape, 1), dtype=torch.bool, device=device)
-        for row, i in enumerate(padded.rows):
-            where[row, spans[i][0] : spans[i][1]] = True
+@dataclass
+class _SpanBatch:
+    widths: list[int]
+    """Each row's span width, b - a."""
+    hidden: torch.Tensor
+    """(batch, m, d): layer L's clean output at each row's span, right-padded."""
+    position_ids: torch.Tensor
+    """(batch, m): a, a + 1, ... for each row."""
+    attention_mask: torch.Tensor
+    """(batch, C + m): each row's context [0, a) at the end of the C cached positions, then its span."""
+    kv: KV | None
+    """Every layer's keys and values of the clean positions [0, C); None when C is 0."""
+    targets: torch.Tensor
+    """The tokens the rows' span positions predict, row after row (sum of ``widths``)."""
 
-        def there(hidden: torch.Tensor, where: torch.Tensor = where) -> torch.Tensor:
-            assert replace is not None
-            return torch.where(where, replace(hidden), hidden)
 
-        with replaced_output(decoder_layer(model, layer), None if replace is None else there), torch.no_grad():
-            states = base(input_ids=ids, attention_mask=padded.attention_mask.to(device)).last_hidden_state
-            for row, i in enumerate(padded.rows):
-                a, b = spans[i]
-                logits = head(states[row, a:b]).float()
-                sums[i] = F.cross_entropy(logits, ids[row, a + 1 : b + 1], reduction="sum").item()
-    total = 0.0
-    for value in sums:  # in sequence order, as the one-pass-per-sequence route sums
-        total += value
-    count = sum(b - a for a, b in spans)
-    return total / count, count
+class SpanScorer:
+    """What ``captured_cross_entropy`` computes, with less work. The positions before each span, which
+    the replacement cannot change, run clean once through every layer, kept as a KV cache; layers 0..L
+    run once on the spans. Each score then runs only layers L+1.. on the spans, in batches of similar
+    length, and the head on their real positions."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        sequences: Sequence[Sequence[int]],
+        spans: Sequence[tuple[int, int]],
+        layer: int,
+        batch_tokens: int = BATCH_TOKENS,
+    ) -> None:
+        self.model, self.layer = model, layer
+        self.tokens = sum(b - a for a, b in spans)
+        self._order: list[int] = []
+        self._batches: list[_SpanBatch] = []
+        device = input_device(model)
+        module, base = decoder_layer(model, layer), model.get_submodule("model")
+        plain_head(model)
+        spanned = [list(ids[: b + 1]) for ids, (_, b) in zip(sequences, spans, strict=True)]
+        for padded in sorted_batches(spanned, batch_tokens):
+            ids = padded.input_ids.to(device)
+            starts = torch.tensor([spans[i][0] for i in padded.rows], device=device)
+            widths = [spans[i][1] - spans[i][0] for i in padded.rows]
+            context, m = int(starts.max()), max(widths)
+            pairs = list(zip(starts.tolist(), widths, strict=True))
+            # Each row's context ends where the cache ends, so that its span follows it on the cache's
+            # positions as on its own (a sliding window measures distances there); left-padded.
+            before = torch.zeros((len(widths), context), dtype=torch.long, device=device)
+            own = torch.zeros((len(widths), m), dtype=torch.long, device=device)
+            mask = torch.zeros((len(widths), context + m), dtype=torch.long, device=device)
+            for row, (a, w) in enumerate(pairs):
+                before[row, context - a :] = ids[row, :a]
+                own[row, :w] = ids[row, a : a + w]
+                mask[row, context - a : context + w] = 1
+            kv = None
+            if context:
+                positions = (torch.arange(context, device=device) - (context - starts)[:, None]).clamp(min=0)
+                with torch.no_grad():
+                    out = base(
+                        input_ids=before,
+                        attention_mask=mask[:, :context],
+                        position_ids=positions,
+                        **cache_kwargs(base, DynamicCache()),
+                    )
+                kv = _kv(returned_cache(out), slice(None))
+            positions = starts[:, None] + torch.arange(m, device=device)
+            with only_layers(model, slice(0, layer + 1)), last_call_hook(module) as store, torch.no_grad():
+                base(input_ids=own, attention_mask=mask, position_ids=positions, **cache_kwargs(base, self._cache(kv)))
+            assert store.hidden is not None
+            targets = torch.cat([ids[row, a + 1 : a + w + 1] for row, (a, w) in enumerate(pairs)])
+            self._order += padded.rows
+            self._batches.append(_SpanBatch(widths, store.hidden, positions, mask, kv, targets))
+
+    @staticmethod
+    def _cache(kv: KV | None) -> DynamicCache | None:
+        """A fresh cache of ``kv``: a pass appends to its own copy, never to the kept tensors."""
+        return None if kv is None else DynamicCache(kv)
+
+    def cross_entropy(self, replace: Replace | None) -> tuple[float, int]:
+        """The mean cross-entropy of the predictions made at the spans and their number, layer L's
+        output replaced as ``replace`` says there only."""
+        base, head = self.model.get_submodule("model"), self.model.get_output_embeddings()
+        assert isinstance(head, torch.nn.Module)
+        sums: list[float] = []
+        with only_layers(self.model, slice(self.layer + 1, None)), torch.no_grad():
+            for batch in self._batches:
+                hidden = batch.hidden if replace is None else replace(batch.hidden)
+                states = base(
+                    inputs_embeds=hidden,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    **cache_kwargs(base, self._cache(batch.kv)),
+                ).last_hidden_state
+                scored = torch.cat([states[row, :w] for row, w in enumerate(batch.widths)])
+                losses = F.cross_entropy(head(scored).float(), batch.targets, reduction="none")
+                sums += [own.sum().item() for own in losses.split(batch.widths)]
+        total = 0.0
+        for _, value in sorted(zip(self._order, sums, strict=True)):  # in sequence order, as the plain route sums
+            total += value
+        return total / self.tokens, self.tokens
 
 
 def captured_spans(sequences: Sequence[Sequence[int]], lengths: Sequence[int]) -> list[tuple[int, int]]:
@@ -384,10 +452,7 @@ def splice_result(
         there = {"tokens": scorer.tokens, "ce_clean": clean, "ce_zero": zero, "ce_mean": mean, "ce_sae": spliced}
     else:
         there = scorer.captured(spans, captured_mean)
-        replace = sae_replacement(sae)
-        there["ce_sae"], _ = captured_batched(
-            scorer.model, scorer.sequences, spans, scorer.layer, replace, batch_tokens=scorer.batch_tokens
-        )
+        there["ce_sae"], _ = scorer.at(spans).cross_entropy(sae_replacement(sae))
     return {
         "sequences": len(scorer.sequences),
         "tokens": scorer.tokens,

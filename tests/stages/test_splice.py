@@ -28,7 +28,7 @@ from replication.sae.training import build_sae
 from replication.stages.context import Context
 from replication.stages.splice import (
     LayerScorer,
-    captured_batched,
+    SpanScorer,
     captured_cross_entropy,
     captured_spans,
     cross_entropy,
@@ -133,22 +133,27 @@ def test_captured_positions_are_replaced_and_scored_alone(tiny_model: LoadedMode
 
 
 @pytest.mark.parametrize("layer", [0, 10, 11])
-def test_captured_scores_batched_are_the_plain_routes(
+def test_span_scorer_computes_the_plain_routes_scores(
     tiny_model: LoadedModel, tiny_config: RunConfig, layer: int
 ) -> None:
-    """Right-padded batches of similar length, the head on the scored positions only: the CE of one
-    whole pass per sequence, for spans of one position, of a prompt, and of every fed position."""
+    """The clean positions before each span cached, the later layers run on the spans alone: the CE of
+    one whole pass per sequence, for spans of one position, of a prompt, and of every fed position,
+    mixed in batches whose rows start their spans at different places."""
     sequences = random_sequences(30, seed=100 + layer)
     rng = random.Random(layer)
     spans = []
     for ids in sequences:
         end = len(ids) - 1
-        spans.append(rng.choice([(end - 1, end), (0, rng.randrange(1, end + 1)), (0, end)]))
-    assert len(sorted_batches(sequences, 200)) > 3
+        middle = rng.randrange(end) if end > 1 else 0
+        spans.append(rng.choice([(end - 1, end), (middle, end), (0, rng.randrange(1, end + 1)), (0, end)]))
+    batches = sorted_batches([ids[: b + 1] for ids, (_, b) in zip(sequences, spans, strict=True)], 200)
+    assert len(batches) > 3
+    assert any(len({spans[i][0] for i in batch.rows} - {0}) > 1 for batch in batches)  # spans start apart
     sae = build_sae(64, tiny_config.train)
     mean = torch.randn(64)
+    scorer = SpanScorer(tiny_model.model, sequences, spans, layer, batch_tokens=200)
     for replace in (None, zero_replacement, sae_replacement(sae), mean_replacement(mean), lambda h: 0.5 * h):
-        batched = captured_batched(tiny_model.model, sequences, spans, layer, replace, batch_tokens=200)
+        batched = scorer.cross_entropy(replace)
         plain = captured_cross_entropy(tiny_model.model, sequences, spans, layer, replace)
         assert batched[1] == plain[1] == sum(b - a for a, b in spans)
         assert batched[0] == pytest.approx(plain[0], rel=1e-6)
