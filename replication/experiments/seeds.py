@@ -1,6 +1,6 @@
 """Seed robustness: the SAE retrained with other seeds beside the run, every claim judged on each.
 
-Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze in ``<run>/seeds/seed<k>/`` (the
+Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze (no splice test) in ``<run>/seeds/seed<k>/`` (the
 capture files are hard links, never copies or re-captures). Where the model samples while generating
 (the original's sampling was unseeded), sampling seeds 1..M-1 capture anew in ``<run>/seeds/sampling<k>/``.
 Every claim gets its value and verdict per seed (each with its own control), an interval, and one
@@ -24,6 +24,9 @@ from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData, control_of
 from replication.stages.context import Context
 
+UNREAD = ("splice",)
+"""Stages a seed's run leaves out: no claim reads them, and the run's own is the one reported."""
+
 
 def run_seeds(
     run_dir: Path,
@@ -46,7 +49,11 @@ def run_seeds(
     if reference.config.train.seed != 0:
         raise ReplicationError(f"{run_dir} was trained with train.seed={reference.config.train.seed}, not 0")
     runs = [reference] + [
-        RunData(variant_run(run_dir / layout.SEED_RUNS / f"seed{k}", run_dir, {"train.seed": k}, ctx, progress))
+        RunData(
+            variant_run(
+                run_dir / layout.SEED_RUNS / f"seed{k}", run_dir, {"train.seed": k}, ctx, progress, without=UNREAD
+            )
+        )
         for k in range(1, n_seeds)
     ]
     samples = bool(reference.info["generation"]["do_sample"])
@@ -55,7 +62,12 @@ def run_seeds(
     sampled = [
         RunData(
             variant_run(
-                run_dir / layout.SEED_RUNS / f"sampling{k}", run_dir, {"capture.sampling_seed": k}, ctx, progress
+                run_dir / layout.SEED_RUNS / f"sampling{k}",
+                run_dir,
+                {"capture.sampling_seed": k},
+                ctx,
+                progress,
+                without=UNREAD,
             )
         )
         for k in sampling_values[1:]

@@ -17,16 +17,26 @@ def recaptures(overrides: dict[str, Any]) -> bool:
     return any(key.startswith(("model.", "capture.")) for key in overrides)
 
 
-def variant_run(directory: Path, run_dir: Path, overrides: dict[str, Any], ctx: Context, progress: bool) -> Path:
-    """The run's config with ``overrides``, run in ``directory``: a new capture only when the
-    overrides touch the model or the capture, else the run's capture files shared as hard links."""
+def variant_run(
+    directory: Path,
+    run_dir: Path,
+    overrides: dict[str, Any],
+    ctx: Context,
+    progress: bool,
+    *,
+    without: tuple[str, ...] = (),
+) -> Path:
+    """The run's config with ``overrides``, run in ``directory`` (its stages but ``without``): a new
+    capture only when the overrides touch the model or the capture, else the run's capture files shared
+    as hard links."""
     cfg = load_profile(str(run_dir / layout.CONFIG), overrides)
     recapture = recaptures(overrides)
     if not recapture:
         manifest = share_capture(run_dir, directory, ())
         if not (directory / layout.MANIFEST).is_file():
             artifacts.write_json(directory / layout.MANIFEST, manifest)
-    run_stages(layout.STAGES if recapture else layout.STAGES[1:], cfg, directory, ctx=ctx, progress=progress)
+    stages = [s for s in layout.STAGES[0 if recapture else 1 :] if s not in without]
+    run_stages(tuple(stages), cfg, directory, ctx=ctx, progress=progress)
     return directory
 
 

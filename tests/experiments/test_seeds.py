@@ -16,8 +16,10 @@ from safetensors.numpy import load_file
 
 from replication.__main__ import main
 from replication.evaluation.claims import load_claims
+from replication.evaluation.metrics import METRICS
 from replication.evaluation.verdicts import evaluate
 from replication.experiments import seeds
+from replication.rundir import layout
 from replication.rundir.artifacts import sha256_file, verify_manifest
 from replication.rundir.reader import RunData, control_of
 from replication.sae.autoencoder import SparseAutoencoder
@@ -51,6 +53,7 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
             run / "capture/activations.safetensors"
         )
         assert sha256_file(seeded / "train/sae.safetensors") != sha256_file(run / "train/sae.safetensors")
+        assert not (seeded / "splice").exists()  # no claim reads a splice test (below)
     # Live: a code dimension non-zero on some encoded sample of seed 0's run.
     codes = load_file(str(run / "analyze/codes.safetensors"))["codes"]
     live = np.flatnonzero((codes > 0).any(axis=0))
@@ -75,6 +78,12 @@ def test_seeds_stage_on_a_run(tiny_run: Path, tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
 
 
+def test_no_claim_reads_the_stages_a_seed_leaves_out() -> None:
+    read = {METRICS[m].evidence for c in load_claims() for m in [c.metric, *(a.metric for a in c.alternatives)]}
+    left_out = {layout.SPLICE}
+    assert set(seeds.UNREAD) == {"splice"} and not read & left_out
+
+
 def test_stable_features_are_the_planted_shared_directions(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,7 +102,12 @@ def test_stable_features_are_the_planted_shared_directions(
     rng = np.random.default_rng(0)
 
     def fake_variant_run(
-        directory: Path, run_dir: Path, overrides: dict[str, Any], ctx: Context, progress: bool
+        directory: Path,
+        run_dir: Path,
+        overrides: dict[str, Any],
+        ctx: Context,
+        progress: bool,
+        without: tuple[str, ...],
     ) -> Path:
         shutil.copytree(run_dir, directory, ignore=shutil.ignore_patterns("seeds"))
         planted = decoder.copy()

@@ -20,6 +20,7 @@ from replication import api
 from replication.config import RunConfig
 from replication.errors import ReplicationError
 from replication.evaluation.metrics import METRICS
+from replication.experiments.variant import variant_run
 from replication.model.batching import sorted_batches
 from replication.model.loading import LoadedModel, resolve_device
 from replication.rundir.reader import RunData
@@ -353,20 +354,20 @@ def test_splice_json_is_the_one_pass_per_sequence_result(tiny_run: Path) -> None
     assert METRICS["captured_ce_loss_recovered_mean"].compute(run) == pytest.approx(recovered, rel=1e-4)
 
 
-def test_seeds_share_the_clean_and_ablated_scores(tiny_run: Path, tmp_path: Path) -> None:
-    """Three SAEs on one capture in one process: each seed's splice has the run's clean and ablated
-    CE, everywhere and at the captured positions, and a spliced CE of its own SAE (what the shared
-    scorer saves is the bench's to measure)."""
+def test_saes_of_one_capture_share_the_clean_and_ablated_scores(tiny_run: Path, tmp_path: Path) -> None:
+    """Three SAEs on one capture in one process (the run's, then the ablations that keep its capture):
+    each splice has the run's clean and ablated CE, everywhere and at the captured positions, and a
+    spliced CE of its own SAE (what the shared scorer saves is the bench's to measure)."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     shutil.rmtree(run / "splice")  # the run's own splice test is redone in this process too
     cfg = RunData(run).config
-    ctx = Context()  # what replicate shares between the run and its seeds
+    ctx = Context()  # what replicate shares between the run and its variants
     api.run(cfg, run, stages=("splice",), ctx=ctx)
-    api.Run(run).seeds(3, ctx=ctx)
-    splices = [
-        json.loads((d / "splice/splice.json").read_text()) for d in (run, run / "seeds/seed1", run / "seeds/seed2")
-    ]
+    variants = [run / "seed1", run / "seed2"]
+    for k, directory in enumerate(variants, start=1):
+        variant_run(directory, run, {"train.seed": k}, ctx, progress=False)
+    splices = [json.loads((d / "splice/splice.json").read_text()) for d in (run, *variants)]
     assert len({s["ce_sae"] for s in splices}) == len({s["captured_ce_sae"] for s in splices}) == 3
     shared = ("ce_clean", "ce_zero", "ce_mean", "captured_ce_clean", "captured_ce_zero", "captured_ce_mean")
     assert len({tuple(s[key] for key in shared) for s in splices}) == 1
