@@ -237,14 +237,13 @@ def entries(results: list[Result]) -> list[dict[str, Any]]:
         first.setdefault(text, cid)
         return text
 
-    derived = dict(DERIVED)
     rows = []
     for r in results:
         spec, cid = METRICS[r.claim.metric], r.claim.id
         text = spec.definition
-        if spec.name in derived:  # its arithmetic is in the report's section of the write-up's numbers
+        if spec.name in DERIVED:  # its arithmetic is in the report's section of the write-up's numbers
             text = (
-                f"From the write-up's numbers: **{derived[spec.name]().name}** (What the write-up's own numbers imply)"
+                f"From the write-up's numbers: **{DERIVED[spec.name]().name}** (What the write-up's own numbers imply)"
             )
         definition = once(text, cid, f"`{spec.name}`,")
         reading = once(r.claim.why, cid, "Read")

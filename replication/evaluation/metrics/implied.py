@@ -52,19 +52,11 @@ def _derived(derive: Callable[[], writeup.Derivation], run: RunData) -> float:
     return derive().value
 
 
-DERIVED: tuple[tuple[str, Callable[[], writeup.Derivation]], ...] = (
-    ("implied_best_epoch", writeup.best_epoch),
-    ("implied_code_mass_ratio", writeup.code_mass_ratio),
-    ("implied_init_l1_ratio", writeup.init_l1_from_sparsity),
-    ("implied_encoder_init_cosine", partial(writeup.adam_first_step_cosine, "encoder")),
-    ("implied_decoder_init_cosine", partial(writeup.adam_first_step_cosine, "decoder")),
-    *((f"implied_chance_{t}", partial(writeup.chance_of_writeup_evidence, t)) for t in writeup.DRAWN),
-)
+DERIVED = {
+    f"implied_{name}": derive
+    for name, derive in writeup.DERIVATIONS.items()
+    if name not in ("final_code_mass", "first_code_mass")  # the steps to code_mass_ratio
+}
 """The metrics of the write-up's own numbers, each a derivation of ``evaluation.writeup``."""
-for _name, _derivation in DERIVED:
-    register(
-        _name,
-        WRITEUP,
-        f"From the write-up's numbers: {_derivation().steps}.",
-        partial(_derived, _derivation),
-    )
+for _name, _derivation in DERIVED.items():
+    register(_name, WRITEUP, f"From the write-up's numbers: {_derivation().steps}.", partial(_derived, _derivation))
