@@ -147,7 +147,7 @@ def top5_overlap(run: RunData, ax: Axes) -> None:
 
 
 @_figure(6, 4)
-def density_figure(run: RunData, ax: Axes) -> None:
+def feature_density(run: RunData, ax: Axes) -> None:
     density = health.feature_density(run.codes)
     ax.hist(np.log10(density[density > 0]), bins=30)
     ax.set(
@@ -171,18 +171,9 @@ def planted_recovery(run: RunData, ax: Axes) -> None:
     ax.legend()
 
 
-DRAW: dict[str, Callable[[RunData], Figure]] = {
-    "part2": part2,
-    "part2_1": part2_1,
-    "part2_2": part2_2,
-    "training_loss": training_loss,
-    "sparsity_curve": sparsity_curve,
-    "pca_plot": pca_plot,
-    "init_cosine": init_cosine,
-    "top5_overlap": top5_overlap,
-    "l0_hist": l0_hist,
-    "feature_density": density_figure,
-}
+_WRITEUP = (part2, part2_1, part2_2, training_loss, sparsity_curve, pca_plot)
+_HEALTH = (init_cosine, top5_overlap, l0_hist, feature_density)
+DRAW: dict[str, Callable[[RunData], Figure]] = {draw.__name__: draw for draw in (*_WRITEUP, *_HEALTH)}
 FIGURES = tuple(DRAW)[:6]
 """The write-up's six figures; the others are SAE health beyond it."""
 HEALTH_FIGURES = tuple(DRAW)[6:]
