@@ -188,14 +188,3 @@ DERIVATIONS: dict[str, Callable[[], Derivation]] = {
     **{f"chance_{topic}": partial(chance_of_writeup_evidence, topic) for topic in DRAWN},
 }
 """In the order the report shows them; the metric ``implied_<name>`` reads each but the two code-mass bounds."""
-
-CANNOT = (
-    "The final train loss bounds the codes but not the MSE's share of it: the final reconstruction error alone "
-    "is somewhere in [0, 0.0133].",
-    "The best (epoch-1) SAE's own codes are not reported: how many of them are non-zero after its one Adam step "
-    "(the write-up's 'only a few dimensions', e.g. 0.0230, 0.0196) cannot be derived; such values are of the "
-    "untrained codes' size (mean |z| <= 0.027), far above the last epoch's bound.",
-    "Whether 0.0142 is a low validation MSE depends on the variance of layer 10's activations, which the write-up "
-    "does not give: a run of the 8B model measures it (FVU).",
-)
-"""What the numbers do not determine, said so in the report."""

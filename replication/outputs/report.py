@@ -197,7 +197,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "export": (export := run.json(layout.EXPORT_INDEX) if run.has(layout.EXPORT_INDEX) else None),
         "export_rows": _export_rows(export),
         "derivations": [derive() for derive in writeup.DERIVATIONS.values()],
-        "cannot": writeup.CANNOT,
         "dimension0": writeup_dimension0(),
         "dead_listing": _dead_listing(run),
         "coverage": _coverage(),
