@@ -139,10 +139,9 @@ def _strengths(power: dict[str, Any], test: str) -> str:
 
 def _carried(tested: dict[str, Any], sae: str) -> str:
     """The topics some feature of ``sae`` carries (family-wise p < ALPHA), each beside its untrained p."""
-    control = "untrained"
     carried = [
         f"{topic} (p {stats.format_p(f[sae]['p'])}"
-        + (f"; {control} p {stats.format_p(f[control]['p'])})" if control in f else ")")
+        + (f"; untrained p {stats.format_p(f['untrained']['p'])})" if "untrained" in f else ")")
         for topic, t in tested.items()
         if (f := t["features"])[sae]["p"] < topics.ALPHA
     ]

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
 from replication.evaluation import health, writeup
@@ -43,17 +42,6 @@ NVIDIA's data sheets: the bound on a decode step that reads every weight once.""
 
 def hbm_bandwidth(gpu: str) -> float | None:
     return next((bandwidth for name, bandwidth in HBM_BANDWIDTH if name in gpu), None)
-
-
-def _environment() -> jinja2.Environment:
-    env = rendering.environment(html=False)  # Markdown
-    env.filters.update(
-        value=findings.shown,
-        code=lambda text: f"`{text}`",
-        cell=lambda text: str(text).replace("|", "\\|"),
-        fixed2=lambda x: f"{x:.2f}",
-    )
-    return env
 
 
 def _seeds(run: RunData, results: list[Result]) -> dict[str, Any] | None:
@@ -263,10 +251,6 @@ def _dead_listing(run: RunData) -> str:
     return f"{share:.0%} of its {dead} dead dimensions list these five prompts in this order"
 
 
-def render(context: dict[str, Any]) -> str:
-    return _environment().get_template("report.md.j2").render(context) + "\n"
-
-
 def write_report(run: RunData, results: list[Result], output: Path, command: str) -> list[Path]:
     """The figures into ``<run>/figures/`` and the report to ``output``; the files written."""
     paths = figures.draw_all(run)
@@ -274,5 +258,12 @@ def write_report(run: RunData, results: list[Result], output: Path, command: str
     context = facts(run, results, links, command)
     cards = run.root / layout.CARDS_INDEX
     context["cards"] = os.path.relpath(cards, output.parent) if run.has(layout.CARDS_INDEX) else None
-    artifacts.write_text(output, render(context))
+    env = rendering.environment(html=False)  # Markdown
+    env.filters.update(
+        value=findings.shown,
+        code=lambda text: f"`{text}`",
+        cell=lambda text: str(text).replace("|", "\\|"),
+        fixed2=lambda x: f"{x:.2f}",
+    )
+    artifacts.write_text(output, env.get_template("report.md.j2").render(context) + "\n")
     return [*paths.values(), output]
