@@ -139,43 +139,24 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "info": run.info,
         "manifest": manifest,
         "definitions": _definitions(results),
+        "metric": lambda name: METRICS[name].compute(run),
         "summary": run.train_summary,
         "facts": {
-            "samples": len(run.records),
             "prefill": sum(r["source"] == "prefill" for r in run.records),
-            "mean_new_tokens": METRICS["mean_new_tokens"].compute(run),
-            "padding": METRICS["padding_row_fraction"].compute(run),
-            "d_hidden": run.sae.d_hidden,
-            "val_fvu": METRICS["val_fvu"].compute(run),
             "decode_slots": _decode_slots(run),
         },
         "health": {
             "l0_mean": float(sample_l0.mean()),
             "l0_median": float(np.median(sample_l0)),
             "l0_max": int(sample_l0.max()),
-            "train_fvu": METRICS["train_fvu"].compute(run),
-            "val_mean_predictor_fvu": METRICS["val_mean_predictor_fvu"].compute(run),
-            "dead_fraction": health.dead_fraction(run.codes),
             "density_median": float(np.median(density)),
             "density_max": float(density.max()),
-            **{
-                name: METRICS[name].compute(run)
-                for name in (
-                    "encoder_init_cosine",
-                    "decoder_init_cosine",
-                    "adam_steps",
-                    "weight_change_over_steps_lr",
-                    "top5_shared_with_untrained",
-                )
-            },
-            "one_step": METRICS["implied_encoder_init_cosine"].compute(run),
             "relu_floor": (floor.low if (floor := relu_decoder_floor(run)) is not None else None),
         },
         "splice": run.splice,
         "split": _split(run),
         "figures": {"writeup": figures.FIGURES, "health": figures.HEALTH_FIGURES, "links": links},
         "captions": figures.captions(run),
-        "kinds": Counter(r.claim.kind for r in results),
         "seeds": _seeds(run, results),
         "opening": findings.opening(results, run),
         "counts": findings.counts(results),
@@ -186,7 +167,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "export_rows": _export_rows(export),
         "derivations": [derive() for derive in writeup.DERIVATIONS.values()],
         "dimension0": writeup_dimension0(),
-        "dead_listing": _dead_listing(run),
         "coverage": _coverage(),
         "dependent": [r.claim.id for r in results if r.reading_dependent],
         "performance": _performance(manifest),
@@ -241,14 +221,6 @@ def _coverage() -> dict[str, Any]:
         "unclaimed": sum(reasons.values()),
         "reasons": ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()),
     }
-
-
-def _dead_listing(run: RunData) -> str:
-    share = METRICS["dead_dims_with_writeup_list"].compute(run)
-    dead = METRICS["dead_features"].compute(run)
-    if share is None:
-        return "it has no dead dimension"
-    return f"{share:.0%} of its {dead} dead dimensions list these five prompts in this order"
 
 
 def write_report(run: RunData, results: list[Result], output: Path, command: str) -> list[Path]:
