@@ -129,11 +129,6 @@ def facts(run: RunData, results: list[Result], links: dict[str, str], command: s
         "command": command,
         "commit": provenance.code_commit(),
         "date": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}",
-        "hardware": (
-            f"GPU ({env['gpu']}, {env['gpu_memory_gib']} GiB)"
-            if env["gpu"]
-            else f"CPU ({env['cpu']}, {env['cores']} cores)"
-        ),
         "env": env,
         "cfg": run.config,
         "info": run.info,
