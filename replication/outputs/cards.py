@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
 import torch
 
 from replication.errors import ReplicationError
@@ -30,15 +29,6 @@ ABLATION = "standard_sae"
 def page_name(sae: str, dim: int) -> str:
     """A card's file, relative to the cards directory."""
     return f"{sae}/dim{dim:04d}.html"
-
-
-def _environment() -> jinja2.Environment:
-    env = rendering.environment(html=True)
-    env.filters["num"] = lambda v: "n/a" if v is None else format_value(v)
-    env.filters["v"] = lambda v: f"{v:.4g}"
-    env.filters["tok"] = lambda t: "\u201c" + t.replace("\n", "\u21b5") + "\u201d"
-    env.globals.update(page_name=page_name, zip=zip)
-    return env
 
 
 def load_views(run: RunData, claims: list[Claim]) -> list[View]:
@@ -72,7 +62,11 @@ def write_cards(run: RunData, claims: list[Claim], every: bool = False) -> list[
     if len(run.token_states) != len(run.records):
         raise ReplicationError(f"{len(run.token_states)} token sequences for {len(run.records)} samples")
     views = load_views(run, claims)
-    env = _environment()
+    env = rendering.environment(html=True)
+    env.filters["num"] = lambda v: "n/a" if v is None else format_value(v)
+    env.filters["v"] = lambda v: f"{v:.4g}"
+    env.filters["tok"] = lambda t: "\u201c" + t.replace("\n", "\u21b5") + "\u201d"
+    env.globals.update(page_name=page_name, zip=zip)
     facts = {key: run.info[key] for key in ("model", "layer", "n_layers", "d_model")} | {
         "samples": len(run.records),
         "split_index": run.split_index,
