@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,12 +55,9 @@ def pairs_sharing_tail(sizes: Sequence[int], population: int, shared: int) -> fl
     share at least ``shared`` items (hypergeometric, summed over pairs)."""
     counts = np.bincount(np.asarray(sizes, dtype=int))
     expected = 0.0
-    for a, n_a in enumerate(counts):
-        for b, n_b in enumerate(counts):
-            if b < a or not n_a or not n_b:
-                continue
-            pairs = n_a * (n_a - 1) / 2 if a == b else n_a * n_b
-            expected += pairs * float(scipy.stats.hypergeom.sf(shared - 1, population, a, b))
+    for a, b in itertools.combinations_with_replacement(np.flatnonzero(counts), 2):
+        pairs = counts[a] * (counts[a] - 1) / 2 if a == b else counts[a] * counts[b]
+        expected += pairs * float(scipy.stats.hypergeom.sf(shared - 1, population, a, b))
     return expected
 
 
