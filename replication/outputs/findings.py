@@ -178,12 +178,11 @@ def _with_power(run: RunData) -> str | None:
         )
     if run.has(layout.PLANTED_JSON):
         planted = run.json(layout.PLANTED_JSON)
-        rows = planted["recipes"]
         said.append(
             f"Could the write-up's design find it? Of {planted['features']} planted features, "
             + "; ".join(
                 f"`{name}` recovers " + ", ".join(f"{r['recovered']} at {r['samples']} samples" for r in [r[0], r[-1]])
-                for name, r in rows.items()
+                for name, r in planted["recipes"].items()
             )
             + "."
         )
