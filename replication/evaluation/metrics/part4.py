@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 
 from replication.evaluation import stats, topics
-from replication.evaluation.metrics.implied import writeup_dimension0
+from replication.evaluation.metrics.implied import with_writeup_list
 from replication.evaluation.metrics.registry import counted, flat_dims, metric
 from replication.rundir import layout
 from replication.rundir.reader import PRINTS_AS_ZERO, RunData
@@ -143,8 +143,5 @@ def _whitebox_rate(run: RunData) -> float | None:
 @metric(layout.TOP_PROMPTS, dims=dead_dims)
 def dead_dims_with_writeup_list(run: RunData) -> float | None:
     """Fraction of dead dimensions whose top 5 are the write-up's dimension-0 prompts in its order."""
-    dead = dead_dims(run)
-    if not dead:
-        return None
-    listed = writeup_dimension0()
-    return sum([t["index"] for t in run.top["dimensions"][d]["top"]] == listed for d in dead) / len(dead)
+    dead, listing = dead_dims(run), set(with_writeup_list(run))
+    return sum(d in listing for d in dead) / len(dead) if dead else None
