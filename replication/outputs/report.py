@@ -79,8 +79,8 @@ def _ablations(run: RunData, kinds: Mapping[str, str]) -> dict[str, Any] | None:
     rows: dict[str, Any] = run.json(layout.ABLATIONS_JSON)
     faithful = rows["faithful"]["verdicts"]
     for name, row in rows.items():
-        findings = [c for c in row.get("changed", []) if kinds.get(c) in COUNTED]
-        changed = ", ".join(f"`{c}` ({faithful[c]} -> {row['verdicts'][c]})" for c in findings)
+        counted = [c for c in row.get("changed", []) if kinds.get(c) in COUNTED]
+        changed = ", ".join(f"`{c}` ({faithful[c]} -> {row['verdicts'][c]})" for c in counted)
         row["changes"] = changed or ("—" if name == "faithful" else "none")
         row.setdefault("not_applicable", None)
     return rows
