@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -23,9 +22,9 @@ OTHER = "other"
 """The label of a prompt that no topic rule matches; it never counts as a topic."""
 
 
-def topic_labels(prompts: list[str], path: Path = TOPICS_FILE) -> list[str]:
+def topic_labels(prompts: list[str]) -> list[str]:
     """Each prompt's topic: the first topic of ``fixtures/topics.yaml`` with a matching pattern."""
-    rules = yaml.safe_load(path.read_text())["topics"]
+    rules = yaml.safe_load(TOPICS_FILE.read_text())["topics"]
     compiled = {topic: [re.compile(p, re.IGNORECASE) for p in pats] for topic, pats in rules.items()}
     return [
         next((t for t, pats in compiled.items() if any(p.search(prompt) for p in pats)), OTHER) for prompt in prompts
@@ -60,9 +59,7 @@ class MaxHits:
         return next((h for h in sorted(self.tail) if self.tail[h] < ALPHA), None)
 
 
-def max_hits_test(
-    top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str], seed: int = 0
-) -> MaxHits:
+def max_hits_test(top_indices: np.ndarray, positive: np.ndarray, is_topic: np.ndarray, strata: list[str]) -> MaxHits:
     """Max over features of topic hits in the positive top k against its permutation null, and that
     null's p-value for every reachable number of hits. Labels shuffle within sample type: decode-step
     samples fill most top-k slots, and their topics are not the corpus's."""
@@ -71,7 +68,7 @@ def max_hits_test(
     def most(labels: np.ndarray) -> np.ndarray:
         return np.asarray((labels[..., top_indices] & positive).sum(axis=-1).max(axis=-1, initial=0))
 
-    null = stats.permutation_null(most, is_topic, PERMUTATIONS, seed, strata)
+    null = stats.permutation_null(most, is_topic, PERMUTATIONS, 0, strata)
     observed = int((is_topic[top_indices] & positive).sum(axis=1).max(initial=0))
     reachable = min(k, int(is_topic.sum()))
     tail = {h: stats.tail_pvalue(null, h) for h in range(1, reachable + 1)}

@@ -50,7 +50,7 @@ def saelens_cfg(run: RunData, name: str) -> dict[str, Any]:
     }
 
 
-def export_one(run: RunData, name: str, out: Path, source: str = ".") -> dict[str, Any]:
+def export_one(run: RunData, name: str, out: Path, source: str) -> dict[str, Any]:
     """Write one SAE's SAELens directory under ``out``; its index entry either way (``source``: the
     SAE's run, relative to the exporting run, so the index is the same wherever the run lies)."""
     sae = run.sae
