@@ -95,10 +95,10 @@ for _topic in topics.TESTED:
     register(
         f"topic_max_pvalue_{_topic}",
         layout.TOP_PROMPTS,
-        f"Family-wise test that SOME live dimension is a '{_topic}' feature: the most '{_topic}' prompts "
-        "(fixtures/topics.yaml) among any live dimension's top-5 positive prompts, against the same maximum under "
-        f"{topics.PERMUTATIONS} shuffles of the topic labels within each sample type (prefill, decode step; "
-        f"seed 0). Where even a feature of only '{_topic}' prompts could not reach p < {topics.ALPHA}, it flags "
+        "Family-wise test that SOME live dimension is a feature of the claim's topic: the most prompts of that "
+        "topic (fixtures/topics.yaml) among any live dimension's top-5 positive prompts, against the same maximum "
+        f"under {topics.PERMUTATIONS} shuffles of the topic labels within each sample type (prefill, decode step; "
+        f"seed 0). Where even a feature of only that topic's prompts could not reach p < {topics.ALPHA}, it flags "
         "nothing.",
         partial(_max_hits_pvalue, _topic),
         partial(best_for_topic, _topic),
