@@ -36,7 +36,7 @@ from replication.rundir import artifacts, layout
 from replication.rundir.reader import RunData
 from replication.sae.data import sample_rows
 from replication.stages.context import Context
-from replication.stages.splice import cross_entropy
+from replication.stages.splice import cross_entropy, mean_replacement, zero_replacement
 
 CONTEXT = 256
 """Tokens a sequence."""
@@ -151,8 +151,8 @@ def scores(model: PreTrainedModel, saes: dict[str, Any], held_out: list[list[int
         name: cross_entropy(model, held_out, layer, replace)[0]
         for name, replace in (
             ("clean", None),
-            ("zero", torch.zeros_like),
-            ("mean", lambda h: mean.to(h.dtype).expand_as(h).clone()),
+            ("zero", zero_replacement),
+            ("mean", mean_replacement(mean)),
         )
     }
 
