@@ -1,8 +1,9 @@
 """Seed robustness: the SAE retrained with other seeds beside the run, every claim judged on each.
 
-Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze (no splice test) in ``<run>/seeds/seed<k>/`` (the
-capture files are hard links, never copies or re-captures). Where the model samples while generating
-(the original's sampling was unseeded), sampling seeds 1..M-1 capture anew in ``<run>/seeds/sampling<k>/``.
+Seed 0 is the faithful run itself; seeds 1..N-1 train and analyze (no splice test) in
+``<run>/seeds/seed<k>/`` (the capture files are hard links, never copies or re-captures). Where the
+model samples while generating (the original's sampling was unseeded), sampling seeds 1..M-1 capture
+anew in ``<run>/seeds/sampling<k>/``.
 Every claim gets its value and verdict per seed (each with its own control), an interval, and one
 combined verdict (``verdicts.combine``); a p-value is Bonferroni-corrected for the runs it is one of.
 Features are matched across seeds by the best cosine similarity of their decoder directions.
